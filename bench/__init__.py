@@ -1,0 +1,1 @@
+"""temu-sync benchmark suite: ``python -m bench`` (see bench/run.py)."""

@@ -1,0 +1,374 @@
+"""The bodies of the CLI commands: each opens what it needs, does its job, returns an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import asyncpg
+import orjson
+
+from engine.cluster import (
+    AppsBusy,
+    ClusterTiming,
+    Identity,
+    LeaseKeeper,
+    refuse_if_daemon_owns,
+    take_leases_once,
+)
+from engine.config import Settings
+from engine.progress import BackfillProgress
+from engine.reconcile.wiring import reconcile_once
+from engine.runtime import Runtime
+from engine.runtime import open_database as _open_database
+from engine.runtime import open_runtime as _open_runtime
+from engine.store.leases import DaemonRow, Lease, LeaseStore
+from engine.store.migrate import migrate
+from engine.store.pool import create_pool
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+
+
+class CommandError(Exception):
+    def __init__(self, message: str, exit_code: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+# What asyncpg raises when Postgres is unreachable, refuses us or is not what the URL says.
+_DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+def database_target(url: str) -> str:
+    """``host:port/dbname`` of a libpq URL, never its password (for error messages)."""
+    try:
+        parts = urlsplit(url)
+        # libpq also takes the host (a unix socket directory) as ?host=...
+        query_host = parse_qs(parts.query).get("host", [""])[0]
+        host = parts.hostname or query_host or "localhost"
+        where = f"{host}:{parts.port or 5432}{parts.path or ''}"
+    except ValueError:
+        where = "the configured database.url"
+    return where
+
+
+def _database_error(settings: Settings, exc: BaseException) -> CommandError:
+    """One-shot commands do not wait for Postgres (the daemon does): say clearly which server
+    could not be used and why, and fail with exit code 1."""
+    where = (
+        database_target(settings.database.url)
+        if settings.database.url
+        else f"the embedded Postgres under {settings.database.data_dir}"
+    )
+    reason = str(exc).strip() or type(exc).__name__
+    if settings.database.url:
+        parts = urlsplit(settings.database.url)
+        if parts.password:
+            reason = reason.replace(parts.password, "***")
+    return CommandError(f"cannot use Postgres at {where}: {reason}", EXIT_FAILURE)
+
+
+async def open_runtime(settings: Settings) -> Runtime:
+    try:
+        return await _open_runtime(settings)
+    except _DATABASE_ERRORS as exc:
+        raise _database_error(settings, exc) from None
+
+
+async def open_database(settings: Settings) -> tuple[str, Any]:
+    try:
+        return await _open_database(settings)
+    except _DATABASE_ERRORS as exc:
+        raise _database_error(settings, exc) from None
+
+
+def print_json_summary(summary: dict[str, Any]) -> None:
+    sys.stdout.write(orjson.dumps(summary).decode() + "\n")
+    sys.stdout.flush()
+
+
+def _exit_for(rt: Runtime) -> int:
+    return EXIT_PARTIAL if rt.counters.shops_failed else EXIT_OK
+
+
+async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    cmd = args.command
+    if cmd == "migrate":
+        return await cmd_migrate(settings)
+    if cmd == "status":
+        return await cmd_status(settings, as_json=args.json)
+    if cmd == "backfill":
+        return await cmd_backfill(settings, args)
+    if cmd == "run":
+        if args.once:
+            return await cmd_run_once(settings, as_json=args.json)
+        from engine.daemon import run_daemon
+
+        return await run_daemon(settings)
+    if cmd == "reconcile":
+        return await cmd_reconcile_once(settings, as_json=args.json)
+    if cmd == "labels":
+        return await cmd_labels_import(settings, args.file)
+    raise CommandError(f"unknown command {cmd}", EXIT_USAGE)
+
+
+async def cmd_migrate(settings: Settings) -> int:
+    url, embedded = await open_database(settings)
+    try:
+        try:
+            pool = await create_pool(url, settings.database.schema, min_size=1, max_size=2)
+        except _DATABASE_ERRORS as exc:
+            raise _database_error(settings, exc) from None
+        try:
+            applied = await migrate(pool, settings.database.schema)
+        finally:
+            await pool.close()
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    if applied:
+        print(f"applied {len(applied)} migration(s): {', '.join(applied)}")
+    else:
+        print("schema is up to date")
+    return EXIT_OK
+
+
+async def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
+    streams = ["orders", "returns"] if args.stream == "all" else [args.stream]
+    if args.until is not None and args.until <= args.since:
+        raise CommandError("--until must be after --since", EXIT_USAGE)
+    rt = await open_runtime(settings)
+    keeper: LeaseKeeper | None = None
+    try:
+        shops = args.shops or [s.id for s in settings.shops]
+        keeper = await _lease_apps(rt, shops)
+        service = rt.sync_service()
+        end = args.until or datetime.now(UTC)
+        progress = BackfillProgress(
+            int(args.since.timestamp()),
+            int(end.timestamp()),
+            pairs=len(shops) * len(streams),
+        )
+        rt.reset_clock()
+        result = await service.backfill(
+            args.since, args.until, shop_ids=args.shops, streams=streams, progress=progress
+        )
+        progress.close()
+        for (shop, stream), message in sorted(result.failed.items()):
+            log.error("shop %s, stream %s failed: %s", shop, stream, message)
+        _report(rt, as_json=args.json, title="backfill")
+        return _exit_for(rt)
+    finally:
+        if keeper is not None:
+            await keeper.close()
+        await rt.close()
+
+
+async def _lease_apps(rt: Runtime, shops: list[str]) -> LeaseKeeper:
+    """A backfill paces each app in this process: it takes the apps' leases like a daemon
+    (without registering as one), so a daemon cannot sync the same app meanwhile. It waits
+    for a lease left by another one-shot run and refuses when a running daemon owns one."""
+    apps = {s.app_key for s in rt.settings.shops if s.id in shops}
+    try:
+        keeper = await take_leases_once(
+            LeaseStore(rt.pool),
+            apps,
+            Identity.of_this_process(),
+            timing=ClusterTiming(rt.settings.cluster.lease_s),
+        )
+    except AppsBusy as exc:
+        raise CommandError(str(exc)) from None
+    for app_key in apps:
+        rt.pacers[app_key].gate = keeper.gate(app_key)
+    return keeper
+
+
+async def _refuse_beside_daemons(rt: Runtime, command: str) -> None:
+    apps = {s.app_key for s in rt.settings.shops}
+    try:
+        await refuse_if_daemon_owns(LeaseStore(rt.pool), apps, command)
+    except AppsBusy as exc:
+        raise CommandError(str(exc)) from None
+
+
+async def cmd_run_once(settings: Settings, *, as_json: bool) -> int:
+    rt = await open_runtime(settings)
+    try:
+        await _refuse_beside_daemons(rt, "run --once")
+        rt.reset_clock()
+        await rt.sync_service().incremental_pass()
+        await _reconcile_pass(rt)
+        _report(rt, as_json=as_json, title="run --once")
+        return _exit_for(rt)
+    finally:
+        await rt.close()
+
+
+async def cmd_reconcile_once(settings: Settings, *, as_json: bool) -> int:
+    rt = await open_runtime(settings)
+    try:
+        await _refuse_beside_daemons(rt, "reconcile --once")
+        rt.reset_clock()
+        await _reconcile_pass(rt)
+        _report(rt, as_json=as_json, title="reconcile --once")
+        return _exit_for(rt)
+    finally:
+        await rt.close()
+
+
+async def _reconcile_pass(rt: Runtime) -> None:
+    if not rt.settings.reconciler.enabled:
+        return
+    await reconcile_once(rt)
+
+
+async def cmd_labels_import(settings: Settings, path: str) -> int:
+    from engine.reconcile.wiring import import_labels
+
+    rt = await open_runtime(settings)
+    try:
+        return await import_labels(rt, path)
+    finally:
+        await rt.close()
+
+
+def _report(rt: Runtime, *, as_json: bool, title: str) -> None:
+    summary = rt.summary()
+    if as_json:
+        print_json_summary(summary)
+        return
+    o, r = summary["orders"], summary["returns"]
+    assert isinstance(o, dict) and isinstance(r, dict)
+    print(
+        f"{title}: {summary['requests']} requests in {summary['elapsed_s']} s "
+        f"({summary['qps']} req/s), {summary['rate_limited']} rate-limited, "
+        f"{summary['retries']} retries\n"
+        f"  orders:  {o['inserted']} inserted, {o['updated']} updated, "
+        f"{o['unchanged']} unchanged\n"
+        f"  returns: {r['inserted']} inserted, {r['updated']} updated, "
+        f"{r['unchanged']} unchanged\n"
+        f"  labels uploaded: {summary['labels_uploaded']}, OC updates: {summary['oc_updates']}"
+    )
+    failed = summary["shops_failed"]
+    if failed:
+        print(f"  shops failed: {', '.join(failed)}")  # type: ignore[arg-type]
+
+
+def _ago(ts: datetime | None, now: float) -> str:
+    if ts is None:
+        return "-"
+    return f"{int(now - ts.timestamp())}s ago"
+
+
+async def cmd_status(settings: Settings, *, as_json: bool) -> int:
+    rt = await open_runtime(settings)
+    try:
+        rows = await rt.store.sync_status()
+        outbox = await rt.store.outbox_summary()
+        leases = LeaseStore(rt.pool)
+        apps, daemons = await leases.leases(), await leases.daemons()
+    finally:
+        await rt.close()
+    now = time.time()
+    if as_json:
+
+        def conv(v: Any) -> Any:
+            return v.isoformat() if isinstance(v, datetime) else v
+
+        doc = {
+            # Which process owns which app (several daemons may share the database).
+            "apps": [{k: conv(v) for k, v in asdict(lease).items()} for lease in apps],
+            "daemons": [{k: conv(v) for k, v in asdict(d).items()} for d in daemons],
+            "streams": [
+                {
+                    **{k: conv(v) for k, v in row.items()},
+                    "lag_s": (now - row["cursor"].timestamp()) if row.get("cursor") else None,
+                }
+                for row in rows
+            ],
+            "outbox": {k: conv(v) for k, v in outbox.items()},
+        }
+        print_json_summary(doc)
+        return EXIT_OK
+    print(
+        f"{'shop':<16} {'stream':<8} {'kind':<28} {'cursor':<26} {'lag':>10}  "
+        f"{'last success':<14} last error"
+    )
+    for row in rows:
+        cursor = row.get("cursor")
+        lag = f"{int(now - cursor.timestamp())}s" if cursor else "-"
+        print(
+            f"{row['shop_id']:<16} {row['stream']:<8} {row['kind']:<28} "
+            f"{cursor.isoformat() if cursor else '-':<26} {lag:>10}  "
+            f"{_ago(row.get('last_success_at'), now):<14} {_error_cell(row)}"
+        )
+    _print_cluster(apps, daemons, now)
+    print(_outbox_line(outbox))
+    if outbox.get("oldest_dead_error") is not None:
+        print(
+            f"  oldest dead: {outbox.get('oldest_dead_kind')} {outbox.get('oldest_dead_key')} "
+            f"({_ago(outbox.get('oldest_dead_at'), now)}): {outbox['oldest_dead_error']}"
+        )
+    return EXIT_OK
+
+
+def _print_cluster(apps: list[Lease], daemons: list[DaemonRow], now: float) -> None:
+    for lease in apps:
+        state = "owned by" if lease.live else "free (lease expired), last owner"
+        print(
+            f"app {lease.app_key}: {state} {lease.owner} since "
+            f"{lease.acquired_at.isoformat(timespec='seconds')} "
+            f"(renewed {_ago(lease.heartbeat_at, now)})"
+        )
+    for d in daemons:
+        http = f", http {d.listen}" if d.listen else ""
+        print(
+            f"daemon {d.owner}: {'live' if d.live else 'GONE'}, started "
+            f"{d.started_at.isoformat(timespec='seconds')}, heartbeat "
+            f"{_ago(d.heartbeat_at, now)}{http}"
+        )
+
+
+def _error_cell(row: dict[str, Any]) -> str:
+    error = row.get("last_error")
+    if not error:
+        return ""
+    # An error older than the last success is history; a current one needs attention.
+    return f"FAILING: {error}" if row.get("failing") else f"(earlier) {error}"
+
+
+def _outbox_line(outbox: dict[str, Any]) -> str:
+    counts = ", ".join(f"{outbox.get(s, 0)} {s}" for s in ("pending", "running", "done", "dead"))
+    return f"outbox: {counts}"
+
+
+async def demo(args: argparse.Namespace) -> int:
+    from engine.demo import run_demo
+
+    return await run_demo()
+
+
+async def simulate(args: argparse.Namespace) -> int:
+    from engine.sim.config import SimConfig
+    from engine.sim.server import serve_forever
+
+    config = SimConfig.default(
+        orders=args.orders,
+        returns=args.returns,
+        shops=args.shops,
+        seed=args.seed,
+        fault_rate=args.faults,
+        latency_ms=args.latency_ms,
+        jitter_ms=args.jitter_ms,
+        drift_rate=args.drift,
+    )
+    await serve_forever(args.listen, config)
+    return EXIT_OK

@@ -1,0 +1,247 @@
+"""Logging setup for the CLI: text or JSON lines on stderr, with secrets redacted.
+
+Modules only ever call ``logging.getLogger(__name__)``; the CLI calls :func:`setup_logging`
+once. Context that should appear on every line of a sync loop (shop, stream, ...) is set with
+:func:`log_context`; it lives in a contextvar, so each asyncio task carries its own.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import re
+import sys
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any, Literal, TextIO
+from urllib.parse import quote
+
+import orjson
+
+__all__ = [
+    "REDACTED",
+    "Redactor",
+    "add_secret",
+    "current_context",
+    "log_context",
+    "redact",
+    "setup_logging",
+]
+
+REDACTED = "***"
+
+# Every attribute a bare LogRecord has; anything else on a record came from `extra=` or from
+# the log context. `message`/`asctime` are added by Formatter.format, `taskName` by 3.12+.
+_RECORD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+_CORE_JSON_KEYS = ("ts", "level", "logger", "msg", "exc", "stack")
+
+_context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
+    "temu_sync_log_context", default=MappingProxyType({})
+)
+
+
+@contextmanager
+def log_context(**fields: Any) -> Iterator[None]:
+    """Adds ``fields`` to every log line emitted inside the block (and in tasks it creates)."""
+    token = _context.set({**_context.get(), **fields})
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+def current_context() -> dict[str, Any]:
+    return dict(_context.get())
+
+
+class Redactor:
+    """Replaces every known secret with ``***``; secrets can be added while running."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._lock = threading.Lock()
+        self._secrets: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
+        for s in secrets:
+            self.add(s)
+
+    def add(self, secret: str) -> None:
+        if not secret:
+            return
+        # A token can reach a log line URL-encoded (query strings) or JSON-escaped (a logged
+        # request body), so those spellings are secrets too.
+        forms = {secret, quote(secret, safe=""), json.dumps(secret)[1:-1]}
+        with self._lock:
+            if forms <= self._secrets:
+                return
+            self._secrets |= forms
+            # Longest first, so a secret that contains another is replaced whole.
+            ordered = sorted(self._secrets, key=len, reverse=True)
+            self._pattern = re.compile("|".join(re.escape(s) for s in ordered))
+
+    def __call__(self, text: str) -> str:
+        pattern = self._pattern
+        if pattern is None:
+            return text
+        return pattern.sub(REDACTED, text)
+
+    def value(self, v: Any) -> Any:
+        """Redacts a context value, keeping JSON-friendly types where it can."""
+        if isinstance(v, str):
+            return self(v)
+        if v is None or isinstance(v, bool | int | float):
+            return v
+        if isinstance(v, Mapping):
+            return {str(k): self.value(x) for k, x in v.items()}
+        if isinstance(v, list | tuple | set | frozenset):
+            return [self.value(x) for x in v]
+        if isinstance(v, datetime):
+            return v
+        return self(str(v))
+
+
+# One per process, like the root logger it protects: the OC client adds a rotated refresh
+# token here without needing a handle on the logging setup.
+_redactor = Redactor()
+
+
+def add_secret(value: str) -> None:
+    """Redacts ``value`` from every log line from now on (e.g. a freshly rotated token)."""
+    _redactor.add(value)
+
+
+def redact(text: str) -> str:
+    """Redacts known secrets from text that leaves the process by another path (error
+    columns in Postgres, HTTP error bodies)."""
+    return _redactor(text)
+
+
+class _ContextAndRedactionFilter(logging.Filter):
+    """Stamps the log context onto the record, then redacts message, args, exception text and
+    every context field in place, so any formatter downstream sees only clean values."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self._redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # Context first, then extra= (re-inserted so lines read "shop=.. stream=.. page=.."),
+        # and an explicit extra= wins over the surrounding context.
+        extras = {k: record.__dict__.pop(k) for k in _extra_keys(record)}
+        record.__dict__.update(_context.get())
+        record.__dict__.update(extras)
+        r = self._redactor
+        try:
+            message = record.getMessage()
+        except Exception:
+            # A broken format string must not lose the line (or leak the args unredacted).
+            message = f"{record.msg!s} (unformattable args: {record.args!r})"
+        record.msg = r(message)
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = r(record.exc_text)
+        if record.stack_info:
+            record.stack_info = r(record.stack_info)
+        for key in _extra_keys(record):
+            record.__dict__[key] = r.value(record.__dict__[key])
+        return True
+
+
+def _extra_keys(record: logging.LogRecord) -> list[str]:
+    return [k for k in record.__dict__ if k not in _RECORD_ATTRS and not k.startswith("_")]
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    dt = datetime.fromtimestamp(record.created, UTC)
+    return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, str):
+        s = value
+    elif isinstance(value, datetime):
+        s = value.isoformat()
+    else:
+        s = orjson.dumps(value, default=str).decode()
+    if s and not any(c.isspace() or c in "\"'=" for c in s):
+        return s
+    return orjson.dumps(s).decode()
+
+
+class TextFormatter(logging.Formatter):
+    """``2025-01-01T00:00:00.000Z INFO engine.sync: message shop=a stream=orders``"""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = f"{_timestamp(record)} {record.levelname} {record.name}: {record.getMessage()}"
+        extras = " ".join(f"{k}={_plain(record.__dict__[k])}" for k in _extra_keys(record))
+        if extras:
+            line = f"{line} {extras}"
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line = f"{line}\n{record.exc_text}"
+        if record.stack_info:
+            line = f"{line}\n{record.stack_info}"
+        return line
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for journald and log shippers."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": _timestamp(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key in _extra_keys(record):
+            # A context field must not overwrite a core key a shipper parses on.
+            out[f"ctx.{key}" if key in _CORE_JSON_KEYS else key] = record.__dict__[key]
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            out["exc"] = record.exc_text
+        if record.stack_info:
+            out["stack"] = record.stack_info
+        return orjson.dumps(out, default=str).decode()
+
+
+def setup_logging(
+    fmt: Literal["text", "json"],
+    verbosity: int,
+    secrets: Iterable[str],
+    stream: TextIO | None = None,
+) -> logging.Handler:
+    """Installs the handler on the root logger; calling it again replaces the previous one.
+
+    ``verbosity``: 0 = INFO, 1 (-v) = DEBUG for engine.*, 2+ (-vv) = DEBUG everywhere and the
+    aiohttp access log. Returns the handler (tests remove it again).
+    """
+    if fmt not in ("text", "json"):
+        raise ValueError(f"log format must be 'text' or 'json', got {fmt!r}")
+    for s in secrets:
+        _redactor.add(s)
+
+    handler = logging.StreamHandler(sys.stderr if stream is None else stream)
+    handler.set_name("temu-sync")
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(_ContextAndRedactionFilter(_redactor))
+
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if old.get_name() == "temu-sync":
+            root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbosity >= 2 else logging.INFO)
+    logging.getLogger("engine").setLevel(logging.DEBUG if verbosity >= 1 else logging.INFO)
+    # One line per Prometheus scrape and health probe drowns the sync log.
+    logging.getLogger("aiohttp.access").setLevel(
+        logging.DEBUG if verbosity >= 2 else logging.WARNING
+    )
+    return handler

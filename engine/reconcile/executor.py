@@ -1,0 +1,171 @@
+"""Runs due outbox tasks through their handlers and books each outcome onto the outbox.
+
+Claims go through ``Store.claim`` (FOR UPDATE SKIP LOCKED with a lease), so several workers and
+machines split the work and a task left running by a dead worker is taken again once its lease
+expires. One pass runs each task at most once: a task that comes due again during the pass
+(a zero-delay wait or retry) is handed back untouched for the next pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.logs import redact
+from engine.reconcile.tasks import Done, Handler, LeaseLost, Outcome, Park, Retry, Wait
+from engine.store.reconcile_store import ReconcileStore
+from engine.store.store import Store, Task
+
+log = logging.getLogger(__name__)
+
+MAX_ERROR_CHARS = 2000
+
+
+@dataclass
+class ExecStats:
+    done: int = 0
+    retried: int = 0
+    waiting: int = 0
+    dead: int = 0
+    lost: int = 0
+    by_kind: dict[str, int] = field(default_factory=dict)
+
+
+class _TaskLease:
+    def __init__(self, recon: ReconcileStore, task: Task) -> None:
+        self._recon = recon
+        self._task = task
+
+    async def save_progress(self, patch: dict[str, Any], *, cover_s: float) -> None:
+        ok = await self._recon.patch_running(
+            self._task.id, patch, owner=self._task.owner, cover_s=cover_s
+        )
+        if not ok:
+            raise LeaseLost(f"task {self._task.id} is no longer leased by {self._task.owner}")
+
+
+def exponential_backoff(base_s: float, cap_s: float) -> Callable[[int], float]:
+    """Delay before try ``attempts + 1``: base, 2*base, 4*base, ... up to cap."""
+
+    def delay(attempts: int) -> float:
+        return float(min(cap_s, base_s * 2 ** max(0, attempts - 1)))
+
+    return delay
+
+
+def describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if type(exc).__name__ in text else f"{type(exc).__name__}: {text}"
+
+
+class Executor:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        recon: ReconcileStore,
+        handlers: Mapping[str, Handler],
+        owner: str,
+        lease_s: float,
+        max_attempts: int,
+        backoff: Callable[[int], float],
+        batch: int = 50,
+        concurrency: int = 8,
+    ) -> None:
+        self._store = store
+        self._recon = recon
+        self._handlers = dict(handlers)
+        self._owner = owner
+        self._lease_s = lease_s
+        self._max_attempts = max_attempts
+        self._backoff = backoff
+        self._batch = batch
+        self._sem = asyncio.Semaphore(concurrency)
+
+    @property
+    def kinds(self) -> list[str]:
+        return sorted(self._handlers)
+
+    def handler(self, kind: str) -> Handler:
+        return self._handlers[kind]
+
+    async def run_due(self) -> ExecStats:
+        stats = ExecStats()
+        if not self._handlers:
+            return stats
+        seen: set[int] = set()
+        while True:
+            tasks = await self._store.claim(
+                self.kinds, limit=self._batch, lease_s=self._lease_s, owner=self._owner
+            )
+            fresh = [t for t in tasks if t.id not in seen]
+            for t in tasks:
+                if t.id in seen:
+                    # Handed back untouched (attempt undone) for the next pass.
+                    await self._recon.defer(t.id, t.last_error, delay_s=0.0, owner=self._owner)
+            if not fresh:
+                return stats
+            seen.update(t.id for t in fresh)
+            await asyncio.gather(*(self._guarded(t, stats) for t in fresh))
+
+    async def _guarded(self, task: Task, stats: ExecStats) -> None:
+        async with self._sem:
+            await self.run_task(task, stats)
+
+    async def run_task(self, task: Task, stats: ExecStats) -> None:
+        handler = self._handlers[task.kind]
+        try:
+            outcome: Outcome = await handler.run(task, _TaskLease(self._recon, task))
+        except LeaseLost as exc:
+            stats.lost += 1
+            log.warning("reconciler task %s abandoned: %s", task.dedupe_key, exc)
+            return
+        except Exception as exc:
+            outcome = Retry(describe(exc))
+            log.warning(
+                "reconciler task %s failed (attempt %d): %s",
+                task.dedupe_key,
+                task.attempts,
+                redact(outcome.reason),
+            )
+        await self._book(task, outcome, stats)
+        stats.by_kind[task.kind] = stats.by_kind.get(task.kind, 0) + 1
+
+    async def _book(self, task: Task, outcome: Outcome, stats: ExecStats) -> None:
+        owner = self._owner
+        if isinstance(outcome, Done):
+            if await self._store.complete(task.id, outcome.result, owner=owner):
+                stats.done += 1
+            else:
+                stats.lost += 1
+            return
+        if isinstance(outcome, Wait):
+            await self._recon.defer(
+                task.id,
+                redact(outcome.reason),
+                delay_s=outcome.delay_s,
+                owner=owner,
+                patch=outcome.patch,
+            )
+            stats.waiting += 1
+            return
+        reason = redact(outcome.reason)[:MAX_ERROR_CHARS]
+        # Park: max_attempts 0 makes the outbox's fail() park it now, whatever its count.
+        limit = 0 if isinstance(outcome, Park) else self._max_attempts
+        state = await self._store.fail(
+            task.id,
+            reason,
+            max_attempts=limit,
+            backoff_s=self._backoff(task.attempts),
+            owner=owner,
+        )
+        if state == "dead":
+            stats.dead += 1
+            log.error("reconciler task %s parked as dead: %s", task.dedupe_key, reason)
+        elif state is None:
+            stats.lost += 1
+        else:
+            stats.retried += 1

@@ -1,0 +1,50 @@
+"""Task kind ``oc_tracking``: Temu's reverse logistics show a tracking number the OC RMA lacks.
+
+One task per (return, tracking number), planned from the change log and after our own label
+uploads; UPDATE_TRACKING is pushed to each open RMA of the return that does not have that
+number yet, with a messageId that stays the same across retries.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from engine.oc.client import OCClient
+from engine.reconcile.oc_rmas import open_rmas, push_message_id
+from engine.reconcile.tasks import OC_TRACKING, Done, Lease, Outcome, Park
+from engine.store.store import Task
+from engine.summary import RunCounters
+
+log = logging.getLogger(__name__)
+
+
+class OcTracking:
+    kind = OC_TRACKING
+
+    def __init__(self, *, oc: OCClient, counters: RunCounters) -> None:
+        self._oc = oc
+        self._counters = counters
+
+    async def run(self, task: Task, lease: Lease) -> Outcome:
+        p = task.payload
+        sn = str(p["sn"])
+        tracking = str(p["tracking_number"])
+        carrier = str(p.get("carrier_name") or "")
+        message_id = str(p["message_id"])
+        stale = [
+            r for r in open_rmas(await self._oc.query_orders(sn)) if r.tracking_number != tracking
+        ]
+        if stale and not carrier:
+            return Park(f"Temu shows tracking {tracking} for {sn} without a carrier name")
+        pushed: list[str] = []
+        for rma in stale:
+            await self._oc.update_tracking(
+                rma.order_number,
+                tracking,
+                carrier,
+                message_id=push_message_id(message_id, rma.order_number),
+            )
+            self._counters.oc_updates += 1
+            pushed.append(rma.order_number)
+            log.info("OC RMA %s told tracking %s (Temu return %s)", rma.order_number, tracking, sn)
+        return Done({"outcome": "pushed" if pushed else "up_to_date", "rmas": pushed})

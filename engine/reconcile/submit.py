@@ -1,0 +1,116 @@
+"""Merchant labels into the outbox: the admin endpoint's LabelSubmitter and ``labels import``.
+
+A label is checked here as far as it can be before anything is sent, so the seller hears about
+a problem where they can fix it: the shape and fields (labels.py), the return (known, waiting
+for a label) and the carrier (a Temu carrier id of the return's region). It then becomes, or
+replaces the label of, the return's single ``upload_label`` task.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from engine.admin import LabelRejected, SubmitResult
+from engine.reconcile.carriers import CarrierDirectory, UnknownCarrier, region_of
+from engine.reconcile.labels import LabelError, LabelRequest, parse_label
+from engine.reconcile.tasks import UPLOAD_LABEL, upload_key
+from engine.reconcile.temu_side import TemuReturns
+from engine.reconcile.upload_label import label_payload
+from engine.store.reconcile_store import LockedTask, ReconcileStore
+from engine.temu.errors import TemuError
+
+log = logging.getLogger(__name__)
+
+
+class LabelQueue:
+    def __init__(
+        self,
+        *,
+        recon: ReconcileStore,
+        temu: Mapping[str, TemuReturns],
+        carriers: CarrierDirectory,
+    ) -> None:
+        self._recon = recon
+        self._temu = temu
+        self._carriers = carriers
+
+    async def queue(self, req: LabelRequest) -> SubmitResult:
+        """Queues one validated label; raises LabelRejected (404, 409, 422) with the reason."""
+        sn = req.parent_after_sales_sn
+        found = await self._recon.find_returns(sn, req.shop_id)
+        if not found:
+            where = f" in shop {req.shop_id}" if req.shop_id else ""
+            raise LabelRejected(f"unknown return {sn}{where}", 404)
+        if len(found) > 1:
+            shops = ", ".join(r.shop_id for r in found)
+            raise LabelRejected(f"return {sn} exists in several shops ({shops}): give shop", 422)
+        info = found[0]
+        if not info.awaiting_label:
+            raise LabelRejected(
+                f"return {sn} is not waiting for a label (status {info.status}, operations "
+                f"{list(info.available_operations)}; a label is taken in status 8 with "
+                "operation 10)",
+                409,
+            )
+        await self._check_carrier(req, info.shop_id, info.region_id, info.parent_order_sn)
+
+        label = label_payload(req)
+        key = upload_key(info.shop_id, sn)
+        patch: dict[str, Any] = {"source": "merchant", "label": label}
+
+        def decide(existing: LockedTask) -> tuple[dict[str, Any] | None, str]:
+            same = existing.payload.get("label") == label
+            if existing.state in ("pending", "dead"):
+                return patch, "same" if same else "replaced"
+            if existing.state == "done" and same:
+                return None, "same"
+            return None, existing.state
+
+        verdict = await self._recon.upsert_task(
+            UPLOAD_LABEL,
+            key,
+            {"shop_id": info.shop_id, "sn": sn, **patch},
+            info.shop_id,
+            decide=decide,
+        )
+        if verdict == "running":
+            raise LabelRejected(f"a label upload for return {sn} is in progress", 409)
+        if verdict == "done":
+            raise LabelRejected(f"a return label was already uploaded for return {sn}", 409)
+        return SubmitResult(dedupe_key=key, duplicate=verdict == "same")
+
+    async def _check_carrier(
+        self, req: LabelRequest, shop_id: str, region_id: int | None, order_sn: str | None
+    ) -> None:
+        temu = self._temu.get(shop_id)
+        if temu is None:
+            raise LabelRejected(f"shop {shop_id} is not configured", 422)
+        try:
+            await self._carriers.resolve(
+                carrier_id=req.carrier_id,
+                carrier_name=req.carrier_name,
+                region_id=region_of(region_id, order_sn),
+                fetch=temu.carriers,
+            )
+        except UnknownCarrier as exc:
+            raise LabelRejected(exc.reason, 422) from None
+        except TemuError as exc:
+            # Temu is unreachable now: the upload task maps and checks the carrier again.
+            log.warning("carrier check skipped for %s: %s", req.parent_after_sales_sn, exc)
+
+
+class ReturnLabelSubmitter:
+    """``engine.admin.LabelSubmitter`` for ``POST /returns/{sn}/fulfillment``."""
+
+    def __init__(self, queue: LabelQueue, shop_ids: Sequence[str]) -> None:
+        self._queue = queue
+        self._shops = list(shop_ids)
+
+    async def submit(self, parent_after_sales_sn: str, body: dict[str, Any]) -> SubmitResult:
+        try:
+            req = parse_label(body, parent_after_sales_sn=parent_after_sales_sn, shops=self._shops)
+        except LabelError as exc:
+            raise LabelRejected(exc.reason, 422) from None
+        return await self._queue.queue(req)

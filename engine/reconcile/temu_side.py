@@ -1,0 +1,104 @@
+"""The Temu calls the reconciler makes for one shop.
+
+The label upload is sent as a non-idempotent call (``TemuShopApi.upload_returnlabel``): the
+transport resends it only after a refusal that proves nothing was applied (4000004), never after
+a lost answer, which the executor resolves by re-reading the return.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from engine.temu.api import TemuShopApi
+from engine.temu.limiter import Lane
+
+log = logging.getLogger(__name__)
+
+LANE = Lane.RECONCILER
+DAY_S = 86400
+# Without a stored creation time the re-read spans this far back (Temu keeps returns open for
+# weeks; two years is generous and still one call).
+WIDE_WINDOW_S = 2 * 365 * DAY_S
+
+
+@dataclass(frozen=True)
+class TemuReturn:
+    """A return as Temu shows it right now (an element of the parent returns list)."""
+
+    item: dict[str, Any]
+
+    @property
+    def status(self) -> int | None:
+        value = self.item.get("parentAfterSalesStatus")
+        return value if isinstance(value, int) else None
+
+    @property
+    def operations(self) -> list[int]:
+        ops = self.item.get("availableOperateList")
+        return [op for op in ops if isinstance(op, int)] if isinstance(ops, list) else []
+
+    @property
+    def awaiting_label(self) -> bool:
+        return self.status == 8 and 10 in self.operations
+
+
+class TemuReturns:
+    def __init__(self, api: TemuShopApi, *, clock: Callable[[], float] = time.time) -> None:
+        self.api = api
+        self.shop_id = api.shop_id
+        self._clock = clock
+
+    async def current(self, sn: str, create_at: int | None) -> TemuReturn | None:
+        """Re-reads one return (``parentAfterSalesSnList``); None when Temu does not list it.
+
+        A window around the creation time is used because it never moves, unlike updateAt.
+        """
+        if create_at:
+            page = await self.api.list_parent_returns(
+                page_no=1,
+                page_size=10,
+                create_start=create_at - DAY_S,
+                create_end=create_at + DAY_S,
+                parent_after_sales_sns=[sn],
+                lane=LANE,
+            )
+        else:
+            now = int(self._clock())
+            page = await self.api.list_parent_returns(
+                page_no=1,
+                page_size=10,
+                update_start=now - WIDE_WINDOW_S,
+                update_end=now + DAY_S,
+                parent_after_sales_sns=[sn],
+                lane=LANE,
+            )
+        for item in page.items:
+            if isinstance(item, dict) and item.get("parentAfterSalesSn") == sn:
+                return TemuReturn(item)
+        return None
+
+    async def prepare(self, sn: str, parent_order_sn: str) -> dict[str, Any]:
+        return await self.api.returnlabel_prepare(sn, parent_order_sn, lane=LANE)
+
+    async def logistics(self, sn: str) -> dict[str, Any]:
+        return await self.api.parent_return_order(sn, lane=LANE)
+
+    async def carriers(self, region_id: int) -> list[dict[str, Any]]:
+        return await self.api.carriers(region_id, lane=LANE)
+
+    async def upload(self, params: dict[str, Any]) -> None:
+        """Sent at most once unless the gateway refused it outright (see the module doc)."""
+        await self.api.upload_returnlabel(params, lane=LANE)
+
+
+def first_tracking(logistics: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(trackingNumber, carrierName) of the first logistics entry that has a tracking number."""
+    for entry in logistics.get("logisticsInfoList") or []:
+        if isinstance(entry, dict) and entry.get("trackingNumber"):
+            carrier = entry.get("carrierName")
+            return str(entry["trackingNumber"]), str(carrier) if carrier else None
+    return None, None

@@ -1,0 +1,160 @@
+"""Builds the long-lived pieces of one process from Settings and tears them down in order.
+
+Every command opens one Runtime: the database (embedded or configured), the pool, migrations,
+one aiohttp session, one pacer per app_key (shared by all of its shops and loops), the call
+statistics and the row counters. Nothing here knows about command-line arguments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+import asyncpg
+
+from engine.config import Settings
+from engine.store.embedded import EmbeddedPostgres
+from engine.store.migrate import migrate
+from engine.store.pool import create_pool
+from engine.store.store import Store
+from engine.summary import RunCounters, build_summary
+from engine.sync.orders import OrdersAdapter
+from engine.sync.pager import StreamAdapter
+from engine.sync.returns import ReturnsAdapter
+from engine.sync.service import ShopHandle, SyncService
+from engine.temu.api import TemuShopApi
+from engine.temu.limiter import AppPacer
+from engine.temu.stats import CallStats
+from engine.temu.transport import TemuTransport
+
+log = logging.getLogger(__name__)
+
+RequestObserver = Callable[[str, str, str], None]
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    pool: asyncpg.Pool
+    store: Store
+    session: aiohttp.ClientSession
+    stats: CallStats
+    counters: RunCounters
+    pacers: dict[str, AppPacer]
+    transports: dict[str, TemuTransport]
+    shop_apis: dict[str, TemuShopApi]
+    embedded: EmbeddedPostgres | None = None
+    started: float = field(default_factory=time.monotonic)
+    # Called after each Orange Connex token refresh; whoever builds the OC client passes it
+    # on as the client's ``on_token_refresh`` (the daemon points it at a metrics counter).
+    on_oc_token_refresh: Callable[[], None] | None = None
+
+    def sync_service(self) -> SyncService:
+        shops = []
+        for shop in self.settings.shops:
+            api = self.shop_apis[shop.id]
+            adapters: dict[str, StreamAdapter] = {
+                "orders": OrdersAdapter(
+                    shop.id,
+                    api,
+                    self.store,
+                    self.counters,
+                    page_size=self.settings.sync.orders_page_size,
+                ),
+                "returns": ReturnsAdapter(
+                    shop.id,
+                    api,
+                    self.store,
+                    self.counters,
+                    page_size=self.settings.sync.returns_page_size,
+                ),
+            }
+            shops.append(ShopHandle(shop_id=shop.id, app_key=shop.app_key, adapters=adapters))
+        return SyncService(
+            store=self.store, shops=shops, settings=self.settings.sync, counters=self.counters
+        )
+
+    def summary(self) -> dict[str, object]:
+        return build_summary(
+            self.counters,
+            requests=self.stats.requests,
+            rate_limited=self.stats.rate_limited,
+            retries=self.stats.retries,
+            elapsed_s=time.monotonic() - self.started,
+        )
+
+    def reset_clock(self) -> None:
+        self.started = time.monotonic()
+
+    async def close(self, *, pool_timeout_s: float = 5.0) -> None:
+        await self.session.close()
+        try:
+            # pool.close() waits for every borrowed connection; a query stuck on a dead server
+            # must not keep the process (and the embedded Postgres) from stopping.
+            await asyncio.wait_for(self.pool.close(), pool_timeout_s)
+        except TimeoutError:
+            log.warning("database pool did not close within %.0f s; terminating it", pool_timeout_s)
+            self.pool.terminate()
+        if self.embedded is not None:
+            await asyncio.to_thread(self.embedded.stop)
+
+
+async def open_database(settings: Settings) -> tuple[str, EmbeddedPostgres | None]:
+    if settings.database.url:
+        return settings.database.url, None
+    embedded = EmbeddedPostgres(settings.database.data_dir)
+    url = await asyncio.to_thread(embedded.start)
+    return url, embedded
+
+
+async def open_runtime(
+    settings: Settings,
+    *,
+    observer: RequestObserver | None = None,
+    apply_migrations: bool = True,
+) -> Runtime:
+    url, embedded = await open_database(settings)
+    pool: asyncpg.Pool | None = None
+    try:
+        pool = await create_pool(
+            url,
+            settings.database.schema,
+            min_size=settings.database.pool_min,
+            max_size=settings.database.pool_max,
+        )
+        if apply_migrations:
+            await migrate(pool, settings.database.schema)
+    except BaseException:
+        # A failed migration must not leak the pool: the daemon retries opening forever.
+        if pool is not None:
+            pool.terminate()
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+        raise
+    stats = CallStats(observer=observer)
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=200, enable_cleanup_closed=True),
+    )
+    pacers = {a.app_key: AppPacer(a.qps) for a in settings.apps}
+    transports = {
+        a.app_key: TemuTransport(session, a, pacers[a.app_key], stats) for a in settings.apps
+    }
+    shop_apis = {
+        s.id: TemuShopApi(transports[s.app_key], s.id, s.access_token.get()) for s in settings.shops
+    }
+    return Runtime(
+        settings=settings,
+        pool=pool,
+        store=Store(pool),
+        session=session,
+        stats=stats,
+        counters=RunCounters(),
+        pacers=pacers,
+        transports=transports,
+        shop_apis=shop_apis,
+        embedded=embedded,
+    )

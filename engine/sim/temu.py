@@ -1,0 +1,218 @@
+"""``POST /openapi/router``: Temu's gateway checks, in Temu's order, then the API itself."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import secrets
+import time
+from email.utils import formatdate
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from engine.sim import codes
+from engine.sim.codes import MESSAGES, ApiError
+from engine.sim.network import Network, bad_gateway, client_gone, dropped, truncated
+from engine.sim.ratelimit import SlidingWindow
+from engine.sim.signature import sign_matches
+from engine.sim.stats import AppStats, SimStats
+from engine.sim.temu_api import HANDLERS, LIST_TYPES, MUTATING_TYPES, Call
+from engine.sim.world import World
+
+log = logging.getLogger(__name__)
+
+TIMESTAMP_TOLERANCE_S = 300
+_PRE_API_FAULTS = ("http502", "sys4000000", "truncated", "drop")
+
+
+def envelope(
+    request_id: str, result: Any = None, code: int = codes.SUCCESS, message: str | None = None
+) -> bytes:
+    ok = code == codes.SUCCESS
+    return orjson.dumps(
+        {
+            "success": ok,
+            "errorCode": code,
+            "errorMsg": "" if ok else (message or MESSAGES.get(code, "ERROR")),
+            "requestId": request_id,
+            "result": result,
+        }
+    )
+
+
+def _json(body: bytes) -> web.Response:
+    return web.Response(body=body, content_type="application/json")
+
+
+class TemuRouter:
+    def __init__(self, world: World, network: Network, stats: SimStats) -> None:
+        self.world = world
+        self.network = network
+        self.stats = stats
+        config = world.config
+        self.windows = {
+            a.app_key: SlidingWindow(a.qps, strict=config.strict_window) for a in config.apps
+        }
+        self._ids = itertools.count(1)
+        self._id_prefix = secrets.token_hex(4)
+        self._mono0 = time.monotonic()
+        self._wall0 = time.time()
+
+    def _request_id(self) -> str:
+        return f"sim-{self._id_prefix}-{next(self._ids)}"
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        await self.network.to_server()
+        arrival = time.monotonic()
+        request_id = self._request_id()
+        response = await self._answer(request, body, arrival, request_id)
+        # The gateway's own clock, like a real server's: a client can read a skew from it.
+        response.headers["Date"] = formatdate(self.world.clock(), usegmt=True)
+        await self.network.to_client()
+        return response
+
+    def _error(self, app: AppStats | None, request_id: str, err: ApiError) -> web.Response:
+        if app is None:
+            self.stats.unattributed[err.code] += 1
+        else:
+            app.errors[err.code] += 1
+        return _json(envelope(request_id, None, err.code, err.message))
+
+    async def _answer(
+        self, request: web.Request, body: bytes, arrival: float, request_id: str
+    ) -> web.StreamResponse:
+        try:
+            params = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return self._error(None, request_id, ApiError(codes.BAD_PARAMS, "body is not JSON"))
+        if not isinstance(params, dict):
+            return self._error(None, request_id, ApiError(codes.BAD_PARAMS, "body not an object"))
+        app_key = params.get("app_key")
+        if not isinstance(app_key, str) or not app_key:
+            return self._error(None, request_id, ApiError(codes.APP_KEY_MISSING))
+        app = self.world.apps.get(app_key)
+        if app is None:
+            return self._error(None, request_id, ApiError(codes.APP_KEY_UNKNOWN))
+        app_stats = self.stats.apps[app_key]
+        try:
+            api_type, shop = self._authenticate(params, app.app_secret, app_key)
+        except ApiError as err:
+            return self._error(app_stats, request_id, err)
+
+        if self.network.storming(app_key, arrival):
+            return self._rate_limited(app_stats, request_id, arrival, storm=True)
+        fault = self.network.pick()
+        if fault == "ratelimit_storm":
+            self.stats.faults[fault] += 1
+            self.network.start_storm(app_key, arrival)
+            return self._rate_limited(app_stats, request_id, arrival, storm=True)
+        if self.windows[app_key].try_accept(arrival) is None:
+            return self._rate_limited(app_stats, request_id, arrival, storm=False)
+        app_stats.note_accepted(api_type, arrival, self._epoch(arrival))
+
+        if fault is not None:
+            self.stats.faults[fault] += 1
+        call = Call(
+            world=self.world,
+            shop=shop,
+            params=params,
+            request_id=request_id,
+            rng=self.network.rng,
+            drift_wanted=fault is None and api_type in LIST_TYPES and self.network.drift_now(),
+        )
+        if fault in _PRE_API_FAULTS:
+            return self._fault(request, fault, api_type, call)
+        if fault == "slow":
+            await asyncio.sleep(self.network.slow_s)
+            if client_gone(request):
+                return dropped(request)  # the client gave up: nothing was applied
+        try:
+            result = HANDLERS[api_type](call)
+        except ApiError as err:
+            return self._error(app_stats, request_id, err)
+        except Exception:
+            log.exception("simulator bug answering %s", api_type)
+            return self._error(app_stats, request_id, ApiError(codes.SYSTEM_EXCEPTION))
+        finally:
+            if call.drifted:
+                self.stats.drift_events += len(call.drifted)
+                self.stats.drift_by_shop[shop.shop.shop_id] += len(call.drifted)
+        if api_type in MUTATING_TYPES and self.network.drop_after_apply():
+            self.stats.faults_after_apply += 1
+            return dropped(request)
+        return _json(envelope(request_id, result))
+
+    def _authenticate(self, params: dict[str, Any], secret: str, app_key: str) -> tuple[str, Any]:
+        if "sign" not in params:
+            raise ApiError(codes.SIGN_MISSING)
+        if not sign_matches(params, secret):
+            raise ApiError(codes.SIGN_INVALID)
+        ts = params.get("timestamp")
+        if ts is None:
+            raise ApiError(codes.TIMESTAMP_MISSING)
+        if isinstance(ts, str) and ts.isdigit():
+            ts = int(ts)
+        if not isinstance(ts, int) or isinstance(ts, bool):
+            raise ApiError(codes.TIMESTAMP_INVALID)
+        now = self.world.now()
+        if ts > now + TIMESTAMP_TOLERANCE_S:
+            raise ApiError(codes.TIMESTAMP_INVALID)
+        if ts < now - TIMESTAMP_TOLERANCE_S:
+            raise ApiError(codes.TIMESTAMP_EXPIRED)
+        data_type = params.get("data_type")
+        if data_type is None:
+            raise ApiError(codes.DATA_TYPE_MISSING)
+        if not isinstance(data_type, str) or data_type.lower() != "json":
+            raise ApiError(codes.DATA_TYPE_INVALID)
+        api_type = params.get("type")
+        if not isinstance(api_type, str) or not api_type:
+            raise ApiError(codes.TYPE_MISSING)
+        if api_type not in HANDLERS:
+            raise ApiError(codes.TYPE_UNKNOWN, api_type)
+        token = params.get("access_token")
+        if not isinstance(token, str) or not token:
+            raise ApiError(codes.TOKEN_MISSING)
+        shop = self.world.by_token.get(token)
+        if shop is None:
+            raise ApiError(codes.TOKEN_UNKNOWN)
+        if shop.shop.app_key != app_key:
+            raise ApiError(codes.TOKEN_APP_MISMATCH)
+        if token in self.world.revoked:
+            raise ApiError(codes.TOKEN_EXPIRED)
+        return api_type, shop
+
+    def _epoch(self, mono: float) -> float:
+        return round(self._wall0 + (mono - self._mono0), 6)
+
+    def _rate_limited(
+        self, app: AppStats, request_id: str, arrival: float, *, storm: bool
+    ) -> web.Response:
+        if storm:
+            app.rejected_storm += 1
+        else:
+            app.rejected_rate_limit += 1
+        app.rejected_at.append(self._epoch(arrival))
+        return _json(envelope(request_id, None, codes.RATE_LIMITED))
+
+    def _fault(self, request: web.Request, fault: str, api_type: str, call: Call) -> web.Response:
+        request_id = call.request_id
+        if fault == "http502":
+            return bad_gateway()
+        if fault == "sys4000000":
+            return _json(envelope(request_id, None, codes.SYSTEM_EXCEPTION))
+        if fault == "drop":
+            return dropped(request)
+        return truncated(self._would_answer(api_type, call))
+
+    def _would_answer(self, api_type: str, call: Call) -> bytes:
+        """The answer a read would have got; a write is not applied, so it gets a stand-in."""
+        if api_type in MUTATING_TYPES:
+            return envelope(call.request_id, None)
+        try:
+            return envelope(call.request_id, HANDLERS[api_type](call))
+        except ApiError as err:
+            return envelope(call.request_id, None, err.code, err.message)

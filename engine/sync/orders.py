@@ -1,0 +1,38 @@
+"""The orders stream: `bg.order.list.v2.get` pages diffed into orders and order_lines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.store.store import CursorAdvance
+from engine.sync.shop_stream import ShopStream
+from engine.sync.windows import Window
+from engine.temu.api import Page
+from engine.temu.limiter import Lane
+
+
+class OrdersAdapter(ShopStream):
+    stream = "orders"
+
+    max_page_size = 100
+
+    async def fetch(self, page: int, window: Window, lane: Lane) -> Page:
+        return await self._api.list_orders(
+            page_number=page,
+            page_size=self.page_size,
+            update_start=window.start,
+            update_end=window.end,
+            lane=lane,
+        )
+
+    def key(self, item: dict[str, Any]) -> str | None:
+        parent = item.get("parentOrderMap")
+        if isinstance(parent, dict):
+            sn = parent.get("parentOrderSn")
+            if isinstance(sn, str) and sn:
+                return sn
+        return None
+
+    async def write(self, items: list[dict[str, Any]], advance: CursorAdvance | None) -> None:
+        counts = await self._store.write_orders(self.shop_id, items, advance=advance)
+        self._book(counts, {"order": "parentOrderMap.parentOrderSn", "order_line": "orderSn"})

@@ -1,0 +1,46 @@
+"""What every stream adapter of one shop shares: its dependencies and how it books a write."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from engine.store.store import DiffCounts, Store
+from engine.summary import RunCounters
+from engine.temu.api import TemuShopApi
+
+log = logging.getLogger(__name__)
+
+
+class ShopStream:
+    stream = ""
+    max_page_size = 100  # Temu's maximum for the stream's list API; the default page size
+
+    def __init__(
+        self,
+        shop_id: str,
+        api: TemuShopApi,
+        store: Store,
+        counters: RunCounters,
+        page_size: int | None = None,
+    ) -> None:
+        self.shop_id = shop_id
+        self.page_size = page_size or self.max_page_size
+        self._api = api
+        self._store = store
+        self._counters = counters
+
+    def _book(self, counts: Mapping[str, DiffCounts], keys: Mapping[str, str]) -> None:
+        """Adds the rows written to the run's counters; records without their key cannot be
+        stored (nothing identifies them), so their count is logged with the key they lack."""
+        for entity, c in counts.items():
+            self._counters.add_rows(entity, c.inserted, c.updated, c.unchanged)
+            if c.skipped:
+                log.warning(
+                    "shop %s: skipped %d %s record(s) without %s (not stored)",
+                    self.shop_id,
+                    c.skipped,
+                    entity.replace("_", " "),
+                    keys.get(entity, "a key"),
+                    extra={"shop": self.shop_id},
+                )

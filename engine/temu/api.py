@@ -1,0 +1,242 @@
+"""One typed method per Temu API type the engine uses, for one shop (one access token).
+
+Results are checked only for the shape the caller relies on (a list and its total); records are
+returned exactly as sent, unknown fields included, because the store keeps them verbatim.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from engine.temu.errors import MalformedResponse, TemuError
+from engine.temu.limiter import Lane
+from engine.temu.transport import TemuTransport
+
+log = logging.getLogger(__name__)
+
+ORDER_LIST = "bg.order.list.v2.get"
+ORDER_DETAIL = "bg.order.detail.v2.get"
+PARENT_RETURN_LIST = "bg.aftersales.parentaftersales.list.get"
+RETURN_LINE_LIST = "bg.aftersales.aftersales.list.get"
+PARENT_RETURN_ORDER = "bg.aftersales.parentreturnorder.get"
+RETURNLABEL_PREPARE = "temu.aftersales.returnlabel.prepare.get"
+UPLOAD_RETURNLABEL = "temu.aftersales.upload.returnlabel"
+CARRIERS = "temu.aftersales.carrier.get"
+
+ORDERS_MAX_PAGE_SIZE = 100
+RETURNS_MAX_PAGE_SIZE = 200
+
+
+# A list answer that does not have the documented shape is asked for again this many times
+# in all: a gateway mangling one answer must not fail the whole stream for the pass.
+MALFORMED_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class Page:
+    total: int
+    items: list[dict[str, Any]]
+    # Elements of the list that were not objects (null, a number...): dropped with a warning,
+    # but they still occupied a place, so the pager counts them towards the total.
+    skipped: int = 0
+
+
+class TemuShopApi:
+    def __init__(self, transport: TemuTransport, shop_id: str, access_token: str) -> None:
+        self.transport = transport
+        self.shop_id = shop_id
+        self._access_token = access_token
+
+    def __repr__(self) -> str:
+        return f"TemuShopApi(shop_id={self.shop_id!r}, app_key={self.transport.app.app_key!r})"
+
+    async def _call(
+        self, api_type: str, params: dict[str, Any], lane: Lane, *, idempotent: bool = True
+    ) -> dict[str, Any]:
+        try:
+            return await self.transport.call(
+                api_type, self._access_token, params, lane=lane, idempotent=idempotent
+            )
+        except TemuError as exc:
+            # The transport serves every shop of the app; only here is the shop known.
+            exc.shop_id = self.shop_id
+            raise
+
+    async def list_orders(
+        self, *, page_number: int, page_size: int, update_start: int, update_end: int, lane: Lane
+    ) -> Page:
+        """Orders updated in the closed window [update_start, update_end], newest first."""
+        _check_page(page_number, page_size, ORDERS_MAX_PAGE_SIZE)
+        params = {
+            "pageNumber": page_number,
+            "pageSize": page_size,
+            "updateAtStart": update_start,
+            "updateAtEnd": update_end,
+            "sortby": "updateTime",
+        }
+        return await self._list(ORDER_LIST, params, lane, "totalItemNum", "pageItems")
+
+    async def order_detail(self, parent_order_sn: str, *, lane: Lane) -> dict[str, Any]:
+        return await self._call(ORDER_DETAIL, {"parentOrderSn": parent_order_sn}, lane)
+
+    async def list_parent_returns(
+        self,
+        *,
+        page_no: int,
+        page_size: int,
+        update_start: int | None = None,
+        update_end: int | None = None,
+        create_start: int | None = None,
+        create_end: int | None = None,
+        parent_after_sales_sns: Sequence[str] | None = None,
+        lane: Lane,
+    ) -> Page:
+        """Parent returns in a closed window (updateAt or createAt; Temu requires one pair),
+        optionally only the given ``parentAfterSalesSn``s."""
+        _check_page(page_no, page_size, RETURNS_MAX_PAGE_SIZE)
+        params: dict[str, Any] = {"pageNo": page_no, "pageSize": page_size}
+        if update_start is not None and update_end is not None:
+            params["updateAtStart"] = update_start
+            params["updateAtEnd"] = update_end
+        if create_start is not None and create_end is not None:
+            params["createAtStart"] = create_start
+            params["createAtEnd"] = create_end
+        if "updateAtStart" not in params and "createAtStart" not in params:
+            raise ValueError("list_parent_returns needs an updateAt or a createAt window pair")
+        if parent_after_sales_sns:
+            params["parentAfterSalesSnList"] = list(parent_after_sales_sns)
+        return await self._list(PARENT_RETURN_LIST, params, lane, "total", "data")
+
+    async def list_return_lines(
+        self, parent_after_sales_sns: Sequence[str], *, page_no: int, page_size: int, lane: Lane
+    ) -> Page:
+        _check_page(page_no, page_size, RETURNS_MAX_PAGE_SIZE)
+        if isinstance(parent_after_sales_sns, str) or not parent_after_sales_sns:
+            raise ValueError("parent_after_sales_sns must be a non-empty sequence of strings")
+        params = {
+            "parentAfterSalesSnList": list(parent_after_sales_sns),
+            "pageNo": page_no,
+            "pageSize": page_size,
+        }
+        # The docs show no total for child lines; the list length stands in when it is absent.
+        return await self._list(
+            RETURN_LINE_LIST, params, lane, "total", "data", total_optional=True
+        )
+
+    async def parent_return_order(
+        self, parent_after_sales_sn: str, *, lane: Lane
+    ) -> dict[str, Any]:
+        return await self._call(
+            PARENT_RETURN_ORDER, {"parentAfterSalesSn": parent_after_sales_sn}, lane
+        )
+
+    async def returnlabel_prepare(
+        self, parent_after_sales_sn: str, parent_order_sn: str, *, lane: Lane
+    ) -> dict[str, Any]:
+        params = {"parentAfterSalesSn": parent_after_sales_sn, "parentOrderSn": parent_order_sn}
+        return await self._call(RETURNLABEL_PREPARE, params, lane)
+
+    async def upload_returnlabel(self, params: dict[str, Any], *, lane: Lane) -> dict[str, Any]:
+        """Success has no result body: ``{}``. State errors raise AftersalesStateError."""
+        # Not idempotent: a lost answer may hide an applied upload, so it is never resent
+        # blindly; the caller re-reads the return instead.
+        return await self._call(UPLOAD_RETURNLABEL, params, lane, idempotent=False)
+
+    async def carriers(self, region_id: int, *, lane: Lane) -> list[dict[str, Any]]:
+        result = await self._call(CARRIERS, {"returnWarehouseRegionId1": region_id}, lane)
+        return self._items(CARRIERS, result, "carrierDTOList", required=True)
+
+    async def _list(
+        self,
+        api_type: str,
+        params: dict[str, Any],
+        lane: Lane,
+        total_key: str,
+        items_key: str,
+        *,
+        total_optional: bool = False,
+    ) -> Page:
+        for attempt in range(1, MALFORMED_ATTEMPTS + 1):
+            result = await self._call(api_type, params, lane)
+            try:
+                return self._page(
+                    api_type, result, total_key, items_key, total_optional=total_optional
+                )
+            except MalformedResponse as exc:
+                if attempt == MALFORMED_ATTEMPTS:
+                    raise
+                log.warning(
+                    "%s; asking again (attempt %d of %d)",
+                    exc,
+                    attempt,
+                    MALFORMED_ATTEMPTS,
+                    extra={"shop": self.shop_id},
+                )
+        raise AssertionError("unreachable")
+
+    def _page(
+        self,
+        api_type: str,
+        result: dict[str, Any],
+        total_key: str,
+        items_key: str,
+        *,
+        total_optional: bool = False,
+    ) -> Page:
+        total = result.get(total_key)
+        if total is None and total_optional:
+            items, skipped = self._objects(api_type, result, items_key, required=True)
+            return Page(total=len(items) + skipped, items=items, skipped=skipped)
+        if isinstance(total, str) and total.strip().isdigit():
+            total = int(total)  # a count sent as a string is still a count
+        if isinstance(total, bool) or not isinstance(total, int) or total < 0:
+            raise self._malformed(api_type, f"{total_key} is {total!r}, not a count")
+        # An empty page may come back with the list null or absent; a non-empty one may not.
+        items, skipped = self._objects(api_type, result, items_key, required=total > 0)
+        return Page(total=total, items=items, skipped=skipped)
+
+    def _items(
+        self, api_type: str, result: dict[str, Any], key: str, *, required: bool
+    ) -> list[dict[str, Any]]:
+        return self._objects(api_type, result, key, required=required)[0]
+
+    def _objects(
+        self, api_type: str, result: dict[str, Any], key: str, *, required: bool
+    ) -> tuple[list[dict[str, Any]], int]:
+        """The list's objects, and how many elements were something else (dropped, logged:
+        one bad element must not cost the page's good records)."""
+        items = result.get(key)
+        if items is None and not required:
+            return [], 0
+        if not isinstance(items, list):
+            raise self._malformed(api_type, f"{key} is {type(items).__name__}, not a list")
+        objects = [item for item in items if isinstance(item, dict)]
+        skipped = len(items) - len(objects)
+        if skipped:
+            kinds = sorted({type(i).__name__ for i in items if not isinstance(i, dict)})
+            log.warning(
+                "%s shop=%s: skipped %d element(s) of %s that are not objects (%s)",
+                api_type,
+                self.shop_id,
+                skipped,
+                key,
+                ", ".join(kinds),
+                extra={"shop": self.shop_id},
+            )
+        return objects, skipped
+
+    def _malformed(self, api_type: str, problem: str) -> MalformedResponse:
+        exc = MalformedResponse(api_type, 0, f"malformed result: {problem}")
+        exc.shop_id = self.shop_id
+        return exc
+
+
+def _check_page(page: int, page_size: int, max_size: int) -> None:
+    # Out-of-range paging is our bug: fail before spending a rate-limited request on it.
+    if page < 1:
+        raise ValueError(f"page numbers start at 1, got {page}")
+    if not 1 <= page_size <= max_size:
+        raise ValueError(f"page size must be 1..{max_size}, got {page_size}")

@@ -1,0 +1,234 @@
+"""Typed Temu Open API errors: one class per row of the spec's error table.
+
+Each class says whether retrying can help (``retryable``) and what the caller should stop when
+it surfaces (``scope``): the one call, the shop (its access token is bad), or the whole app
+(its key or secret is bad). Messages never carry a secret: the server may echo the request
+back in ``errorMsg``, so every known secret is scrubbed before the text is stored.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Literal
+
+Scope = Literal["call", "shop", "app"]
+
+REDACTED = "***"
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    # Longest first so a secret that contains another is removed whole.
+    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text
+
+
+class TemuError(Exception):
+    retryable: bool = False
+    scope: Scope = "call"
+    # Retryable errors that are a server verdict rather than congestion get fewer tries.
+    max_attempts: int | None = None
+
+    def __init__(
+        self,
+        api_type: str,
+        code: int,
+        message: str,
+        request_id: str = "",
+        *,
+        secrets: Iterable[str] = (),
+    ) -> None:
+        self.api_type = api_type
+        self.code = code
+        self.message = scrub(message, secrets)
+        self.request_id = request_id
+        self.shop_id: str | None = None
+        # Set by the transport: an app-scoped error must say which [[apps]] entry to fix.
+        self.app_key: str | None = None
+        super().__init__(api_type, code, self.message, request_id)
+
+    # Set on Temu's verdicts about the app's own credentials: what the operator should fix.
+    config_hint: str | None = None
+
+    def __str__(self) -> str:
+        shop = f" shop={self.shop_id}" if self.shop_id else ""
+        text = (
+            f"{self.api_type}{shop}: errorCode={self.code} errorMsg={self.message!r} "
+            f"requestId={self.request_id or '-'}"
+        )
+        if self.config_hint and self.app_key:
+            # Not retried and not the shop's fault: every shop of this app fails the same way.
+            text += f" (configuration error of app {self.app_key}: {self.config_hint})"
+        return text
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self})"
+
+
+class TransportError(TemuError):
+    """No usable envelope: HTTP 5xx, connection failure, timeout, invalid JSON.
+
+    ``code`` is the HTTP status when there was one, else 0.
+    """
+
+    retryable = True
+
+
+class UnexpectedHttpStatus(TransportError):
+    """A non-200, non-5xx answer without an envelope (e.g. a proxy's 403): retrying won't help."""
+
+    retryable = False
+
+
+class MalformedResponse(TransportError):
+    """The envelope said success but ``result`` lacks the shape the API documents.
+
+    Retryable (a gateway may truncate or mangle one answer) but raised by the API layer after the
+    transport's retries, so the caller decides whether to try the page again.
+    """
+
+
+class RateLimited(TemuError):
+    retryable = True
+
+
+class SystemBusy(TemuError):
+    retryable = True
+
+
+class ApiFailure(TemuError):
+    retryable = True
+    max_attempts = 3
+
+
+class BadParams(TemuError):
+    pass
+
+
+class BadSignature(TemuError):
+    scope = "app"
+    config_hint = "the signature was rejected; check that app's app_secret"
+
+
+_SERVER_TIME = re.compile(r"(?<!\d)(1\d{9})(?:\d{3})?(?!\d)")
+
+
+class TimestampRejected(TemuError):
+    """3000011/3000012: the server disagrees with our clock by more than 300 s."""
+
+    def __init__(
+        self,
+        api_type: str,
+        code: int,
+        message: str,
+        request_id: str = "",
+        *,
+        secrets: Iterable[str] = (),
+        local_timestamp: int | None = None,
+        server_timestamp: int | None = None,
+    ) -> None:
+        super().__init__(api_type, code, message, request_id, secrets=secrets)
+        self.local_timestamp = local_timestamp
+        self.skew_s: int | None = None
+        if local_timestamp is not None:
+            # The server sometimes states its own time; then the skew can be given exactly.
+            for m in _SERVER_TIME.finditer(self.message):
+                server = int(m.group(1))
+                if server != local_timestamp:
+                    self.skew_s = local_timestamp - server
+                    break
+            if self.skew_s is None and server_timestamp is not None:
+                # Else the answer's HTTP Date header (whole seconds, so within a second or
+                # two): a rejection is only ever about a skew beyond 300 s.
+                self.skew_s = local_timestamp - server_timestamp
+
+    def __str__(self) -> str:
+        base = super().__str__()
+        if self.local_timestamp is None:
+            return base
+        if self.skew_s is not None:
+            direction = "ahead of" if self.skew_s > 0 else "behind"
+            return (
+                f"{base} (sent timestamp {self.local_timestamp}; local clock is "
+                f"{abs(self.skew_s)} s {direction} the server's: fix the host clock)"
+            )
+        return f"{base} (sent timestamp {self.local_timestamp}; check the host clock)"
+
+
+class AppAuthError(TemuError):
+    scope = "app"
+    config_hint = "the app_key is missing, unknown, suspended or lacks the permission"
+
+
+class AppNotOwned(TemuError):
+    """Raised before sending, never by Temu: another process holds this app's lease (several
+    daemons share one database), so a call from here could break the app's rate limit."""
+
+    scope = "app"
+
+
+class ShopAuthError(TemuError):
+    scope = "shop"
+
+
+class AftersalesStateError(TemuError):
+    """The return is not in a state that allows the operation: re-read it, don't retry."""
+
+
+class UnknownApiError(TemuError):
+    pass
+
+
+SUCCESS_CODE = 1000000
+
+_EXACT: dict[int, type[TemuError]] = {
+    2000000: ApiFailure,
+    7000000: ApiFailure,
+    3000000: BadParams,
+    3000001: BadSignature,
+    3000011: TimestampRejected,
+    3000012: TimestampRejected,
+    4000000: SystemBusy,
+    4000004: RateLimited,
+}
+_RANGES: tuple[tuple[int, int, type[TemuError]], ...] = (
+    (3000020, 3000028, AppAuthError),
+    (3000030, 3000034, ShopAuthError),
+    (5000000, 5000003, ShopAuthError),
+    (130010004, 130010007, AftersalesStateError),
+)
+
+
+def classify(code: int) -> type[TemuError]:
+    cls = _EXACT.get(code)
+    if cls is not None:
+        return cls
+    for low, high, cls in _RANGES:
+        if low <= code <= high:
+            return cls
+    return UnknownApiError
+
+
+def error_for(
+    api_type: str,
+    code: int,
+    msg: str,
+    request_id: str,
+    *,
+    secrets: Iterable[str] = (),
+    local_timestamp: int | None = None,
+    server_timestamp: int | None = None,
+) -> TemuError:
+    cls = classify(code)
+    if cls is TimestampRejected:
+        return TimestampRejected(
+            api_type,
+            code,
+            msg,
+            request_id,
+            secrets=secrets,
+            local_timestamp=local_timestamp,
+            server_timestamp=server_timestamp,
+        )
+    return cls(api_type, code, msg, request_id, secrets=secrets)

@@ -1,0 +1,269 @@
+"""One signed POST to the Temu router per try, with pacing, retries and typed errors."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import aiohttp
+import orjson
+
+from engine.config import AppSettings
+from engine.temu import stats as outcomes
+from engine.temu.errors import (
+    RateLimited,
+    SystemBusy,
+    TemuError,
+    TimestampRejected,
+    TransportError,
+    UnexpectedHttpStatus,
+    error_for,
+)
+from engine.temu.limiter import AppPacer, Lane, Send
+from engine.temu.signing import signed_body
+from engine.temu.stats import CallStats
+
+log = logging.getLogger(__name__)
+
+_JSON_HEADERS = {"Content-Type": "application/json"}
+_COMMON_KEYS = frozenset({"type", "app_key", "access_token", "timestamp", "data_type", "sign"})
+
+
+class TemuTransport:
+    """One per app_key; every shop of the app calls through it (and through its pacer)."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        app: AppSettings,
+        pacer: AppPacer,
+        stats: CallStats,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: Callable[[], float] = random.random,
+        max_attempts: int | None = None,
+        timeout_s: float | None = None,
+        backoff_base_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        rate_limited_backoff_s: float = 0.1,
+    ) -> None:
+        self.session = session
+        self.app = app
+        self.pacer = pacer
+        self.stats = stats
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng
+        self.max_attempts = max(1, max_attempts if max_attempts is not None else app.max_attempts)
+        self._timeout = aiohttp.ClientTimeout(
+            total=timeout_s if timeout_s is not None else app.timeout_s
+        )
+        self._backoff_base_s = backoff_base_s
+        self._backoff_max_s = backoff_max_s
+        self._rate_limited_backoff_s = rate_limited_backoff_s
+
+    async def call(
+        self,
+        api_type: str,
+        access_token: str,
+        params: dict[str, Any],
+        *,
+        lane: Lane,
+        idempotent: bool = True,
+    ) -> dict[str, Any]:
+        """The envelope's ``result`` (``{}`` when null); raises a TemuError subclass.
+
+        ``idempotent=False`` (a write such as a label upload): only failures that prove the
+        request was not applied (the gateway's rate-limit, signature or timestamp refusal) are
+        sent again; a lost or failed answer surfaces so the caller can re-read the state."""
+        clash = _COMMON_KEYS.intersection(params)
+        if clash:
+            raise ValueError(f"{api_type}: params may not set {sorted(clash)}")
+        secrets = (self.app.app_secret.get(), access_token)
+        extra = {"app_key": self.app.app_key, "api_type": api_type}
+        timestamp_retried = False
+        attempt = 0
+        # Backoff grows per family: a throttling storm's refusals must not stretch the wait
+        # after an unrelated 502 to the cap (seen: 30 s after a 1 s storm), nor the reverse.
+        failures = {True: 0, False: 0}  # rate limited? -> failures of that family so far
+        while True:
+            attempt += 1
+            send = await self.pacer.acquire(lane)
+            timestamp = int(self._clock())
+            body = signed_body(
+                {
+                    "type": api_type,
+                    "app_key": self.app.app_key,
+                    "access_token": access_token,
+                    "timestamp": timestamp,
+                    "data_type": "JSON",
+                    **params,
+                },
+                self.app.app_secret.get(),
+            )
+            self.stats.requests += 1
+            if attempt > 1:
+                self.stats.retries += 1
+            try:
+                result = await self._send(api_type, body, secrets, timestamp, send)
+            except TemuError as exc:
+                exc.app_key = self.app.app_key
+                failures[isinstance(exc, RateLimited)] += 1
+                retry_in = self._retry_delay(
+                    exc, attempt, timestamp_retried, failures[isinstance(exc, RateLimited)]
+                )
+                if not idempotent and not isinstance(exc, RateLimited | TimestampRejected):
+                    retry_in = None
+                if isinstance(exc, RateLimited):
+                    self.pacer.on_rate_limited()
+                    self.stats.record(self.app.app_key, api_type, outcomes.RATE_LIMITED)
+                elif retry_in is None:
+                    self.stats.record(self.app.app_key, api_type, outcomes.error_outcome(exc))
+                else:
+                    self.stats.record(self.app.app_key, api_type, outcomes.RETRY)
+                if not isinstance(exc, TransportError | RateLimited | SystemBusy):
+                    # The server answered, so the rate window accepted this send.
+                    self.pacer.on_success()
+                if retry_in is None:
+                    log.warning("temu call failed: %s (attempt %d)", exc, attempt, extra=extra)
+                    raise
+                if isinstance(exc, TimestampRejected):
+                    timestamp_retried = True
+                level = logging.DEBUG if isinstance(exc, RateLimited) else logging.WARNING
+                log.log(
+                    level,
+                    "temu call retrying in %.2fs: %s (attempt %d of %d)",
+                    retry_in,
+                    exc,
+                    attempt,
+                    self.max_attempts,
+                    extra=extra,
+                )
+                if retry_in > 0:
+                    await self._sleep(retry_in)
+                continue
+            self.pacer.on_success()
+            self.stats.record(self.app.app_key, api_type, outcomes.OK)
+            log.debug("temu call ok (attempt %d)", attempt, extra=extra)
+            return result
+
+    def _retry_delay(
+        self, exc: TemuError, attempt: int, timestamp_retried: bool, failures: int | None = None
+    ) -> float | None:
+        """Seconds to wait before the next try, or None to surface ``exc`` now.
+
+        ``attempt`` counts every try (bounded by max_attempts); ``failures`` counts this
+        error's family (rate limiting, or anything else) and sets the backoff."""
+        if failures is None:
+            failures = attempt
+        if isinstance(exc, TimestampRejected):
+            # A fresh timestamp fixes a request that sat in a queue; a second rejection is skew.
+            return None if timestamp_retried or attempt >= self.max_attempts else 0.0
+        if not exc.retryable:
+            return None
+        limit = (
+            self.max_attempts
+            if exc.max_attempts is None
+            else min(self.max_attempts, exc.max_attempts)
+        )
+        if attempt >= limit:
+            return None
+        if isinstance(exc, RateLimited):
+            # The pacer already slowed down and queues the retry; the first retries only
+            # de-synchronise callers, later ones back off so a throttling storm (a gateway
+            # refusing everything for a while) is outlasted rather than exhausting the tries.
+            cap = min(self._backoff_max_s, self._rate_limited_backoff_s * 2.0 ** (failures - 1))
+            return self._rng() * cap
+        # Full jitter: concurrent callers that failed together don't retry together.
+        cap = min(self._backoff_max_s, self._backoff_base_s * 2.0 ** (failures - 1))
+        return self._rng() * cap
+
+    async def _send(
+        self, api_type: str, body: bytes, secrets: tuple[str, str], timestamp: int, send: Send
+    ) -> dict[str, Any]:
+        try:
+            async with self.session.post(
+                self.app.router_url, data=body, headers=_JSON_HEADERS, timeout=self._timeout
+            ) as resp:
+                # The round trip bounds how late this send reached the rate window.
+                self.pacer.on_answer(send)
+                status = resp.status
+                raw = await resp.read()
+                server_time = _http_date(resp.headers.get("Date"))
+        except TimeoutError:
+            raise TransportError(api_type, 0, f"no answer within {self._timeout.total} s") from None
+        except aiohttp.ClientError as exc:
+            raise TransportError(
+                api_type, 0, f"{type(exc).__name__}: {exc}", secrets=secrets
+            ) from None
+        return _parse_envelope(api_type, status, raw, secrets, timestamp, server_time)
+
+
+def _http_date(value: str | None) -> int | None:
+    """The server's clock from an HTTP Date header (Unix seconds), None if absent or bad."""
+    if not value:
+        return None
+    try:
+        return int(parsedate_to_datetime(value).timestamp())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+def _parse_envelope(
+    api_type: str,
+    status: int,
+    raw: bytes,
+    secrets: tuple[str, str],
+    timestamp: int,
+    server_time: int | None = None,
+) -> dict[str, Any]:
+    if status >= 500:
+        raise TransportError(api_type, status, f"HTTP {status}: {_snippet(raw)}", secrets=secrets)
+    if status == 429:
+        # A gateway in front of the router may throttle with HTTP instead of 4000004.
+        raise RateLimited(api_type, status, f"HTTP 429: {_snippet(raw)}", secrets=secrets)
+    try:
+        envelope = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        cls = TransportError if status == 200 else UnexpectedHttpStatus
+        raise cls(
+            api_type, status, f"HTTP {status}, not JSON: {_snippet(raw)}", secrets=secrets
+        ) from None
+    if not isinstance(envelope, dict) or not isinstance(envelope.get("success"), bool):
+        cls = TransportError if status == 200 else UnexpectedHttpStatus
+        raise cls(
+            api_type, status, f"HTTP {status}, no Temu envelope: {_snippet(raw)}", secrets=secrets
+        )
+    request_id = str(envelope.get("requestId") or "")
+    code = envelope.get("errorCode")
+    if envelope["success"]:
+        result = envelope.get("result")
+        if result is None:
+            return {}
+        if not isinstance(result, dict):
+            raise TransportError(
+                api_type, status, f"result is {type(result).__name__}, not an object", request_id
+            )
+        return result
+    if isinstance(code, bool) or not isinstance(code, int):
+        code = 0
+    message = envelope.get("errorMsg")
+    raise error_for(
+        api_type,
+        code,
+        message if isinstance(message, str) else "",
+        request_id,
+        secrets=secrets,
+        local_timestamp=timestamp,
+        server_timestamp=server_time,
+    )
+
+
+def _snippet(raw: bytes, limit: int = 200) -> str:
+    return raw[:limit].decode("utf-8", "replace")

@@ -1,0 +1,182 @@
+-- name: reconcile_cursor_get
+SELECT position FROM reconciler_cursor WHERE name = $1;
+
+-- name: reconcile_cursor_set
+-- Never moves backwards: two planners racing (two machines) both end at the larger position.
+INSERT INTO reconciler_cursor AS c (name, position, updated_at)
+VALUES ($1, $2, now())
+ON CONFLICT (name) DO UPDATE SET
+    position = greatest(c.position, EXCLUDED.position),
+    updated_at = EXCLUDED.updated_at;
+
+-- name: reconcile_plan_label_tasks
+-- One upload task per return that Temu says waits for a label (status 8, operation 10) and
+-- that has none yet; the label will come from Orange Connex unless a merchant label replaces
+-- it first. Served by the partial index on status 8, so the cost follows the pending returns.
+-- $1 kind, $2 dedupe key prefix.
+WITH ins AS (
+    INSERT INTO outbox (kind, dedupe_key, shop_id, payload)
+    SELECT $1::text, $2::text || r.shop_id || ':' || r.parent_after_sales_sn, r.shop_id,
+           jsonb_build_object('shop_id', r.shop_id, 'sn', r.parent_after_sales_sn,
+                              'source', 'oc')
+    FROM returns AS r
+    WHERE r.status = 8 AND 10 = ANY (r.available_operations)
+      AND NOT EXISTS (
+          SELECT 1 FROM outbox AS o
+          WHERE o.dedupe_key = $2::text || r.shop_id || ':' || r.parent_after_sales_sn)
+    ORDER BY r.shop_id, r.parent_after_sales_sn
+    ON CONFLICT (dedupe_key) DO NOTHING
+    RETURNING 1
+)
+SELECT count(*) AS queued,
+       CASE WHEN count(*) > 0 THEN pg_notify('temu_sync_outbox', $1::text) END AS notified
+FROM ins;
+
+-- name: reconcile_plan_oc_pushes
+-- Orange Connex pushes for the returns that changed since the cursor: CANCEL for a return now
+-- cancelled (6) or denied (7), UPDATE_TRACKING for the tracking number its reverse logistics
+-- show (one task per distinct number). Each task gets its messageId here, once, so every retry
+-- of that push reuses it. Changes committed late with an id below the cursor (ids are taken at
+-- insert, not at commit) are caught by re-reading the last $3 seconds; re-planning is a no-op
+-- thanks to the dedupe keys.
+-- $1 cursor, $2 max changes read, $3 overlap seconds.
+WITH fresh AS (
+    SELECT id, shop_id, entity_key
+    FROM changes
+    WHERE id > $1::bigint AND entity = 'return'
+    ORDER BY id
+    LIMIT $2
+),
+late AS (
+    SELECT id, shop_id, entity_key
+    FROM changes
+    WHERE changed_at >= now() - make_interval(secs => $3::float8)
+      AND id <= $1::bigint AND entity = 'return'
+),
+touched AS (
+    SELECT DISTINCT shop_id, entity_key AS sn FROM fresh
+    UNION
+    SELECT DISTINCT shop_id, entity_key FROM late
+),
+state AS (
+    SELECT t.shop_id, t.sn, r.status, l.tracking_number, l.carrier_name
+    FROM touched AS t
+    JOIN returns AS r ON r.shop_id = t.shop_id AND r.parent_after_sales_sn = t.sn
+    LEFT JOIN return_logistics AS l
+        ON l.shop_id = t.shop_id AND l.parent_after_sales_sn = t.sn
+),
+cancels AS (
+    INSERT INTO outbox (kind, dedupe_key, shop_id, payload)
+    SELECT 'oc_cancel', 'oc_cancel:' || shop_id || ':' || sn, shop_id,
+           jsonb_build_object('shop_id', shop_id, 'sn', sn, 'temu_status', status,
+                              'message_id', replace(gen_random_uuid()::text, '-', ''))
+    FROM state
+    WHERE status IN (6, 7)
+    ORDER BY shop_id, sn
+    ON CONFLICT (dedupe_key) DO NOTHING
+    RETURNING 1
+),
+trackings AS (
+    INSERT INTO outbox (kind, dedupe_key, shop_id, payload)
+    SELECT 'oc_tracking', 'oc_tracking:' || shop_id || ':' || sn || ':' || tracking_number,
+           shop_id,
+           jsonb_build_object('shop_id', shop_id, 'sn', sn, 'tracking_number', tracking_number,
+                              'carrier_name', carrier_name,
+                              'message_id', replace(gen_random_uuid()::text, '-', ''))
+    FROM state
+    WHERE tracking_number IS NOT NULL
+    ORDER BY shop_id, sn
+    ON CONFLICT (dedupe_key) DO NOTHING
+    RETURNING 1
+),
+counts AS (
+    SELECT (SELECT max(id) FROM fresh) AS last_id,
+           (SELECT count(*) FROM fresh) AS read,
+           (SELECT count(*) FROM cancels) AS cancels,
+           (SELECT count(*) FROM trackings) AS trackings
+)
+SELECT last_id, read, cancels, trackings,
+       CASE WHEN cancels + trackings > 0 THEN pg_notify('temu_sync_outbox', 'oc') END AS notified
+FROM counts;
+
+-- name: reconcile_enqueue_tracking
+-- After our own upload: the tracking Temu now shows may be news to the return's OC RMA.
+-- $1 shop_id, $2 sn, $3 tracking number, $4 carrier name, $5 messageId.
+WITH ins AS (
+    INSERT INTO outbox (kind, dedupe_key, shop_id, payload)
+    VALUES ('oc_tracking', 'oc_tracking:' || $1::text || ':' || $2::text || ':' || $3::text, $1,
+            jsonb_build_object('shop_id', $1::text, 'sn', $2::text, 'tracking_number', $3::text,
+                               'carrier_name', $4::text, 'message_id', $5::text))
+    ON CONFLICT (dedupe_key) DO NOTHING
+    RETURNING 1
+)
+SELECT count(*) AS queued,
+       CASE WHEN count(*) > 0 THEN pg_notify('temu_sync_outbox', 'oc_tracking') END AS notified
+FROM ins;
+
+-- name: reconcile_return
+-- What the reconciler needs about one return; region from its order (the carrier list is per
+-- region). $1 parent_after_sales_sn, $2 shop_id (NULL: any shop).
+SELECT r.shop_id, r.parent_after_sales_sn, r.parent_order_sn, r.status, r.available_operations,
+       r.return_delivery_type, extract(epoch FROM r.create_at)::bigint AS create_at,
+       j_int(o.payload -> 'parentOrderMap' -> 'regionId') AS region_id
+FROM returns AS r
+LEFT JOIN orders AS o ON o.shop_id = r.shop_id AND o.parent_order_sn = r.parent_order_sn
+WHERE r.parent_after_sales_sn = $1 AND ($2::text IS NULL OR r.shop_id = $2::text)
+ORDER BY r.shop_id;
+
+-- name: reconcile_task_for_update
+-- $1 dedupe_key. Locks the row so a label submission and a claim cannot interleave.
+SELECT id, kind, state, attempts, payload FROM outbox WHERE dedupe_key = $1 FOR UPDATE;
+
+-- name: reconcile_insert_task
+-- $1 kind, $2 dedupe_key, $3 payload, $4 shop_id.
+WITH ins AS (
+    INSERT INTO outbox (kind, dedupe_key, payload, shop_id)
+    VALUES ($1, $2, $3, $4)
+    ON CONFLICT (dedupe_key) DO NOTHING
+    RETURNING id
+)
+SELECT id, pg_notify('temu_sync_outbox', $1::text) FROM ins;
+
+-- name: reconcile_requeue
+-- A pending or dead task gets a new payload part and runs again soon; a dead one starts its
+-- attempts over (its last error stays visible until the next run). $1 id, $2 payload patch.
+WITH up AS (
+    UPDATE outbox SET
+        payload = payload || $2::jsonb,
+        attempts = CASE WHEN state = 'dead' THEN 0 ELSE attempts END,
+        state = 'pending',
+        next_attempt_at = now(),
+        updated_at = now()
+    WHERE id = $1 AND state IN ('pending', 'dead')
+    RETURNING id, kind
+)
+SELECT id, pg_notify('temu_sync_outbox', kind) FROM up;
+
+-- name: reconcile_patch_running
+-- Durable progress of a running task (e.g. "upload attempted" BEFORE the upload is sent).
+-- Only the lease holder, while its lease is valid, and the lease is stretched to cover the
+-- call that follows: a worker that lost its lease must not go on to send anything.
+-- $1 id, $2 payload patch, $3 owner, $4 seconds the lease must still cover.
+UPDATE outbox SET
+    payload = payload || $2::jsonb,
+    lease_expires_at = greatest(lease_expires_at, now() + make_interval(secs => $4::float8)),
+    updated_at = now()
+WHERE id = $1 AND state = 'running' AND owner = $3 AND lease_expires_at > now()
+RETURNING id;
+
+-- name: reconcile_defer
+-- Not a failure (an OC label not issued yet, or a task a pass already ran): back to pending
+-- after $3 seconds without using up one of its attempts. $1 id, $2 note, $3 delay seconds,
+-- $4 payload patch, $5 owner.
+UPDATE outbox SET
+    state = 'pending',
+    attempts = greatest(attempts - 1, 0),
+    next_attempt_at = now() + make_interval(secs => $3::float8),
+    last_error = $2,
+    payload = payload || $4::jsonb,
+    lease_expires_at = NULL,
+    updated_at = now()
+WHERE id = $1 AND state = 'running' AND owner = $5
+RETURNING id;

@@ -1,0 +1,222 @@
+"""Runs `temu-sync` as a subprocess against a simulator and a test schema, with a fake
+systemd notify socket; shared by the daemon and secrets e2e tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import orjson
+
+from engine.sim import Simulator
+
+REPO = Path(__file__).resolve().parents[2]
+_SYSTEMD_VARS = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+
+# The streams the daemon tests run and compare.
+STREAMS: tuple[str, ...] = ("orders", "returns")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def write_config(
+    path: Path,
+    sim: Simulator,
+    *,
+    db_url: str,
+    schema: str,
+    listen: str,
+    poll_interval_s: float = 1.0,
+    admin_token: str = "",
+    reconciler: bool = True,
+    extra: str = "",
+) -> Path:
+    start_ts = sim.config.time_range()[0] - 86400
+    start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start_ts))
+    path.write_text(
+        f'[database]\nurl = "{db_url}"\nschema = "{schema}"\ndata_dir = "{path.parent / "data"}"\n'
+        "pool_min = 1\npool_max = 4\n\n"
+        + sim.config_toml()
+        + f'\n[sync]\nstart = "{start}"\npoll_interval_s = {poll_interval_s}\n'
+        "overlap_s = 120\nsafety_lag_s = 1\n"
+        f"returns = {'true' if 'returns' in STREAMS else 'false'}\n\n"
+        f"[reconciler]\nenabled = {'true' if reconciler else 'false'}\ninterval_s = 1\n\n"
+        f'[http]\nlisten = "{listen}"\nadmin_token = "{admin_token}"\n' + extra
+    )
+    return path
+
+
+class NotifySocket:
+    """A unix datagram socket standing in for systemd's NOTIFY_SOCKET."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.setblocking(False)
+        self.messages: list[str] = []
+
+    def drain(self) -> list[str]:
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except BlockingIOError:
+                return self.messages
+            self.messages.append(data.decode())
+
+    def fields(self) -> list[str]:
+        return [f for m in self.drain() for f in m.split("\n")]
+
+    async def wait_for(self, prefix: str, within: float = 20.0) -> str:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            for f in self.fields():
+                if f.startswith(prefix):
+                    return f
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"no {prefix!r} notification within {within} s: {self.messages}")
+
+    def close(self) -> None:
+        self.sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+class CliProcess:
+    """`python -m engine ...` with stdout/stderr captured to files (no pipe to fill up)."""
+
+    def __init__(self, workdir: Path, name: str) -> None:
+        self.stdout_path = workdir / f"{name}.stdout"
+        self.stderr_path = workdir / f"{name}.stderr"
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self, args: Sequence[str], env: dict[str, str] | None = None) -> None:
+        # Never the notify socket of whatever runs the tests (a CI job under systemd).
+        inherited = {k: v for k, v in os.environ.items() if k not in _SYSTEMD_VARS}
+        full_env = {**inherited, **(env or {})}
+        with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "engine",
+                *args,
+                stdout=out,
+                stderr=err,
+                env=full_env,
+                cwd=str(REPO),
+            )
+
+    async def wait(self, within: float) -> int:
+        assert self.proc is not None
+        return await asyncio.wait_for(self.proc.wait(), within)
+
+    def signal(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    async def kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+
+    @property
+    def output(self) -> str:
+        return self.stdout_path.read_text() + self.stderr_path.read_text()
+
+
+async def run_cli(
+    workdir: Path, name: str, args: Sequence[str], within: float = 60
+) -> tuple[int, str, str]:
+    p = CliProcess(workdir, name)
+    await p.start(args)
+    try:
+        rc = await p.wait(within)
+    finally:
+        await p.kill()
+    return rc, p.stdout_path.read_text(), p.stderr_path.read_text()
+
+
+async def get_json(session: aiohttp.ClientSession, url: str) -> tuple[int, dict[str, Any]]:
+    async with session.get(url) as resp:
+        body: dict[str, Any] = orjson.loads(await resp.read())
+        return resp.status, body
+
+
+async def get_text(session: aiohttp.ClientSession, url: str) -> str:
+    async with session.get(url) as resp:
+        assert resp.status == 200
+        return await resp.text()
+
+
+async def eventually(
+    check: Callable[[], Any], *, within: float = 20.0, interval: float = 0.2, what: str = ""
+) -> Any:
+    """Awaits ``check()`` until it returns something truthy; the last value on timeout."""
+    deadline = time.monotonic() + within
+    last: Any = None
+    while True:
+        try:
+            last = await check()
+        except (aiohttp.ClientError, OSError, asyncpg.PostgresError) as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or check}: last {last!r}")
+        await asyncio.sleep(interval)
+
+
+async def db_differences(conn: asyncpg.Connection, schema: str, sim: Simulator) -> list[str]:
+    """Where the database differs from the simulator's truth (orders and returns, every shop);
+    empty when they are equal."""
+    problems: list[str] = []
+    for shop in sim.config.shops:
+        sid = shop.shop_id
+        truth = {o["parentOrderMap"]["parentOrderSn"]: o for o in sim.truth_orders(sid)}
+        rows = await conn.fetch(
+            f'SELECT parent_order_sn, payload::text AS p FROM "{schema}".orders WHERE shop_id=$1',
+            sid,
+        )
+        stored = {r["parent_order_sn"]: orjson.loads(r["p"]) for r in rows}
+        problems += _compare(f"{sid} orders", truth, stored)
+        if "returns" not in STREAMS:
+            continue
+        rtruth = {r["parentAfterSalesSn"]: r for r in sim.truth_returns(sid)}
+        rrows = await conn.fetch(
+            f'SELECT parent_after_sales_sn, payload::text AS p FROM "{schema}".returns '
+            "WHERE shop_id=$1",
+            sid,
+        )
+        rstored = {r["parent_after_sales_sn"]: orjson.loads(r["p"]) for r in rrows}
+        problems += _compare(f"{sid} returns", rtruth, rstored)
+    return problems
+
+
+def _compare(what: str, truth: dict[str, Any], stored: dict[str, Any]) -> list[str]:
+    out = []
+    missing = truth.keys() - stored.keys()
+    extra = stored.keys() - truth.keys()
+    differ = [k for k in truth.keys() & stored.keys() if truth[k] != stored[k]]
+    if missing:
+        out.append(f"{what}: {len(missing)} missing")
+    if extra:
+        out.append(f"{what}: {len(extra)} unexpected")
+    if differ:
+        out.append(f"{what}: {len(differ)} stale")
+    return out

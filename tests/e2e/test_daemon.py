@@ -1,0 +1,211 @@
+"""`temu-sync run` as a subprocess: systemd notifications, /healthz, /metrics, a clean SIGTERM
+with every cursor committed, and one broken shop that does not hold up the other."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import time
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import orjson
+
+from engine.sim import SimConfig, Simulator
+from tests.e2e.daemon_harness import (
+    STREAMS,
+    CliProcess,
+    NotifySocket,
+    db_differences,
+    eventually,
+    free_port,
+    get_json,
+    get_text,
+    run_cli,
+    write_config,
+)
+from tests.fixtures_sim import SimFactory
+
+
+async def _cursors(conn: asyncpg.Connection, schema: str) -> dict[tuple[str, str], object]:
+    rows = await conn.fetch(
+        f'SELECT shop_id, stream, position FROM "{schema}".sync_state '
+        "WHERE kind = 'incremental' AND position IS NOT NULL"
+    )
+    return {(r["shop_id"], r["stream"]): r["position"] for r in rows}
+
+
+async def test_daemon_lifecycle(
+    sim_factory: SimFactory, pg_url: str, schema: str, tmp_path: Path
+) -> None:
+    sim = await sim_factory(SimConfig.default(orders=150, returns=30, shops=2))
+    port = free_port()
+    cfg = write_config(
+        tmp_path / "config.toml", sim, db_url=pg_url, schema=schema, listen=f"127.0.0.1:{port}"
+    )
+    notify = NotifySocket(tmp_path / "notify.sock")
+    daemon = CliProcess(tmp_path, "daemon")
+    base = f"http://127.0.0.1:{port}"
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await daemon.start(
+            ["--config", str(cfg), "run"],
+            env={"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "200000"},
+        )
+        await notify.wait_for("READY=1", within=30)
+        await notify.wait_for("WATCHDOG=1", within=5)
+        status = await notify.wait_for("STATUS=", within=5)
+        assert "2 shops" in status and "streams ok" in status, status
+
+        async with aiohttp.ClientSession() as http:
+            await eventually(
+                lambda: _synced(conn, schema, sim),
+                within=30,
+                what="the first sync to match the simulator",
+            )
+            code, health = await get_json(http, f"{base}/healthz")
+            assert code == 200, health
+            assert health["status"] == "ok" and health["database"]["ok"] is True
+            assert len([n for n in health["loops"] if n.startswith("sync:")]) == 2 * len(STREAMS)
+
+            lag = 'temu_sync_cursor_lag_seconds{shop="shop-1",stream="orders"}'
+
+            async def gauges_refreshed() -> str | None:
+                text = await get_text(http, f"{base}/metrics")
+                return text if lag in text else None
+
+            # Gauges from Postgres are refreshed by the monitor's next round.
+            metrics = await eventually(gauges_refreshed, within=5, what="cursor lag gauge")
+            assert 'temu_sync_requests_total{api_type="bg.order.list.v2.get"' in metrics
+            assert 'temu_sync_rows_total{entity="order",op="inserted"} 300.0' in metrics
+            assert 'temu_sync_outbox_tasks{state="dead"} 0.0' in metrics
+            assert "temu_sync_pace_requests_per_second" in metrics
+
+            # A change made while the daemon runs arrives within a few polls.
+            sim.mutate("shop-2", orders_changed=3, orders_new=2)
+            await eventually(lambda: _synced(conn, schema, sim), within=15, what="mutations")
+
+        # Several status updates were sent, each one line.
+        assert sum(f.startswith("STATUS=") for f in notify.fields()) >= 2
+
+        began = time.monotonic()
+        daemon.signal(signal.SIGTERM)
+        rc = await daemon.wait(10)
+        took = time.monotonic() - began
+        assert rc == 0, daemon.output
+        assert took < 10
+        await notify.wait_for("STOPPING=1", within=1)
+        cursors = await _cursors(conn, schema)
+        assert set(cursors) == {(s, t) for s in ("shop-1", "shop-2") for t in STREAMS}
+        assert "Traceback" not in daemon.output, daemon.output
+    finally:
+        await daemon.kill()
+        notify.close()
+        await conn.close()
+
+
+async def _synced(conn: asyncpg.Connection, schema: str, sim: Simulator) -> bool:
+    diffs = await db_differences(conn, schema, sim)
+    if diffs:
+        print("differences:", diffs)
+    return not diffs
+
+
+async def test_second_signal_exits_at_once(
+    sim_factory: SimFactory, pg_url: str, schema: str, tmp_path: Path
+) -> None:
+    # Slow answers keep a pass in flight, so the first SIGTERM has something to wait for.
+    sim = await sim_factory(SimConfig.default(orders=50, returns=5, shops=1, latency_ms=400))
+    port = free_port()
+    cfg = write_config(
+        tmp_path / "config.toml", sim, db_url=pg_url, schema=schema, listen=f"127.0.0.1:{port}"
+    )
+    notify = NotifySocket(tmp_path / "notify.sock")
+    daemon = CliProcess(tmp_path, "daemon")
+    try:
+        await daemon.start(["--config", str(cfg), "run"], env={"NOTIFY_SOCKET": str(notify.path)})
+        await notify.wait_for("READY=1", within=30)
+        daemon.signal(signal.SIGTERM)
+        await asyncio.sleep(0.2)
+        began = time.monotonic()
+        daemon.signal(signal.SIGTERM)
+        rc = await daemon.wait(5)
+        assert rc != 0
+        assert time.monotonic() - began < 1.5
+    finally:
+        await daemon.kill()
+        notify.close()
+
+
+async def test_one_broken_shop(
+    sim_factory: SimFactory, pg_url: str, schema: str, tmp_path: Path
+) -> None:
+    sim = await sim_factory(SimConfig.default(orders=120, returns=20, shops=2))
+    sim.revoke_token("sim-token-shop-2")
+    port = free_port()
+    cfg = write_config(
+        tmp_path / "config.toml", sim, db_url=pg_url, schema=schema, listen=f"127.0.0.1:{port}"
+    )
+    base = f"http://127.0.0.1:{port}"
+    daemon = CliProcess(tmp_path, "daemon")
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await daemon.start(["--config", str(cfg), "run"])
+        async with aiohttp.ClientSession() as http:
+
+            async def shop2_failing() -> bool:
+                _, body = await get_json(http, f"{base}/healthz")
+                # Sync loops appear once the daemon holds its app's lease, a moment after
+                # /healthz starts answering.
+                loop = body.get("loops", {}).get("sync:shop-2:orders")
+                return bool(loop and loop["failing"])
+
+            await eventually(shop2_failing, within=30, what="shop-2 to be reported failing")
+            code, body = await get_json(http, f"{base}/healthz")
+            loop = body["loops"]["sync:shop-2:orders"]
+            assert "3000030" in loop["last_error"] or "token" in loop["last_error"].lower(), loop
+            assert "sync:shop-2:orders" in body["failing"]
+            # Not stale yet: one failing shop is reported, not (yet) an outage.
+            assert code == 200
+
+            # The healthy shop keeps syncing, changes included.
+            sim.mutate("shop-1", orders_changed=2, orders_new=3)
+
+            async def shop1_current() -> bool:
+                diffs = await db_differences(conn, schema, sim)
+                return not [d for d in diffs if d.startswith("shop-1")]
+
+            await eventually(shop1_current, within=20, what="shop-1 to match the simulator")
+            metrics = await get_text(http, f"{base}/metrics")
+            assert 'temu_sync_loop_errors_total{loop="sync:shop-2:orders"}' in metrics
+
+        rc, out, err = await run_cli(tmp_path, "status", ["--config", str(cfg), "status", "--json"])
+        assert rc == 0, err
+        doc = orjson.loads(out.strip().splitlines()[-1])
+        by_key = {(s["shop_id"], s["stream"], s["kind"]): s for s in doc["streams"]}
+        broken = by_key[("shop-2", "orders", "incremental")]
+        assert broken["failing"] is True and broken["last_error"], broken
+        healthy = by_key[("shop-1", "orders", "incremental")]
+        assert healthy["failing"] is False and healthy["last_success_at"], healthy
+
+        rc, out, err = await run_cli(tmp_path, "status-text", ["--config", str(cfg), "status"])
+        assert rc == 0, err
+        shop2 = [line for line in out.splitlines() if line.startswith("shop-2") and "incr" in line]
+        assert shop2 and all("FAILING: " in line for line in shop2), out
+        assert re.fullmatch(
+            r"outbox: \d+ pending, \d+ running, \d+ done, 0 dead", out.splitlines()[-1]
+        )
+
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait(10) == 0, daemon.output
+
+        rc, out, err = await run_cli(
+            tmp_path, "once", ["--config", str(cfg), "run", "--once", "--json"]
+        )
+        assert rc == 3, out + err
+        assert orjson.loads(out.strip().splitlines()[-1])["shops_failed"] == ["shop-2"]
+    finally:
+        await daemon.kill()
+        await conn.close()

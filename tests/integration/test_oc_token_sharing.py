@@ -1,0 +1,43 @@
+"""Several processes sharing one database refresh Orange Connex's rotating token only once.
+
+OC rotates the refresh token on every refresh and refuses the old one, so two daemons that
+refresh at the same moment would lock one of them out. The Postgres token store serialises the
+read-then-refresh across processes (an advisory lock); here two independent clients (each with
+its own session and in-process lock, as two daemons would have) race on one expired token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+
+from engine.oc.client import OCClient
+from engine.reconcile.oc_rmas import PgTokenStore
+from engine.sim.config import SimConfig
+from engine.sim.server import Simulator
+from engine.simwire import settings_for_simulator
+from engine.store.store import Store
+
+SimFactory = Callable[[SimConfig], Awaitable[Simulator]]
+
+
+async def test_two_clients_share_one_refresh(
+    sim_factory: SimFactory, store: Store, pg_url: str, schema: str
+) -> None:
+    config = SimConfig.default(orders=10, returns=20, shops=1, oc_token_ttl_s=3600)
+    sim = await sim_factory(config)
+    settings = settings_for_simulator(sim, config, database_url=pg_url, schema=schema)
+    sn = sim.truth_returns("shop-1")[0]["parentAfterSalesSn"]
+    async with aiohttp.ClientSession() as s1, aiohttp.ClientSession() as s2:
+        clients = [OCClient(s, settings.orange_connex, PgTokenStore(store)) for s in (s1, s2)]
+        await asyncio.gather(*(c.query_orders(sn) for c in clients for _ in range(3)))
+        assert sim.stats(arrivals=False)["oc"]["refreshes"] == 1
+
+        # Both tokens expire; both clients notice at once; still one refresh, nobody locked out.
+        sim.expire_oc_tokens()
+        await asyncio.gather(*(c.query_orders(sn) for c in clients for _ in range(3)))
+        assert sim.stats(arrivals=False)["oc"]["refreshes"] == 2
+    stored = await store.get_oc_tokens(config.oc_client_id)
+    assert stored is not None and stored.refresh_token != config.oc_refresh_token

@@ -1,0 +1,65 @@
+"""``temu-sync reconcile --once --json`` as a subprocess against a simulator in this process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+
+import orjson
+
+from engine.runtime import open_runtime
+from engine.sim.config import SimConfig
+from engine.simwire import config_toml_for_simulator
+from tests.integration.test_reconcile_flow import (
+    QPS,
+    SimFactory,
+    load_from_temu,
+    make_settings,
+)
+
+
+async def test_reconcile_once_json_reports_uploads_and_oc_updates(
+    sim_factory: SimFactory, pg_url: str, schema: str, tmp_path: Path
+) -> None:
+    config = SimConfig.default(
+        orders=300, returns=80, shops=1, qps=QPS, seed=7, oc_label_ready_after=0
+    )
+    sim = await sim_factory(config)
+    rt = await open_runtime(make_settings(sim, config, pg_url, schema))
+    try:
+        await load_from_temu(rt)
+    finally:
+        await rt.close()
+    text = config_toml_for_simulator(
+        sim, config, database_url=pg_url, schema=schema, extra="[reconciler]\ninterval_s = 1\n"
+    )
+    # The default OC pace (5/s) would only make the test slow.
+    text = text.replace("[orange_connex]\n", "[orange_connex]\nqps = 100\n")
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(text)
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "engine",
+        "--config",
+        str(cfg),
+        "reconcile",
+        "--once",
+        "--json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    summary = orjson.loads(out.decode().strip().splitlines()[-1])
+    uploads, pushes = sim.uploads(), sim.oc_pushes()
+    assert uploads and pushes, "the seed must give work of both kinds"
+    assert summary["labels_uploaded"] == len(uploads)
+    assert summary["oc_updates"] == len(pushes)
+    assert set(Counter(u["parentAfterSalesSn"] for u in uploads).values()) == {1}
+    assert summary["requests"] > 0

@@ -1,0 +1,264 @@
+"""The reconciler end to end: the simulator over HTTP (Temu and Orange Connex), real Postgres.
+
+What a seller would check: each return waiting for a label gets exactly one accepted upload,
+with the right label, carrier, warehouse and pick-up schedule; labels OC issues late are
+uploaded once ready; OC hears each tracking number and each cancellation once; a lost answer or
+a crashed worker never leads to a second upload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from engine.config import Settings
+from engine.reconcile.executor import _TaskLease
+from engine.reconcile.tasks import upload_key
+from engine.reconcile.upload_label import UploadLabel
+from engine.reconcile.wiring import build_reconciler, reconcile_once
+from engine.runtime import Runtime, open_runtime
+from engine.sim.catalog import CARRIERS_BY_NAME
+from engine.sim.config import SimConfig
+from engine.sim.server import Simulator
+from engine.simwire import settings_for_simulator
+from engine.store.reconcile_store import ReconcileStore
+
+SimFactory = Callable[[SimConfig], Awaitable[Simulator]]
+QPS = 200
+OC_QPS = 200.0
+SHOP = "shop-1"
+
+
+async def load_from_temu(rt: Runtime) -> None:
+    """Fills the database the way the engine does: one incremental sync pass."""
+    await rt.sync_service().incremental_pass()
+    assert not rt.counters.shops_failed
+
+
+def make_settings(
+    sim: Simulator, config: SimConfig, pg_url: str, schema: str, **kw: Any
+) -> Settings:
+    # interval 0: retries and polls are due at the next pass, so tests need no sleeping.
+    reconciler = {"interval_s": 0.0, **kw.pop("reconciler", {})}
+    settings = settings_for_simulator(
+        sim, config, database_url=pg_url, schema=schema, reconciler=reconciler, **kw
+    )
+    # OC's default politeness (5/s) would make every test wait on the pacing, not the logic.
+    return replace(settings, orange_connex=replace(settings.orange_connex, qps=OC_QPS))
+
+
+@pytest.fixture
+async def world(
+    sim_factory: SimFactory, pg_url: str, schema: str
+) -> AsyncIterator[tuple[Simulator, Runtime]]:
+    config = SimConfig.default(orders=400, returns=120, shops=1, qps=QPS, seed=7)
+    sim = await sim_factory(config)
+    rt = await open_runtime(make_settings(sim, config, pg_url, schema))
+    try:
+        yield sim, rt
+    finally:
+        await rt.close()
+
+
+def awaiting(sim: Simulator, shop: str = SHOP) -> list[dict[str, Any]]:
+    return [
+        r
+        for r in sim.truth_returns(shop)
+        if r["parentAfterSalesStatus"] == 8 and 10 in r["availableOperateList"]
+    ]
+
+
+def open_rma_of(sim: Simulator, sn: str) -> dict[str, Any] | None:
+    for rma in sim.rmas():
+        if rma["referenceNumber"] == sn and rma["status"] == "OPEN":
+            return rma
+    return None
+
+
+async def passes(rt: Runtime, n: int) -> None:
+    for _ in range(n):
+        await reconcile_once(rt)
+
+
+async def test_each_waiting_return_gets_one_upload_with_the_right_label(
+    world: tuple[Simulator, Runtime],
+) -> None:
+    sim, rt = world
+    shop_data = sim.world.shop(SHOP)
+    waiting = awaiting(sim)
+    with_rma: dict[str, dict[str, Any]] = {}
+    for r in waiting:
+        rma = open_rma_of(sim, r["parentAfterSalesSn"])
+        if rma is not None:
+            with_rma[r["parentAfterSalesSn"]] = rma
+    pickups = [sn for sn in with_rma if shop_data.returns.by_sn[sn].delivery_type == 4]
+    dropoffs = [sn for sn in with_rma if shop_data.returns.by_sn[sn].delivery_type == 3]
+    assert len(pickups) >= 2 and dropoffs, "the seed must give both delivery types"
+    # One pick-up with the buyer's slots, one without: both schedule modes.
+    shop_data.returns.by_sn[pickups[0]].pickup_slots = [
+        {"startTimestamp": 1_900_000_000_000, "endTimestamp": 1_900_014_400_000},
+        {"startTimestamp": 1_900_100_000_000, "endTimestamp": 1_900_114_400_000},
+    ]
+    shop_data.returns.by_sn[pickups[1]].pickup_slots = []
+    await load_from_temu(rt)
+
+    await reconcile_once(rt)
+    assert sim.uploads() == [] or all(
+        open_rma_of(sim, u["parentAfterSalesSn"]) for u in sim.uploads()
+    )
+    await passes(rt, 4)  # OC issues a label after a few queries (oc_label_ready_after)
+
+    uploads = sim.uploads()
+    per_return = Counter(u["parentAfterSalesSn"] for u in uploads)
+    assert set(per_return) == set(with_rma), "every return with an OC RMA, and no other"
+    assert set(per_return.values()) == {1}, "exactly one upload each"
+    assert rt.counters.labels_uploaded == len(uploads)
+    first_warehouse = shop_data.warehouses[0].warehouse_id
+    for up in uploads:
+        sn = up["parentAfterSalesSn"]
+        rma, rec = with_rma[sn], shop_data.returns.by_sn[sn]
+        (dto,) = up["returnLabelDTOList"]
+        url = f"https://labels.oc-sim.example/{rma['orderNumber']}/label.pdf"
+        assert dto["trackingNumber"] == rma["labelTracking"]
+        assert dto["carrierId"] == CARRIERS_BY_NAME[rma["labelCarrier"]].carrier_id
+        assert dto["mallWarehouseId"] == first_warehouse
+        if rec.delivery_type == 4:
+            assert dto["pickUpCertificateImageUrl"] == url
+            assert "returnLabelUrl" not in dto
+        else:
+            assert dto["returnLabelUrl"] == url
+            assert "pickUpTimeScheduleMode" not in up
+    by_sn = {u["parentAfterSalesSn"]: u for u in uploads}
+    slot = by_sn[pickups[0]]
+    assert (slot["pickUpTimeScheduleMode"], slot["startTimestamp"], slot["endTimestamp"]) == (
+        1,
+        1_900_000_000_000,
+        1_900_014_400_000,
+    )
+    latest = by_sn[pickups[1]]
+    assert latest["pickUpTimeScheduleMode"] == 3
+    assert latest["latestTimestamp"] == shop_data.returns.by_sn[pickups[1]].latest_pickup_ms
+
+    # What Temu shows now is stored, and more passes change nothing.
+    row = await rt.store.get_return_logistics(SHOP, pickups[0])
+    assert row is not None and row["tracking_number"] == with_rma[pickups[0]]["labelTracking"]
+    await passes(rt, 2)
+    assert len(sim.uploads()) == len(uploads)
+
+
+async def test_label_not_ready_at_first_is_uploaded_when_ready(
+    world: tuple[Simulator, Runtime],
+) -> None:
+    sim, rt = world
+    sn = next(
+        r["parentAfterSalesSn"] for r in awaiting(sim) if open_rma_of(sim, r["parentAfterSalesSn"])
+    )
+    await load_from_temu(rt)
+    ready_after = sim.config.oc_label_ready_after
+    for _ in range(ready_after):
+        await reconcile_once(rt)
+        assert sn not in {u["parentAfterSalesSn"] for u in sim.uploads()}
+    task = await task_by_key(rt, upload_key(SHOP, sn))
+    assert task["state"] == "pending" and task["attempts"] == 0, "waiting uses no attempt"
+    assert "not ready" in task["last_error"]
+    await reconcile_once(rt)
+    assert [u["parentAfterSalesSn"] for u in sim.uploads()].count(sn) == 1
+    assert (await task_by_key(rt, upload_key(SHOP, sn)))["state"] == "done"
+
+
+async def task_by_key(rt: Runtime, key: str) -> dict[str, Any]:
+    row = await rt.pool.fetchrow("SELECT * FROM outbox WHERE dedupe_key = $1", key)
+    assert row is not None, key
+    return dict(row)
+
+
+async def test_lost_upload_answer_leads_to_no_second_upload(
+    world: tuple[Simulator, Runtime],
+) -> None:
+    sim, rt = world
+    await load_from_temu(rt)
+    await passes(rt, 2)  # OC labels become ready on the next query
+    before = len(sim.uploads())
+    # Every upload is applied by Temu but its answer is lost (timeout after sending).
+    sim.set_faults(0.0, after_apply_rate=1.0)
+    await reconcile_once(rt)
+    applied = sim.uploads()[before:]
+    assert applied, "uploads were sent"
+    assert sim.stats()["faults_after_apply"] == len(applied), "and every answer was lost"
+    retried = await rt.pool.fetch(
+        "SELECT * FROM outbox WHERE kind = 'upload_label' AND state = 'pending' AND attempts = 1"
+    )
+    assert {r["payload"]["sn"] for r in retried} == {u["parentAfterSalesSn"] for u in applied}
+    assert all(r["payload"]["attempted"] for r in retried)
+    sim.set_faults(0.0, after_apply_rate=0.0)
+    await passes(rt, 2)
+    per_return = Counter(u["parentAfterSalesSn"] for u in sim.uploads())
+    assert set(per_return.values()) == {1}
+    done = await rt.pool.fetch(
+        "SELECT payload, result FROM outbox WHERE kind = 'upload_label' AND state = 'done'"
+    )
+    assert {d["payload"]["sn"] for d in done} >= {u["parentAfterSalesSn"] for u in applied}
+    assert all(
+        d["result"]["confirmed_by_reread"]
+        for d in done
+        if d["payload"]["sn"] in {u["parentAfterSalesSn"] for u in applied}
+    )
+    assert rt.counters.labels_uploaded == len(sim.uploads())
+
+
+async def test_task_of_a_crashed_worker_is_retaken_after_its_lease_without_second_upload(
+    world: tuple[Simulator, Runtime],
+) -> None:
+    sim, rt = world
+    await load_from_temu(rt)
+    await passes(rt, 2)  # labels ready on the next query; nothing uploaded yet
+    assert sim.uploads() == []
+    # A worker claims one task, uploads, and dies before it can book the result.
+    (task,) = await rt.store.claim(["upload_label"], limit=1, lease_s=1.5, owner="crashed")
+    crashed = build_reconciler(rt, owner="crashed")
+    handler = crashed.executor.handler("upload_label")
+    assert isinstance(handler, UploadLabel)
+    await handler.run(task, _TaskLease(ReconcileStore(rt.pool), task))
+    assert [u["parentAfterSalesSn"] for u in sim.uploads()] == [task.payload["sn"]]
+
+    await reconcile_once(rt)  # the lease still holds: the task is not touched
+    assert (await task_by_key(rt, task.dedupe_key))["owner"] == "crashed"
+    # Saving "attempted" stretched the lease to cover the upload call; let that time pass.
+    await rt.pool.execute(
+        "UPDATE outbox SET lease_expires_at = now() + interval '1 second' WHERE id = $1", task.id
+    )
+    await reconcile_once(rt)
+    assert (await task_by_key(rt, task.dedupe_key))["owner"] == "crashed"
+    await asyncio.sleep(1.1)
+    await reconcile_once(rt)
+    row = await task_by_key(rt, task.dedupe_key)
+    assert row["state"] == "done" and row["owner"] != "crashed"
+    assert row["result"]["confirmed_by_reread"] is True
+    per_return = Counter(u["parentAfterSalesSn"] for u in sim.uploads())
+    assert per_return[task.payload["sn"]] == 1
+    assert set(per_return.values()) == {1}
+
+
+async def test_no_upload_for_returns_not_waiting_for_a_label(
+    world: tuple[Simulator, Runtime],
+) -> None:
+    sim, rt = world
+    waiting = [
+        r["parentAfterSalesSn"] for r in awaiting(sim) if open_rma_of(sim, r["parentAfterSalesSn"])
+    ]
+    gone = waiting[0]
+    await load_from_temu(rt)
+    await reconcile_once(rt)  # tasks planned from the stored state
+    # Temu moves on before the label is ready (the buyer cancels): the stored row is stale.
+    sim.set_return_status(SHOP, gone, 6)
+    await passes(rt, 4)
+    uploaded = {u["parentAfterSalesSn"] for u in sim.uploads()}
+    assert gone not in uploaded
+    assert uploaded == set(waiting) - {gone}
+    row = await task_by_key(rt, upload_key(SHOP, gone))
+    assert row["state"] == "done" and row["result"]["outcome"] == "not_needed"

@@ -1,0 +1,188 @@
+"""Orange Connex side of the reconciler against the simulator: each push exactly once.
+
+UPDATE_TRACKING when Temu shows a tracking number the RMA lacks, CANCEL when the Temu return is
+cancelled or denied while the RMA is open; a lost answer is retried with the same messageId;
+the OAuth refresh token OC rotates is kept in Postgres and used from then on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from engine.reconcile.wiring import import_labels, reconcile_once
+from engine.runtime import Runtime, open_runtime
+from engine.sim.config import SimConfig
+from engine.sim.server import Simulator
+from tests.integration.test_reconcile_flow import (
+    QPS,
+    SHOP,
+    SimFactory,
+    awaiting,
+    load_from_temu,
+    make_settings,
+    open_rma_of,
+    passes,
+)
+
+TOKEN_TTL_S = 2.0
+
+
+@pytest.fixture
+async def world(
+    sim_factory: SimFactory, pg_url: str, schema: str
+) -> AsyncIterator[tuple[Simulator, Runtime]]:
+    config = SimConfig.default(
+        orders=400, returns=150, shops=1, qps=QPS, seed=11, oc_token_ttl_s=TOKEN_TTL_S
+    )
+    sim = await sim_factory(config)
+    rt = await open_runtime(make_settings(sim, config, pg_url, schema))
+    try:
+        yield sim, rt
+    finally:
+        await rt.close()
+
+
+def tracking_of(logistics: list[dict[str, Any]]) -> str | None:
+    return next((x["trackingNumber"] for x in logistics if x.get("trackingNumber")), None)
+
+
+def expected_pushes(sim: Simulator) -> tuple[set[str], set[tuple[str, str]], set[str]]:
+    """(RMAs to cancel, (RMA, tracking) to update, RMAs of closed returns) from Temu's state."""
+    status = {r["parentAfterSalesSn"]: r["parentAfterSalesStatus"] for r in sim.truth_returns(SHOP)}
+    logistics = sim.truth_logistics(SHOP)
+    cancels, updates, closed = set(), set(), set()
+    for rma in sim.rmas(SHOP):
+        if rma["status"] != "OPEN":
+            continue
+        sn = rma["referenceNumber"]
+        tracking = tracking_of(logistics.get(sn, []))
+        if status[sn] in (6, 7):
+            cancels.add(rma["orderNumber"])
+            closed.add(rma["orderNumber"])
+        elif tracking and tracking != rma["trackingNumber"]:
+            updates.add((rma["orderNumber"], tracking))
+    return cancels, updates, closed
+
+
+def pushes_by_kind(sim: Simulator) -> tuple[Counter[str], Counter[tuple[str, str]]]:
+    cancels: Counter[str] = Counter()
+    updates: Counter[tuple[str, str]] = Counter()
+    for p in sim.oc_pushes():
+        if p["operation"] == "CANCEL":
+            cancels[p["orderNumber"]] += 1
+        else:
+            updates[(p["orderNumber"], p["trackingNumber"])] += 1
+    return cancels, updates
+
+
+async def test_tracking_updates_and_cancellations_reach_oc_once(
+    world: tuple[Simulator, Runtime],
+) -> None:
+    sim, rt = world
+    want_cancels, want_updates, closed = expected_pushes(sim)
+    assert want_cancels and want_updates, "the seed must give both kinds of work"
+    await load_from_temu(rt)
+    await passes(rt, 4)
+
+    cancels, updates = pushes_by_kind(sim)
+    assert set(cancels) == want_cancels
+    assert set(cancels.values()) == {1}
+    # A closed return's RMA may hear its tracking before it is cancelled; nothing else extra.
+    assert want_updates <= set(updates) <= want_updates | {u for u in updates if u[0] in closed}
+    assert set(updates.values()) == {1}
+    assert rt.counters.oc_updates == len(sim.oc_pushes())
+
+    # Nothing changed: more passes push nothing.
+    before = len(sim.oc_pushes())
+    await passes(rt, 2)
+    assert len(sim.oc_pushes()) == before
+
+
+async def test_a_cancel_whose_answer_is_lost_is_applied_once(
+    world: tuple[Simulator, Runtime],
+) -> None:
+    sim, rt = world
+    await load_from_temu(rt)
+    await passes(rt, 4)
+    # A return with an open RMA is cancelled by the buyer; OC applies the CANCEL but the
+    # answer never arrives, so the client sends it again with the same messageId.
+    sn = next(
+        r["parentAfterSalesSn"]
+        for r in sim.truth_returns(SHOP)
+        if r["parentAfterSalesStatus"] not in (5, 6, 7)
+        and open_rma_of(sim, r["parentAfterSalesSn"])
+    )
+    rma = open_rma_of(sim, sn)
+    assert rma is not None
+    sim.set_return_status(SHOP, sn, 6)
+    await asyncio.sleep(1.1)  # the sync's window ends a second behind now
+    await load_from_temu(rt)
+    sim.set_faults(0.0, after_apply_rate=1.0)
+    try:
+        await passes(rt, 2)
+    finally:
+        sim.set_faults(0.0, after_apply_rate=0.0)
+    assert sim.stats()["faults_after_apply"] >= 1, "the answer was really lost"
+    mine = [p for p in sim.oc_pushes() if p["orderNumber"] == rma["orderNumber"]]
+    assert [p["operation"] for p in mine if p["operation"] == "CANCEL"] == ["CANCEL"]
+    assert open_rma_of(sim, sn) is None
+
+
+async def test_merchant_label_tracking_is_pushed_to_the_rma(
+    world: tuple[Simulator, Runtime], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sim, rt = world
+    sn = next(
+        r["parentAfterSalesSn"] for r in awaiting(sim) if open_rma_of(sim, r["parentAfterSalesSn"])
+    )
+    await load_from_temu(rt)
+    line = {
+        "parentAfterSalesSn": sn,
+        "labelUrl": "https://labels.example.com/merchant.pdf",
+        "labelFileFormat": "pdf",
+        "trackingNumber": "1ZMERCHANT000001",
+        "trackingCompany": "United Parcel Service",
+    }
+    path = tmp_path / "labels.jsonl"
+    path.write_bytes(orjson.dumps(line) + b"\n")
+    assert await import_labels(rt, str(path)) == 0
+    await passes(rt, 2)
+    (upload,) = [u for u in sim.uploads() if u["parentAfterSalesSn"] == sn]
+    assert upload["returnLabelDTOList"][0]["trackingNumber"] == "1ZMERCHANT000001"
+    rma = next(r for r in sim.rmas(SHOP) if r["referenceNumber"] == sn)
+    pushes = [p for p in sim.oc_pushes() if p["orderNumber"] == rma["orderNumber"]]
+    assert [(p["operation"], p["trackingNumber"]) for p in pushes] == [
+        ("UPDATE_TRACKING", "1ZMERCHANT000001")
+    ]
+
+
+async def test_rotated_refresh_token_is_kept_in_postgres_and_used(
+    world: tuple[Simulator, Runtime],
+) -> None:
+    sim, rt = world
+    configured = sim.config.oc_refresh_token
+    await load_from_temu(rt)
+    await reconcile_once(rt)
+    stored = await rt.store.get_oc_tokens(sim.config.oc_client_id)
+    assert stored is not None
+    assert stored.refresh_token == sim.world.oc.tokens.refresh_token != configured
+
+    # The access token expires; the next pass (a new client, as after a restart) must refresh
+    # with the rotated token from Postgres: the configured one is no longer accepted.
+    await asyncio.sleep(TOKEN_TTL_S + 0.2)
+    refreshes = sim.world.oc.tokens.refreshes
+    await passes(rt, 3)
+    assert sim.world.oc.tokens.refreshes > refreshes
+    stored_again = await rt.store.get_oc_tokens(sim.config.oc_client_id)
+    assert stored_again is not None
+    assert stored_again.refresh_token == sim.world.oc.tokens.refresh_token
+    assert stored_again.refresh_token != stored.refresh_token
+    dead = await rt.pool.fetch("SELECT last_error FROM outbox WHERE state = 'dead'")
+    assert dead == []

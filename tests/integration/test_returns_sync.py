@@ -1,0 +1,153 @@
+"""Returns end to end: parent returns, their lines and logistics, and the normalized view."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from engine.runtime import Runtime, open_runtime
+from engine.sim.config import SimConfig
+from engine.sim.server import Simulator
+from engine.simwire import settings_for_simulator
+from engine.sync.returns import needs_logistics
+
+SimFactory = Callable[[SimConfig], Awaitable[Simulator]]
+SHOPS = ["shop-1", "shop-2"]
+LIST_TYPE = "bg.aftersales.parentaftersales.list.get"
+
+NORMALIZED = {
+    1: "requested",
+    10: "requested",
+    11: "requested",
+    2: "approved",
+    3: "approved",
+    4: "approved",
+    8: "approved",
+    9: "approved",
+    5: "closed",
+    6: "cancelled",
+    7: "rejected",
+}
+
+
+async def assert_returns_equal_truth(rt: Runtime, sim: Simulator) -> None:
+    for shop in SHOPS:
+        want = {r["parentAfterSalesSn"]: r for r in sim.truth_returns(shop)}
+        rows = await rt.pool.fetch(
+            "SELECT parent_after_sales_sn, payload FROM returns WHERE shop_id = $1", shop
+        )
+        got = {r["parent_after_sales_sn"]: r["payload"] for r in rows}
+        assert set(got) == set(want)
+        assert [sn for sn in want if got[sn] != want[sn]] == []
+
+        want_lines = {ln["afterSalesSn"]: ln for ln in sim.truth_return_lines(shop)}
+        rows = await rt.pool.fetch(
+            "SELECT after_sales_sn, payload FROM return_lines WHERE shop_id = $1", shop
+        )
+        assert {r["after_sales_sn"]: r["payload"] for r in rows} == want_lines
+
+        truth_logistics = sim.truth_logistics(shop)
+        rows = await rt.pool.fetch(
+            "SELECT parent_after_sales_sn, payload FROM return_logistics WHERE shop_id = $1", shop
+        )
+        stored = {r["parent_after_sales_sn"]: r["payload"] for r in rows}
+        for sn, ret in want.items():
+            if needs_logistics(ret):
+                assert stored.get(sn) == truth_logistics.get(sn, []), sn
+
+
+def list_calls(sim: Simulator) -> dict[str, int]:
+    by_type: dict[str, int] = sim.stats(arrivals=False)["apps"]["sim-app-1"]["by_type"]
+    return dict(by_type)
+
+
+@pytest.fixture
+async def world(
+    sim_factory: SimFactory, pg_url: str, schema: str
+) -> AsyncIterator[tuple[Simulator, Runtime]]:
+    config = SimConfig.default(orders=300, returns=600, shops=2, qps=100, seed=9)
+    sim = await sim_factory(config)
+    settings = settings_for_simulator(
+        sim, config, database_url=pg_url, schema=schema, sync={"orders": False}
+    )
+    rt = await open_runtime(settings)
+    try:
+        yield sim, rt
+    finally:
+        await rt.close()
+
+
+async def test_returns_backfill_changes_and_quiet_pass(world: tuple[Simulator, Runtime]) -> None:
+    sim, rt = world
+    service = rt.sync_service()
+    result = await service.backfill(rt.settings.sync.start, None)
+    assert not result.failed
+    await assert_returns_equal_truth(rt, sim)
+    assert rt.counters.entity("return").inserted == 1200
+
+    for shop in SHOPS:
+        sim.mutate(shop, returns_changed=20, returns_new=5)
+    await asyncio.sleep(1.2)
+    rt.counters.rows.clear()
+    await service.incremental_pass()
+    await assert_returns_equal_truth(rt, sim)
+    assert rt.counters.entity("return").inserted == 10
+    assert rt.counters.entity("return").updated == 40
+
+    # Nothing changed: only the list API is called, nothing is written.
+    await asyncio.sleep(1.2)
+    before = list_calls(sim)
+    rt.counters.rows.clear()
+    await service.incremental_pass()
+    after = list_calls(sim)
+    spent = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    assert {k for k, v in spent.items() if v} == {LIST_TYPE}
+    assert rt.counters.entity("return").inserted == rt.counters.entity("return").updated == 0
+
+
+async def test_every_status_maps_in_the_view(world: tuple[Simulator, Runtime]) -> None:
+    sim, rt = world
+    await rt.sync_service().backfill(rt.settings.sync.start, None)
+    rows = await rt.pool.fetch("SELECT DISTINCT temu_status, status FROM returns_normalized")
+    seen = {r["temu_status"]: r["status"] for r in rows}
+    assert set(seen) == set(NORMALIZED), "the simulator should produce every status 1..11"
+    assert seen == NORMALIZED
+    awaited = await rt.pool.fetchval("SELECT count(*) FROM returns_normalized WHERE label_awaited")
+    truth = sum(
+        1
+        for shop in SHOPS
+        for r in sim.truth_returns(shop)
+        if r["parentAfterSalesStatus"] == 8 and 10 in (r.get("availableOperateList") or [])
+    )
+    assert awaited == truth > 0
+    tracked: Any = await rt.pool.fetchval(
+        "SELECT count(*) FROM returns_normalized WHERE tracking_number IS NOT NULL"
+    )
+    assert tracked > 0, "returns on their way expose the return fulfillment's tracking"
+
+
+async def test_returns_drift_loses_nothing(
+    sim_factory: SimFactory, pg_url: str, schema: str
+) -> None:
+    config = SimConfig.default(orders=100, returns=800, shops=2, qps=100, seed=5, drift_rate=0.2)
+    sim = await sim_factory(config)
+    settings = settings_for_simulator(
+        sim,
+        config,
+        database_url=pg_url,
+        schema=schema,
+        sync={"orders": False, "returns_page_size": 50},
+    )
+    rt = await open_runtime(settings)
+    try:
+        await rt.sync_service().backfill(settings.sync.start, None)
+        assert sim.stats(arrivals=False)["drift_events"] > 0
+        sim.set_drift(0.0)
+        await asyncio.sleep(1.2)
+        await rt.sync_service().incremental_pass()
+        await assert_returns_equal_truth(rt, sim)
+    finally:
+        await rt.close()

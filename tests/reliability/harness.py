@@ -1,0 +1,255 @@
+"""Shared by the reliability suite: quick/long mode, the CLI as a subprocess, truth comparison.
+
+Quick mode (default) keeps the whole suite within about two minutes on a 2-core CI machine;
+``TEMU_SYNC_LONG=1`` runs more trials and more data (the figures quoted in the README's
+"Reliability" section come from that mode).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+
+from engine.sim.config import SimConfig
+from engine.sim.server import Simulator
+from engine.simwire import config_toml_for_simulator
+from engine.store.pool import quote_ident
+from tests.e2e.daemon_harness import REPO
+
+LONG = os.environ.get("TEMU_SYNC_LONG") == "1"
+# Where the tests append their figures (JSON lines) for the README's Reliability section.
+FIGURES_FILE = os.environ.get("TEMU_SYNC_FIGURES", "")
+
+
+def record_figures(name: str, figures: dict[str, Any]) -> None:
+    if FIGURES_FILE:
+        with open(FIGURES_FILE, "ab") as f:
+            f.write(orjson.dumps({"test": name, "long": LONG, **figures}) + b"\n")
+
+
+def scaled(quick: int, long: int) -> int:
+    return long if LONG else quick
+
+
+def sim_toml(
+    sim: Simulator,
+    config: SimConfig,
+    *,
+    db_url: str,
+    schema: str,
+    extra: str = "",
+    oc_qps: float = 200.0,
+    app_extra: str = "",
+) -> str:
+    """A config.toml for the CLI pointing at ``sim``; OC paced fast (its 5/s default would only
+    make trials slow, it is not what is under test); ``app_extra`` goes into every [[apps]]."""
+    text = config_toml_for_simulator(sim, config, database_url=db_url, schema=schema, extra=extra)
+    if app_extra:
+        text = text.replace("[[apps]]\n", f"[[apps]]\n{app_extra.strip()}\n")
+    return text.replace("[orange_connex]\n", f"[orange_connex]\nqps = {oc_qps}\n", 1)
+
+
+class Cli:
+    """``python -m engine`` as a subprocess with output in files (a pipe nobody reads could
+    block a process we are about to kill)."""
+
+    def __init__(
+        self, workdir: Path, name: str, args: list[str], env: dict[str, str] | None = None
+    ) -> None:
+        self.args = args
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.out_path = workdir / f"{name}.out"
+        self.err_path = workdir / f"{name}.err"
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        with self.out_path.open("wb") as out, self.err_path.open("wb") as err:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "engine",
+                *self.args,
+                stdout=out,
+                stderr=err,
+                env=self.env,
+                cwd=str(REPO),
+            )
+
+    async def wait(self, within: float) -> int:
+        assert self.proc is not None
+        try:
+            return await asyncio.wait_for(self.proc.wait(), within)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+            raise AssertionError(
+                f"{self.args} did not finish within {within} s:\n{self.stderr[-3000:]}"
+            ) from None
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        if self.proc.returncode is None:
+            self.proc.kill()
+
+    @property
+    def stdout(self) -> str:
+        return self.out_path.read_text(errors="replace")
+
+    @property
+    def stderr(self) -> str:
+        return self.err_path.read_text(errors="replace")
+
+    def summary(self) -> dict[str, Any]:
+        """The ``--json`` summary: the last line of stdout."""
+        lines = self.stdout.strip().splitlines()
+        assert lines, f"no output; stderr:\n{self.stderr[-3000:]}"
+        doc: dict[str, Any] = orjson.loads(lines[-1])
+        return doc
+
+
+async def run(
+    workdir: Path,
+    name: str,
+    args: list[str],
+    *,
+    within: float = 90,
+    env: dict[str, str] | None = None,
+) -> Cli:
+    cli = Cli(workdir, name, args, env)
+    await cli.start()
+    await cli.wait(within)
+    return cli
+
+
+async def drop_schema(pg_url: str, schema: str) -> None:
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {quote_ident(schema)} CASCADE")
+    finally:
+        await conn.close()
+
+
+async def _stored(
+    conn: asyncpg.Connection, schema: str, table: str, key: str, shop: str
+) -> dict[str, Any]:
+    rows = await conn.fetch(
+        f"SELECT {key} AS k, payload::text AS p FROM {quote_ident(schema)}.{table} "
+        "WHERE shop_id = $1",
+        shop,
+    )
+    return {r["k"]: orjson.loads(r["p"]) for r in rows}
+
+
+def _compare(what: str, truth: dict[str, Any], stored: dict[str, Any]) -> list[str]:
+    out = []
+    missing = sorted(truth.keys() - stored.keys())
+    extra = sorted(stored.keys() - truth.keys())
+    stale = sorted(k for k in truth.keys() & stored.keys() if truth[k] != stored[k])
+    for label, keys in (("missing", missing), ("unexpected", extra), ("stale", stale)):
+        if keys:
+            out.append(f"{what}: {len(keys)} {label} (e.g. {keys[:3]})")
+    if stale:
+        k = stale[0]
+        fields = {
+            f: (stored[k].get(f), truth[k].get(f))
+            for f in set(truth[k]) | set(stored[k])
+            if truth[k].get(f) != stored[k].get(f)
+        }
+        out.append(f"{what}: {k} stored vs truth: {fields}")
+    return out
+
+
+async def truth_differences(
+    conn: asyncpg.Connection, schema: str, sim: Simulator, *, returns: bool = True
+) -> list[str]:
+    """Every way Postgres differs from the simulator's truth: orders, order lines, returns and
+    return lines of every shop, payload by payload. Empty when they are equal."""
+    problems: list[str] = []
+    for shop in sim.config.shops:
+        sid = shop.shop_id
+        orders = sim.truth_orders(sid)
+        problems += _compare(
+            f"{sid} orders",
+            {o["parentOrderMap"]["parentOrderSn"]: o for o in orders},
+            await _stored(conn, schema, "orders", "parent_order_sn", sid),
+        )
+        problems += _compare(
+            f"{sid} order lines",
+            {line["orderSn"]: line for o in orders for line in o["orderList"]},
+            await _stored(conn, schema, "order_lines", "order_sn", sid),
+        )
+        if not returns:
+            continue
+        problems += _compare(
+            f"{sid} returns",
+            {r["parentAfterSalesSn"]: r for r in sim.truth_returns(sid)},
+            await _stored(conn, schema, "returns", "parent_after_sales_sn", sid),
+        )
+        problems += _compare(
+            f"{sid} return lines",
+            {x["afterSalesSn"]: x for x in sim.truth_return_lines(sid)},
+            await _stored(conn, schema, "return_lines", "after_sales_sn", sid),
+        )
+    return problems
+
+
+async def duplicate_inserts(conn: asyncpg.Connection, schema: str) -> list[str]:
+    """Keys with more than one ``insert`` change, and entities whose insert count differs from
+    their row count: a record written twice as new, or stored without its change."""
+    rows = await conn.fetch(
+        f"SELECT shop_id, entity, entity_key, count(*) AS n FROM {quote_ident(schema)}.changes "
+        "WHERE op = 'insert' GROUP BY 1, 2, 3 HAVING count(*) > 1 LIMIT 5"
+    )
+    problems = [
+        f"{r['entity']} {r['shop_id']}/{r['entity_key']} inserted {r['n']} times" for r in rows
+    ]
+    tables = {
+        "order": "orders",
+        "order_line": "order_lines",
+        "return": "returns",
+        "return_line": "return_lines",
+    }
+    inserts = Counter(
+        {
+            r["entity"]: r["n"]
+            for r in await conn.fetch(
+                f"SELECT entity, count(*) AS n FROM {quote_ident(schema)}.changes "
+                "WHERE op = 'insert' GROUP BY 1"
+            )
+        }
+    )
+    for entity, table in tables.items():
+        n = await conn.fetchval(f"SELECT count(*) FROM {quote_ident(schema)}.{table}")
+        if n != inserts[entity]:
+            problems.append(f"{table}: {n} rows but {inserts[entity]} insert changes")
+    return problems
+
+
+def at_most_once(sim: Simulator) -> list[str]:
+    """Label uploads accepted more than once for a return; OC pushes applied more than once."""
+    problems = []
+    uploads = Counter(u["parentAfterSalesSn"] for u in sim.uploads())
+    twice = {sn: n for sn, n in uploads.items() if n > 1}
+    if twice:
+        problems.append(f"labels uploaded more than once: {twice}")
+    pushes = Counter(
+        orjson.dumps(_push_identity(p), option=orjson.OPT_SORT_KEYS) for p in sim.oc_pushes()
+    )
+    again = [k.decode() for k, n in pushes.items() if n > 1]
+    if again:
+        problems.append(f"OC pushes applied more than once: {again[:3]}")
+    return problems
+
+
+def _push_identity(push: dict[str, Any]) -> dict[str, Any]:
+    # What makes a push "the same update": the RMA, the operation and the tracking it carries;
+    # its messageId is left out on purpose (a retry with a fresh id would still be a repeat).
+    keys = ("orderNumber", "operation", "trackingNumber", "carrierName")
+    return {k: push.get(k) for k in keys}

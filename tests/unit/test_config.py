@@ -1,0 +1,121 @@
+"""config.toml loading: every mistake names the file and the key, and no secret leaks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine.config import ConfigError, load_config
+
+GOOD = """
+[database]
+url = "postgresql://localhost/db"
+
+[[apps]]
+app_key = "k1"
+app_secret = "s3cr3t-app"
+qps = 20
+
+[[shops]]
+id = "us-main"
+app_key = "k1"
+access_token_env = "SHOP_TOKEN"
+
+[sync]
+start = "2025-01-01T00:00:00Z"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "config.toml"
+    p.write_text(text)
+    return p
+
+
+def test_good_config_loads_with_secret_forms(tmp_path: Path) -> None:
+    s = load_config(write(tmp_path, GOOD), env={"SHOP_TOKEN": "tok-123"})
+    assert s.apps[0].app_secret.get() == "s3cr3t-app"
+    assert s.shops[0].access_token.get() == "tok-123"
+    assert s.apps[0].router_url == "https://openapi-b-us.temu.com/openapi/router"
+    assert s.sync.start.year == 2025
+    assert "s3cr3t-app" not in repr(s)
+    assert "tok-123" not in repr(s)
+
+
+def test_secret_from_file_is_trimmed(tmp_path: Path) -> None:
+    secret = tmp_path / "token"
+    secret.write_text("  from-file\n")
+    text = GOOD.replace('access_token_env = "SHOP_TOKEN"', f'access_token_file = "{secret}"')
+    s = load_config(write(tmp_path, text), env={})
+    assert s.shops[0].access_token.get() == "from-file"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "key"),
+    [
+        (lambda t: t + "\n[bogus]\nx = 1\n", "bogus"),
+        (lambda t: t.replace('url = "postgresql://localhost/db"', "url = 5"), "database.url"),
+        (lambda t: t.replace("qps = 20", 'qps = "fast"'), "apps[0].qps"),
+        (lambda t: t.replace('app_secret = "s3cr3t-app"', ""), "apps[0].app_secret"),
+        (
+            lambda t: t.replace(
+                'access_token_env = "SHOP_TOKEN"', 'access_token_env = "NOT_SET_ANYWHERE"'
+            ),
+            "shops[0].access_token_env",
+        ),
+        (
+            lambda t: t.replace(
+                'access_token_env = "SHOP_TOKEN"', 'access_token_file = "/nonexistent/token"'
+            ),
+            "shops[0].access_token_file",
+        ),
+        (
+            lambda t: t.replace(
+                'id = "us-main"\napp_key = "k1"', 'id = "us-main"\napp_key = "nope"'
+            ),
+            "shops[0].app_key",
+        ),
+        (
+            lambda t: t + '\n[[shops]]\nid = "us-main"\napp_key = "k1"\naccess_token = "x"\n',
+            "shops[1].id",
+        ),
+        (lambda t: t.replace("[sync]", "[sync]\npoll_interval_s = -1"), "sync.poll_interval_s"),
+        (
+            lambda t: t.replace('start = "2025-01-01T00:00:00Z"', 'start = "yesterday"'),
+            "sync.start",
+        ),
+        (lambda t: t + '\n[reconciler]\nlogistic_mode = "teleport"\n', "reconciler.logistic_mode"),
+        (lambda t: t.replace("qps = 20", "qps = 20\nsurprise = true"), "apps[0].surprise"),
+        (
+            lambda t: t + '\n[orange_connex]\nenabled = true\nclient_id = "c"\n',
+            "orange_connex.refresh_token",
+        ),
+        (lambda t: t.replace("[sync]", '[sync]\norders = "yes"'), "sync.orders"),
+    ],
+)
+def test_bad_config_names_the_key(tmp_path: Path, mutate: object, key: str) -> None:
+    assert callable(mutate)
+    path = write(tmp_path, mutate(GOOD))
+    with pytest.raises(ConfigError) as err:
+        load_config(path, env={"SHOP_TOKEN": "tok-123"})
+    assert err.value.key == key
+    assert str(path) in str(err.value)
+    assert "s3cr3t-app" not in str(err.value)
+    assert "tok-123" not in str(err.value)
+
+
+def test_missing_file_and_bad_toml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.toml")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(write(tmp_path, "[database\n"))
+
+
+def test_two_forms_of_one_secret_is_an_error(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        'access_token_env = "SHOP_TOKEN"', 'access_token_env = "SHOP_TOKEN"\naccess_token = "x"'
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text), env={"SHOP_TOKEN": "t"})
+    assert err.value.key == "shops[0].access_token"

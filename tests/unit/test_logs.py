@@ -1,0 +1,150 @@
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from collections.abc import Callable, Iterator
+from typing import Literal
+from urllib.parse import quote
+
+import orjson
+import pytest
+
+from engine.logs import add_secret, log_context, redact, setup_logging
+
+APP_SECRET = "appsecret-9f8e7d6c5b4a"
+ACCESS_TOKEN = "shop+token/1234567890abcdef=="
+ROTATED = "oc-rotated-refresh-token-77"
+
+Setup = Callable[..., io.StringIO]
+
+
+@pytest.fixture
+def setup() -> Iterator[Setup]:
+    installed: list[logging.Handler] = []
+    root = logging.getLogger()
+    saved_level = root.level
+
+    def _setup(fmt: Literal["text", "json"] = "json", verbosity: int = 0) -> io.StringIO:
+        out = io.StringIO()
+        installed.append(setup_logging(fmt, verbosity, [APP_SECRET, ACCESS_TOKEN], out))
+        return out
+
+    yield _setup
+    for h in installed:
+        root.removeHandler(h)
+    root.setLevel(saved_level)
+    logging.getLogger("engine").setLevel(logging.NOTSET)
+
+
+def _json_lines(out: io.StringIO) -> list[dict[str, object]]:
+    return [orjson.loads(line) for line in out.getvalue().splitlines()]
+
+
+def test_json_lines_parse_and_carry_context_fields(setup: Setup) -> None:
+    out = setup("json")
+    log = logging.getLogger("engine.sync.orders")
+    with log_context(shop="us-main", stream="orders"):
+        log.info("page %d written", 3, extra={"api_type": "bg.order.list.v2.get"})
+        with log_context(task=42):
+            log.warning("nested")
+    log.info("outside")
+
+    first, nested, outside = _json_lines(out)
+    assert first["msg"] == "page 3 written"
+    assert first["level"] == "INFO"
+    assert first["logger"] == "engine.sync.orders"
+    assert str(first["ts"]).endswith("Z")
+    assert first["shop"] == "us-main" and first["stream"] == "orders"
+    assert first["api_type"] == "bg.order.list.v2.get"
+    assert nested["task"] == 42 and nested["shop"] == "us-main"
+    assert "shop" not in outside and "task" not in outside
+
+
+async def test_context_is_per_asyncio_task(setup: Setup) -> None:
+    out = setup("json")
+    log = logging.getLogger("engine.sync")
+
+    async def loop(shop: str) -> None:
+        with log_context(shop=shop):
+            await asyncio.sleep(0)
+            log.info("tick")
+
+    await asyncio.gather(loop("a"), loop("b"))
+    assert sorted(str(line["shop"]) for line in _json_lines(out)) == ["a", "b"]
+
+
+def test_explicit_extra_beats_context(setup: Setup) -> None:
+    out = setup("json")
+    with log_context(shop="outer"):
+        logging.getLogger("engine").info("x", extra={"shop": "inner"})
+    assert _json_lines(out)[0]["shop"] == "inner"
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_secrets_never_reach_output(setup: Setup, fmt: Literal["text", "json"]) -> None:
+    out = setup(fmt)
+    log = logging.getLogger("engine.temu")
+    add_secret(ROTATED)  # after setup: a token rotated at runtime
+
+    log.info("calling with token %s", ACCESS_TOKEN)
+    log.info(f"secret inline {APP_SECRET}")
+    log.info("rotated", extra={"token": ROTATED, "nested": {"t": [ACCESS_TOKEN]}})
+    with log_context(shop="s", auth=f"Bearer {ACCESS_TOKEN}"):
+        log.info("in context")
+    log.info("url-encoded %s", "access_token=" + quote(ACCESS_TOKEN, safe=""))
+    try:
+        raise RuntimeError(f"upstream said token {ROTATED} is invalid")
+    except RuntimeError:
+        log.exception("failed")
+
+    text = out.getvalue()
+    for secret in (APP_SECRET, ACCESS_TOKEN, ROTATED):
+        assert secret not in text
+    assert "1234567890abcdef" not in text
+    assert text.count("***") >= 6
+    assert "upstream said token *** is invalid" in text
+    if fmt == "json":
+        lines = _json_lines(out)
+        assert all(isinstance(line, dict) for line in lines)
+        assert "RuntimeError" in str(lines[-1]["exc"])
+        assert lines[2]["nested"] == {"t": ["***"]}
+
+
+def test_text_format_is_one_readable_line(setup: Setup) -> None:
+    out = setup("text")
+    with log_context(shop="us-main"):
+        logging.getLogger("engine.x").info("hello", extra={"note": "two words"})
+    line = out.getvalue().rstrip("\n")
+    assert "\n" not in line
+    assert " INFO engine.x: hello " in line
+    assert line.endswith('shop=us-main note="two words"')
+
+
+def test_verbosity_levels(setup: Setup) -> None:
+    out = setup("json", 0)
+    logging.getLogger("engine.a").debug("hidden")
+    logging.getLogger("aiohttp.access").info("GET /metrics")
+    assert out.getvalue() == ""
+
+    out = setup("json", 1)
+    logging.getLogger("engine.a").debug("shown")
+    logging.getLogger("aiohttp.access").info("GET /metrics")
+    assert [line["msg"] for line in _json_lines(out)] == ["shown"]
+
+    out = setup("json", 2)
+    logging.getLogger("aiohttp.access").info("GET /metrics")
+    assert [line["msg"] for line in _json_lines(out)] == ["GET /metrics"]
+
+
+def test_setup_twice_does_not_duplicate_lines(setup: Setup) -> None:
+    first = setup("json")
+    second = setup("json")
+    logging.getLogger("engine").info("once")
+    assert first.getvalue() == ""
+    assert len(_json_lines(second)) == 1
+
+
+def test_redact_for_other_sinks() -> None:
+    add_secret("db-stored-error-secret")
+    assert redact("error: db-stored-error-secret rejected") == "error: *** rejected"

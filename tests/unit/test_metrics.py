@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from engine.metrics import Metrics
+
+
+def _samples(m: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(m.render().decode()):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def test_render_contains_series_after_updates() -> None:
+    m = Metrics()
+    m.observe_request("k1", "bg.order.list.v2.get", "ok")
+    m.observe_request("k1", "bg.order.list.v2.get", "ok")
+    m.observe_request("k1", "bg.order.list.v2.get", "rate_limited")
+    m.observe_request("k1", "bg.order.list.v2.get", "retry")
+    m.observe_request("k1", "bg.order.list.v2.get", "error:ShopAuthError")
+    m.set_pace("k1", 18.5)
+    m.add_rows("order", inserted=3, updated=1, unchanged=96)
+    m.set_cursor_lag("us-main", "orders", 42.0)
+    m.set_outbox({"pending": 5, "dead": 1})
+    m.oc_token_refreshed()
+    m.mark_success("us-main", "orders", at=1_700_000_000.0)
+    m.loop_error("reconciler")
+
+    s = _samples(m)
+    req = "temu_sync_requests_total"
+    labels = (("api_type", "bg.order.list.v2.get"), ("app_key", "k1"))
+    assert s[(req, (*labels, ("outcome", "ok")))] == 2
+    assert s[(req, (*labels, ("outcome", "error:ShopAuthError")))] == 1
+    assert s[("temu_sync_rate_limited_total", (("app_key", "k1"),))] == 1
+    assert s[("temu_sync_retries_total", (("app_key", "k1"),))] == 1
+    assert s[("temu_sync_pace_requests_per_second", (("app_key", "k1"),))] == 18.5
+    assert s[("temu_sync_rows_total", (("entity", "order"), ("op", "unchanged")))] == 96
+    assert s[("temu_sync_rows_total", (("entity", "order"), ("op", "inserted")))] == 3
+    shop_stream = (("shop", "us-main"), ("stream", "orders"))
+    assert s[("temu_sync_cursor_lag_seconds", shop_stream)] == 42.0
+    assert s[("temu_sync_last_success_timestamp_seconds", shop_stream)] == 1_700_000_000.0
+    assert s[("temu_sync_outbox_tasks", (("state", "pending"),))] == 5
+    assert s[("temu_sync_outbox_tasks", (("state", "running"),))] == 0
+    assert s[("temu_sync_oc_token_refreshes_total", ())] == 1
+    assert s[("temu_sync_loop_errors_total", (("loop", "reconciler"),))] == 1
+
+
+def test_outbox_state_that_drained_drops_to_zero() -> None:
+    m = Metrics()
+    m.set_outbox({"pending": 7})
+    m.set_outbox({})
+    assert _samples(m)[("temu_sync_outbox_tasks", (("state", "pending"),))] == 0
+
+
+def test_alertable_series_exist_before_first_event() -> None:
+    s = _samples(Metrics())
+    assert s[("temu_sync_outbox_tasks", (("state", "dead"),))] == 0
+    assert s[("temu_sync_oc_token_refreshes_total", ())] == 0
+
+
+def test_instances_do_not_share_counts() -> None:
+    a, b = Metrics(), Metrics()
+    a.loop_error("sync")
+    assert ("temu_sync_loop_errors_total", (("loop", "sync"),)) not in _samples(b)
+    assert b"temu_sync_loop_errors_total" in b.render()  # HELP/TYPE still there
+    assert b.content_type.startswith("text/plain")
