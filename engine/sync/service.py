@@ -189,7 +189,11 @@ class SyncService:
         since_ts = int(since.timestamp())
         until_ts = int(until.timestamp()) if until is not None else None
         kind = backfill_kind(since_ts, until_ts)
-        end = until_ts if until_ts is not None else int(self._clock()) - self._settings.safety_lag_s
+        # Temu may still add records to a window that ends less than safety_lag_s ago: a backfill
+        # never commits its cursor past that point, whatever --until says; a later run of the
+        # same backfill resumes there.
+        safe_end = int(self._clock()) - self._settings.safety_lag_s
+        end = safe_end if until_ts is None else min(until_ts, safe_end)
         jobs = []
         for shop, stream in self._select(shop_ids, streams):
             cursor = await self._store.get_cursor(shop.shop_id, stream, kind)
