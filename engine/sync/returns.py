@@ -95,7 +95,11 @@ class ReturnsAdapter(ShopStream):
                 batch, page_no=page_no, page_size=LINES_PAGE_SIZE, lane=lane
             )
             out.extend(page.items)
-            if not page.items or page_no * LINES_PAGE_SIZE >= page.total:
+            if page.total_known:
+                more = page_no * LINES_PAGE_SIZE < page.total
+            else:  # no total in the answer: a full page may be followed by another
+                more = len(page.items) + page.skipped >= LINES_PAGE_SIZE
+            if not page.items or not more:
                 return out
             page_no += 1
 

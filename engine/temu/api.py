@@ -42,6 +42,9 @@ class Page:
     # Elements of the list that were not objects (null, a number...): dropped with a warning,
     # but they still occupied a place, so the pager counts them towards the total.
     skipped: int = 0
+    # False when the answer carried no total (child return lines): ``total`` is then only what
+    # this page held, and a full page means there may be more.
+    total_known: bool = True
 
 
 class TemuShopApi:
@@ -189,7 +192,7 @@ class TemuShopApi:
         total = result.get(total_key)
         if total is None and total_optional:
             items, skipped = self._objects(api_type, result, items_key, required=True)
-            return Page(total=len(items) + skipped, items=items, skipped=skipped)
+            return Page(total=len(items) + skipped, items=items, skipped=skipped, total_known=False)
         if isinstance(total, str) and total.strip().isdigit():
             total = int(total)  # a count sent as a string is still a count
         if isinstance(total, bool) or not isinstance(total, int) or total < 0:

@@ -90,7 +90,7 @@ async def test_list_return_lines_sends_the_sn_list() -> None:
     page = await api.list_return_lines(
         ["PAS-1", "PAS-2"], page_no=1, page_size=50, lane=Lane.INCREMENTAL
     )
-    assert page == Page(1, [line])
+    assert page == Page(1, [line], total_known=False)
     api_type, _, params, _ = fake.calls[0]
     assert api_type == "bg.aftersales.aftersales.list.get"
     assert params == {"parentAfterSalesSnList": ["PAS-1", "PAS-2"], "pageNo": 1, "pageSize": 50}
@@ -209,3 +209,22 @@ async def test_out_of_range_paging_is_refused_before_sending() -> None:
 def test_repr_has_no_token() -> None:
     api, _ = shop()
     assert "tok-1" not in repr(api)
+
+
+async def test_child_lines_without_a_total_are_paged_until_a_short_page() -> None:
+    """The docs show no total for child lines: a full page must not be taken for the last."""
+    from engine.store.store import Store
+    from engine.summary import RunCounters
+    from engine.sync.returns import LINES_PAGE_SIZE, ReturnsAdapter
+
+    def lines(start: int, n: int) -> list[dict[str, Any]]:
+        return [
+            {"afterSalesSn": f"AS-{i}", "parentAfterSalesSn": "PAS-1"}
+            for i in range(start, start + n)
+        ]
+
+    api, fake = shop({"data": lines(0, LINES_PAGE_SIZE)}, {"data": lines(LINES_PAGE_SIZE, 50)})
+    adapter = ReturnsAdapter("shop-1", api, cast(Store, None), RunCounters())
+    got = await adapter._fetch_lines(["PAS-1"], Lane.INCREMENTAL)
+    assert len(got) == LINES_PAGE_SIZE + 50
+    assert [c[2]["pageNo"] for c in fake.calls] == [1, 2]
