@@ -77,16 +77,24 @@ F_OPERATION = "operation"
 OPERATION_CANCEL = "CANCEL"
 OPERATION_UPDATE_TRACKING = "UPDATE_TRACKING"
 
+# OC does not document its RMA statuses; these end an RMA. ASSUMED: any other status (OPEN,
+# CREATED, IN_TRANSIT, ...) is an RMA that can still change.
+CLOSED_STATUSES = frozenset(
+    {"CANCELLED", "CANCELED", "CLOSED", "COMPLETED", "COMPLETE", "FINISHED", "RECEIVED"}
+)
+
 # query/orders is documented as a bare list; a paged wrapper object is tolerated.
 RESULT_LIST_KEYS = ("list", "records", "data", "orders", "items")
 
-# OC reports a bad token either as HTTP 401 or as an error code/message in a 200 envelope.
+# OC reports a bad token either as HTTP 401 or as an error code/message in a 200 envelope;
+# codes come in several spellings (TOKEN_EXPIRE, ACCESS_TOKEN_EXPIRED, "invalid token", "401").
 _TOKEN_TROUBLE = re.compile(
-    r"token.{0,40}(invalid|expired|illegal|not\s*exist)"
-    r"|(invalid|expired|illegal).{0,40}token"
+    r"token.{0,40}(invalid|expir\w*|illegal|not\s*exist)"
+    r"|(invalid|expir\w*|illegal).{0,40}token"
     r"|unauthori[sz]ed",
     re.IGNORECASE | re.DOTALL,
 )
+TOKEN_TROUBLE_CODES = frozenset({"401"})
 _MAX_TEXT = 300  # server-provided text quoted in errors is cut here
 _REMEMBERED_TOKENS = 16
 
@@ -134,6 +142,10 @@ class Rma:
     tracking_number: str | None
     carrier_name: str | None
     raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def is_open(self) -> bool:
+        return self.status.strip().upper() not in CLOSED_STATUSES
 
 
 @dataclass(frozen=True)
@@ -213,6 +225,12 @@ def _envelope(body: Any) -> _Envelope | None:
         request_id=_text(body.get(ENV_REQUEST_ID)),
         fallback=_flag(body.get(ENV_FALLBACK)),
         result=body.get(ENV_RESULT),
+    )
+
+
+def _token_trouble(env: _Envelope) -> bool:
+    return env.code in TOKEN_TROUBLE_CODES or bool(
+        _TOKEN_TROUBLE.search(f"{env.code} {env.message}")
     )
 
 
@@ -381,6 +399,9 @@ class OCClient:
         url = self._base_url + path
         failures = 0
         auth_retried = False
+        # One logical operation, one messageId: every retry below repeats it (spec: OC uses it
+        # to recognise a repeated message).
+        message_id = message_id or new_message_id()
         while True:
             token = await self._access()
             headers = {HDR_ACCESS_TOKEN: token}
@@ -389,8 +410,7 @@ class OCClient:
             params: dict[str, str] | None = None
             body: bytes | None = None
             if method == "GET":
-                # Reads need no dedupe: a fresh messageId per attempt.
-                params = {**(query or {}), F_MESSAGE_ID: message_id or new_message_id()}
+                params = {**(query or {}), F_MESSAGE_ID: message_id}
             else:
                 body = orjson.dumps({F_MESSAGE_ID: message_id, F_DATA: data})
                 headers["Content-Type"] = "application/json"
@@ -410,11 +430,7 @@ class OCClient:
                 continue
 
             env = _envelope(_loads(payload))
-            token_trouble = (
-                env is not None
-                and not env.success
-                and bool(_TOKEN_TROUBLE.search(f"{env.code} {env.message}"))
-            )
+            token_trouble = env is not None and not env.success and _token_trouble(env)
             if status == 401 or token_trouble:
                 self.outcomes[(operation, "auth_rejected")] += 1
                 if auth_retried:

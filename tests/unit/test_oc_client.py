@@ -263,6 +263,36 @@ async def test_expired_token_error_code_refreshes_once(env: Env) -> None:
     assert client.token_refreshes == 2
 
 
+@pytest.mark.parametrize(
+    ("code", "msg"),
+    [
+        ("TOKEN_EXPIRE", "please refresh"),
+        ("ACCESS_TOKEN_EXPIRE", ""),
+        ("10001", "Token has expired"),
+        ("BIZ_ERROR", "invalid token"),
+        ("401", "unauthenticated"),
+    ],
+)
+async def test_every_spelling_of_a_bad_token_refreshes_once(env: Env, code: str, msg: str) -> None:
+    env.token("AT-1", "RT-2")
+    env.mock.get(ORDERS, payload=fail(code, msg), callback=env.rec("orders"))
+    env.token("AT-2", "RT-3")
+    env.mock.get(ORDERS, payload=ok([]), callback=env.rec("orders"))
+    client = env.client()
+    assert await client.query_orders("PO-1") == []
+    assert [k["headers"]["Access-Token"] for _, k in env.calls("orders")] == ["AT-1", "AT-2"]
+    assert client.auth_retries == 1
+
+
+async def test_a_business_error_that_is_not_about_the_token_is_no_refresh(env: Env) -> None:
+    env.token("AT-1")
+    env.mock.get(ORDERS, payload=fail("LABEL_EXPIRED", "the label expired"))
+    client = env.client()
+    with pytest.raises(OCBusinessError):
+        await client.query_orders("PO-1")
+    assert client.auth_retries == 0 and len(env.calls("oauth")) == 1
+
+
 async def test_second_rejection_after_refresh_is_an_auth_error(env: Env) -> None:
     env.token("AT-1", "RT-2")
     env.token("AT-2", "RT-3")
@@ -350,13 +380,21 @@ async def test_update_tracking_body(env: Env) -> None:
     assert stored is not None and stored.refresh_token == SEED
 
 
-async def test_get_retries_use_fresh_message_ids(env: Env) -> None:
-    env.token("AT-1")
+async def test_get_retries_reuse_one_message_id_and_each_call_gets_its_own(env: Env) -> None:
+    # Spec: a retry of the same logical operation reuses its messageId, also for reads.
+    env.token("AT-1", "RT-2")
     env.mock.get(ORDERS, status=500, callback=env.rec("orders"))
+    env.mock.get(ORDERS, status=401, callback=env.rec("orders"))
+    env.token("AT-2", "RT-3")
     env.mock.get(ORDERS, payload=ok([]), callback=env.rec("orders"))
-    await env.client().query_orders("PO-1")
+    env.mock.get(ORDERS, payload=ok([]), callback=env.rec("orders"))
+    client = env.client()
+    await client.query_orders("PO-1")
     ids = [u.query["messageId"] for u, _ in env.calls("orders")]
-    assert len(set(ids)) == 2
+    assert len(ids) == 3 and len(set(ids)) == 1, "backoff and auth retries repeat the id"
+    await client.query_orders("PO-1")
+    again = env.calls("orders")[-1][0].query["messageId"]
+    assert again and again != ids[0], "a new call is a new message"
 
 
 async def test_5xx_retried_then_gives_up(env: Env) -> None:
