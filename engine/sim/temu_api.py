@@ -247,7 +247,9 @@ def _check_label(call: Call, rec: ReturnRec, dto: object) -> tuple[str, str]:
         if url not in (None, "") and not _https(url):
             raise ApiError(LABEL_INVALID, f"{key} must be an https URL")
     if rec.delivery_type == PICK_UP:
-        if not any(_https(u) for u in urls.values()):
+        # temu-api.md "Drop off vs pick up": a pick-up carries the certificate image, and a
+        # label PDF alone does not stand in for it.
+        if not _https(urls["pickUpCertificateImageUrl"]):
             raise ApiError(LABEL_INVALID, "a pick-up needs pickUpCertificateImageUrl")
     elif not _https(urls["returnLabelUrl"]):
         raise ApiError(LABEL_INVALID, "a drop-off needs returnLabelUrl (the label PDF)")

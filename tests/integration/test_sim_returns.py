@@ -203,6 +203,12 @@ async def test_pick_up_label_needs_a_valid_schedule(sim_caller: TemuCaller, sim:
         return int(answer["errorCode"])
 
     assert await upload() == 3000000
+    # A label PDF does not stand in for the pick-up certificate image.
+    pdf_only = _label(prep)
+    answer = await sim_caller.call(
+        UPLOAD, **ids, returnLabelDTOList=[pdf_only], pickUpTimeScheduleMode=1, **slot
+    )
+    assert answer["errorCode"] == 130010006 and "pickUpCertificateImageUrl" in answer["errorMsg"]
     assert (
         await upload(
             pickUpTimeScheduleMode=1,
