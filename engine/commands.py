@@ -24,6 +24,7 @@ from engine.cluster import (
 )
 from engine.config import Settings
 from engine.progress import BackfillProgress
+from engine.reconcile.executor import BLOCKED
 from engine.reconcile.wiring import reconcile_once
 from engine.runtime import Runtime
 from engine.runtime import open_database as _open_database
@@ -31,6 +32,7 @@ from engine.runtime import open_runtime as _open_runtime
 from engine.store.leases import DaemonRow, Lease, LeaseStore
 from engine.store.migrate import migrate
 from engine.store.pool import create_pool
+from engine.store.reconcile_store import ReconcileStore
 
 log = logging.getLogger(__name__)
 
@@ -273,6 +275,10 @@ async def cmd_status(settings: Settings, *, as_json: bool) -> int:
     try:
         rows = await rt.store.sync_status()
         outbox = await rt.store.outbox_summary()
+        blocked, blocked_error, blocked_key = await ReconcileStore(rt.pool).blocked(BLOCKED)
+        outbox.update(
+            blocked=blocked, blocked_latest_error=blocked_error, blocked_latest_key=blocked_key
+        )
         leases = LeaseStore(rt.pool)
         apps, daemons = await leases.leases(), await leases.daemons()
     finally:
@@ -316,6 +322,12 @@ async def cmd_status(settings: Settings, *, as_json: bool) -> int:
         print(
             f"  oldest dead: {outbox.get('oldest_dead_kind')} {outbox.get('oldest_dead_key')} "
             f"({_ago(outbox.get('oldest_dead_at'), now)}): {outbox['oldest_dead_error']}"
+        )
+    if outbox["blocked"]:
+        # Pending, but no attempt will succeed until the operator fixes the configuration.
+        print(
+            f"  {outbox['blocked']} pending task(s) blocked, latest "
+            f"{outbox['blocked_latest_key']}: {outbox['blocked_latest_error']}"
         )
     return EXIT_OK
 

@@ -109,6 +109,11 @@ class ReconcilerSettings:
     max_attempts: int = 10
     logistic_mode: str = "dropOff"
     lease_s: int = 300
+    # How many more times an OC cancel/tracking task looks for an RMA that OC does not have yet
+    # (the merchant may open it after Temu's event) before it ends as "no_rma". On the poll
+    # schedule (three quick looks, then doubling from interval_s up to an hour) 30 looks span
+    # about 20 hours at interval_s = 15.
+    rma_wait_polls: int = 30
 
 
 @dataclass(frozen=True)
@@ -390,6 +395,7 @@ def parse_config(
         max_attempts=r.integer("max_attempts", 10, 1),
         logistic_mode=r.choice("logistic_mode", "dropOff", LOGISTIC_MODES),
         lease_s=r.integer("lease_s", 300, 5),
+        rma_wait_polls=r.integer("rma_wait_polls", ReconcilerSettings.rma_wait_polls, 0),
     )
     r.finish()
 

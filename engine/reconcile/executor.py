@@ -4,6 +4,10 @@ Claims go through ``Store.claim`` (FOR UPDATE SKIP LOCKED with a lease), so seve
 machines split the work and a task left running by a dead worker is taken again once its lease
 expires. One pass runs each task at most once: a task that comes due again during the pass
 (a zero-delay wait or retry) is handed back untouched for the next pass.
+
+A handler's exception becomes an outcome by what it says (``outcome_of_error``): retryable
+errors are retried with backoff, errors that would repeat park the task at once, and
+configuration problems (shop or app credentials, OC auth) make it wait without using attempts.
 """
 
 from __future__ import annotations
@@ -15,13 +19,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.logs import redact
+from engine.oc.client import OCAuthError, OCError
 from engine.reconcile.tasks import Done, Handler, LeaseLost, Outcome, Park, Retry, Wait
 from engine.store.reconcile_store import ReconcileStore
 from engine.store.store import Store, Task
+from engine.temu.errors import AppNotOwned, TemuError, TimestampRejected
 
 log = logging.getLogger(__name__)
 
 MAX_ERROR_CHARS = 2000
+# A configuration problem (a revoked shop token, a bad app key or secret, OC refusing our
+# credentials, a skewed host clock) is no fault of the task: it looks again this often without
+# using up attempts, its note (last_error) starting with BLOCKED so that `status` shows it.
+CONFIG_WAIT_S = 900.0
+BLOCKED = "blocked by configuration: "
 
 
 @dataclass
@@ -61,6 +72,27 @@ def describe(exc: BaseException) -> str:
     return text if type(exc).__name__ in text else f"{type(exc).__name__}: {text}"
 
 
+def outcome_of_error(
+    exc: Exception, *, config_wait_s: float = CONFIG_WAIT_S
+) -> Retry | Wait | Park:
+    """What a handler's exception means for its task (temu-api.md's error table)."""
+    reason = describe(exc)
+    if isinstance(exc, AppNotOwned):
+        # Another daemon holds the app now and will take the task: hand it back at once.
+        return Wait(reason, 0.0)
+    if isinstance(exc, TemuError):
+        if exc.scope != "call" or isinstance(exc, TimestampRejected):
+            return Wait(BLOCKED + reason, config_wait_s)
+        # Bad params, a refused state, a proxy's 4xx: the same call would fail the same way.
+        return Retry(reason) if exc.retryable else Park(reason)
+    if isinstance(exc, OCAuthError):
+        return Wait(BLOCKED + reason, config_wait_s)
+    if isinstance(exc, OCError):
+        return Retry(reason) if exc.retryable else Park(reason)
+    # Anything else (database hiccup, a bug) may pass: retried up to max_attempts.
+    return Retry(reason)
+
+
 class Executor:
     def __init__(
         self,
@@ -74,6 +106,7 @@ class Executor:
         backoff: Callable[[int], float],
         batch: int = 50,
         concurrency: int = 8,
+        config_wait_s: float = CONFIG_WAIT_S,
     ) -> None:
         self._store = store
         self._recon = recon
@@ -84,6 +117,7 @@ class Executor:
         self._backoff = backoff
         self._batch = batch
         self._sem = asyncio.Semaphore(concurrency)
+        self._config_wait_s = config_wait_s
 
     @property
     def kinds(self) -> list[str]:
@@ -124,13 +158,15 @@ class Executor:
             log.warning("reconciler task %s abandoned: %s", task.dedupe_key, exc)
             return
         except Exception as exc:
-            outcome = Retry(describe(exc))
-            log.warning(
+            failed = outcome_of_error(exc, config_wait_s=self._config_wait_s)
+            log.log(
+                logging.ERROR if failed.reason.startswith(BLOCKED) else logging.WARNING,
                 "reconciler task %s failed (attempt %d): %s",
                 task.dedupe_key,
                 task.attempts,
-                redact(outcome.reason),
+                redact(failed.reason),
             )
+            outcome = failed
         await self._book(task, outcome, stats)
         stats.by_kind[task.kind] = stats.by_kind.get(task.kind, 0) + 1
 
@@ -145,7 +181,7 @@ class Executor:
         if isinstance(outcome, Wait):
             await self._recon.defer(
                 task.id,
-                redact(outcome.reason),
+                redact(outcome.reason)[:MAX_ERROR_CHARS],
                 delay_s=outcome.delay_s,
                 owner=owner,
                 patch=outcome.patch,

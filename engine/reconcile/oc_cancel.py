@@ -1,7 +1,9 @@
 """Task kind ``oc_cancel``: a Temu return cancelled (6) or denied (7) cancels its open OC RMAs.
 
 Planned from the change log (one task per return). The push carries the messageId stored with
-the task, so a retry after a lost answer is recognised by OC instead of applied twice.
+the task, so a retry after a lost answer is recognised by OC instead of applied twice. While OC
+holds no RMA for the return the task looks again on the poll schedule (``RmaWait``): the
+merchant may open the RMA after the buyer cancelled.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from engine.oc.client import OCBusinessError, OCClient
-from engine.reconcile.oc_rmas import open_rmas, push_message_id
+from engine.reconcile.oc_rmas import RmaWait, open_rmas, push_message_id, still_open
 from engine.reconcile.tasks import OC_CANCEL, Done, Lease, Outcome
 from engine.store.store import Task
 from engine.summary import RunCounters
@@ -17,30 +19,32 @@ from engine.summary import RunCounters
 log = logging.getLogger(__name__)
 
 
-def _already_cancelled(exc: OCBusinessError) -> bool:
-    return "CANCEL" in exc.code.upper()
-
-
 class OcCancel:
     kind = OC_CANCEL
 
-    def __init__(self, *, oc: OCClient, counters: RunCounters) -> None:
+    def __init__(self, *, oc: OCClient, counters: RunCounters, no_rma: RmaWait) -> None:
         self._oc = oc
         self._counters = counters
+        self._no_rma = no_rma
 
     async def run(self, task: Task, lease: Lease) -> Outcome:
         sn = str(task.payload["sn"])
         message_id = str(task.payload["message_id"])
+        rmas = await self._oc.query_orders(sn)
+        if not rmas:
+            return self._no_rma.outcome(sn, int(task.payload.get("polls") or 0))
         cancelled: list[str] = []
-        for rma in open_rmas(await self._oc.query_orders(sn)):
+        for rma in open_rmas(rmas):
             try:
                 await self._oc.cancel_rma(
                     rma.order_number, message_id=push_message_id(message_id, rma.order_number)
                 )
             except OCBusinessError as exc:
-                if not _already_cancelled(exc):
+                # Closed meanwhile (someone cancelled it in OC) is fine; an RMA OC refuses to
+                # cancel while it stays open must surface: the executor retries or parks it.
+                if await still_open(self._oc, sn, rma.order_number) is not None:
                     raise
-                log.info("OC RMA %s was already cancelled", rma.order_number)
+                log.info("OC RMA %s was closed meanwhile (%s)", rma.order_number, exc.code)
                 continue
             self._counters.oc_updates += 1
             cancelled.append(rma.order_number)

@@ -1,30 +1,50 @@
-"""Orange Connex pieces the task kinds share: which RMAs are open, stable messageIds, and the
-Postgres-backed TokenStore that keeps OC's rotated refresh token across restarts."""
+"""Orange Connex pieces the task kinds share: which RMAs are open, how long to wait for an RMA
+OC does not have yet, stable messageIds, and the Postgres-backed TokenStore that keeps OC's
+rotated refresh token across restarts."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from engine.oc.client import Rma
+from engine.oc.client import OCClient, Rma
 from engine.oc.tokens import StoredTokens
+from engine.reconcile.tasks import Done, Outcome, Wait
 from engine.store.store import Store
-
-# OC does not document its RMA statuses (orange-connex-api.md); these end an RMA. ASSUMED:
-# any other status (OPEN, CREATED, IN_TRANSIT, ...) is an RMA that can still change.
-CLOSED_STATUSES = frozenset(
-    {"CANCELLED", "CANCELED", "CLOSED", "COMPLETED", "COMPLETE", "FINISHED", "RECEIVED"}
-)
-
-
-def is_open(rma: Rma) -> bool:
-    return rma.status.strip().upper() not in CLOSED_STATUSES
 
 
 def open_rmas(rmas: Iterable[Rma]) -> list[Rma]:
-    return sorted((r for r in rmas if is_open(r)), key=lambda r: r.order_number)
+    return sorted((r for r in rmas if r.is_open), key=lambda r: r.order_number)
+
+
+@dataclass(frozen=True)
+class RmaWait:
+    """What a push task does when OC holds no RMA for the return: look again later, a bounded
+    number of times (``max_polls``), so an RMA opened after Temu's event still hears of it."""
+
+    delay: Callable[[int], float]
+    max_polls: int
+
+    def outcome(self, sn: str, polls: int) -> Outcome:
+        if polls >= self.max_polls:
+            return Done({"outcome": "no_rma", "polls": polls})
+        return Wait(
+            f"no Orange Connex RMA references {sn} yet (look {polls + 1} of {self.max_polls})",
+            self.delay(polls),
+            {"polls": polls + 1},
+        )
+
+
+async def still_open(oc: OCClient, sn: str, order_number: str) -> Rma | None:
+    """The RMA as OC shows it now if it is still open, else None: after OC refused a push, only
+    a fresh look tells "closed meanwhile" (nothing left to do) from a real refusal."""
+    for rma in await oc.query_orders(sn):
+        if rma.order_number == order_number and rma.is_open:
+            return rma
+    return None
 
 
 def push_message_id(task_message_id: str, order_number: str) -> str:

@@ -1,16 +1,17 @@
 """Task kind ``oc_tracking``: Temu's reverse logistics show a tracking number the OC RMA lacks.
 
-One task per (return, tracking number), planned from the change log and after our own label
-uploads; UPDATE_TRACKING is pushed to each open RMA of the return that does not have that
-number yet, with a messageId that stays the same across retries.
+One task per (return, distinct tracking number), planned from the change log and after our own
+label uploads; UPDATE_TRACKING is pushed to each open RMA of the return that does not have that
+number yet, with a messageId that stays the same across retries. While OC holds no RMA for the
+return the task looks again on the poll schedule (``RmaWait``).
 """
 
 from __future__ import annotations
 
 import logging
 
-from engine.oc.client import OCClient
-from engine.reconcile.oc_rmas import open_rmas, push_message_id
+from engine.oc.client import OCBusinessError, OCClient
+from engine.reconcile.oc_rmas import RmaWait, open_rmas, push_message_id, still_open
 from engine.reconcile.tasks import OC_TRACKING, Done, Lease, Outcome, Park
 from engine.store.store import Task
 from engine.summary import RunCounters
@@ -21,9 +22,10 @@ log = logging.getLogger(__name__)
 class OcTracking:
     kind = OC_TRACKING
 
-    def __init__(self, *, oc: OCClient, counters: RunCounters) -> None:
+    def __init__(self, *, oc: OCClient, counters: RunCounters, no_rma: RmaWait) -> None:
         self._oc = oc
         self._counters = counters
+        self._no_rma = no_rma
 
     async def run(self, task: Task, lease: Lease) -> Outcome:
         p = task.payload
@@ -31,19 +33,27 @@ class OcTracking:
         tracking = str(p["tracking_number"])
         carrier = str(p.get("carrier_name") or "")
         message_id = str(p["message_id"])
-        stale = [
-            r for r in open_rmas(await self._oc.query_orders(sn)) if r.tracking_number != tracking
-        ]
+        rmas = await self._oc.query_orders(sn)
+        if not rmas:
+            return self._no_rma.outcome(sn, int(p.get("polls") or 0))
+        stale = [r for r in open_rmas(rmas) if r.tracking_number != tracking]
         if stale and not carrier:
             return Park(f"Temu shows tracking {tracking} for {sn} without a carrier name")
         pushed: list[str] = []
         for rma in stale:
-            await self._oc.update_tracking(
-                rma.order_number,
-                tracking,
-                carrier,
-                message_id=push_message_id(message_id, rma.order_number),
-            )
+            try:
+                await self._oc.update_tracking(
+                    rma.order_number,
+                    tracking,
+                    carrier,
+                    message_id=push_message_id(message_id, rma.order_number),
+                )
+            except OCBusinessError as exc:
+                # An RMA closed meanwhile needs no tracking; a refusal on an open one surfaces.
+                if await still_open(self._oc, sn, rma.order_number) is not None:
+                    raise
+                log.info("OC RMA %s was closed meanwhile (%s)", rma.order_number, exc.code)
+                continue
             self._counters.oc_updates += 1
             pushed.append(rma.order_number)
             log.info("OC RMA %s told tracking %s (Temu return %s)", rma.order_number, tracking, sn)

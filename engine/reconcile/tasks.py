@@ -41,7 +41,8 @@ class Retry:
 
 @dataclass(frozen=True)
 class Wait:
-    """Nothing wrong, just not yet (OC label not issued): does not use up an attempt."""
+    """Not the task's fault (OC label not issued yet, no RMA yet, a configuration problem to
+    fix): back to pending after ``delay_s`` without using up an attempt."""
 
     reason: str
     delay_s: float

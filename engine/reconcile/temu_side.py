@@ -8,6 +8,7 @@ a lost answer, which the executor resolves by re-reading the return.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,23 @@ DAY_S = 86400
 WIDE_WINDOW_S = 2 * 365 * DAY_S
 
 
+_INT_TEXT = re.compile(r"\s*-?[0-9]{1,9}\s*")
+
+
+def _int(value: Any) -> int | None:
+    """An integer field read the way the store's ``j_int`` reads it, so the reconciler and the
+    stored row agree: a JSON integer, an integral float, or a numeric string ("8")."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None
+    if isinstance(value, str) and _INT_TEXT.fullmatch(value):
+        return int(value)
+    return None
+
+
 @dataclass(frozen=True)
 class TemuReturn:
     """A return as Temu shows it right now (an element of the parent returns list)."""
@@ -33,13 +51,14 @@ class TemuReturn:
 
     @property
     def status(self) -> int | None:
-        value = self.item.get("parentAfterSalesStatus")
-        return value if isinstance(value, int) else None
+        return _int(self.item.get("parentAfterSalesStatus"))
 
     @property
     def operations(self) -> list[int]:
         ops = self.item.get("availableOperateList")
-        return [op for op in ops if isinstance(op, int)] if isinstance(ops, list) else []
+        if not isinstance(ops, list):
+            return []
+        return [op for op in map(_int, ops) if op is not None]
 
     @property
     def awaiting_label(self) -> bool:
@@ -95,10 +114,26 @@ class TemuReturns:
         await self.api.upload_returnlabel(params, lane=LANE)
 
 
-def first_tracking(logistics: dict[str, Any]) -> tuple[str | None, str | None]:
-    """(trackingNumber, carrierName) of the first logistics entry that has a tracking number."""
+def trackings(logistics: dict[str, Any]) -> list[tuple[str, str | None]]:
+    """Each distinct tracking number of the reverse logistics, in Temu's order, with the first
+    carrier name given for it: OC hears of every one (a return may ship in several packages).
+    Read the way the planner's SQL reads the stored payload (trimmed, empty ones skipped)."""
+    found: dict[str, str | None] = {}
     for entry in logistics.get("logisticsInfoList") or []:
-        if isinstance(entry, dict) and entry.get("trackingNumber"):
-            carrier = entry.get("carrierName")
-            return str(entry["trackingNumber"]), str(carrier) if carrier else None
-    return None, None
+        if not isinstance(entry, dict):
+            continue
+        number = _text(entry.get("trackingNumber"))
+        if not number:
+            continue
+        carrier = _text(entry.get("carrierName")) or None
+        if found.get(number) is None:
+            found[number] = carrier
+    return list(found.items())
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return ""

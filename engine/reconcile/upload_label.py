@@ -5,10 +5,14 @@ else the label of the Orange Connex RMA whose referenceNumber is the return's sn
 issued it. Flow (temu-api.md "Uploading a return label"): prepare -> warehouse and carrier ->
 upload -> read back the logistics Temu now shows.
 
+Every run first re-reads the return from Temu: a return that no longer waits for a label
+(status 8 with operation 10) ends the task, so one cancelled or denied while its OC label was
+pending stops being polled.
+
 Never twice: the task records "upload attempted" durably (and only while it holds its lease)
 BEFORE the upload is sent. A run that finds that mark cannot know whether the earlier upload
-landed (answer lost, process killed), so it re-reads the return from Temu first and uploads
-again only if Temu still offers the upload operation (10).
+landed (answer lost, process killed); the re-read decides: it uploads again only if Temu still
+offers the upload operation (10).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from engine.reconcile.carriers import CarrierDirectory, UnknownCarrier, region_o
 from engine.reconcile.labels import LabelRequest
 from engine.reconcile.oc_rmas import open_rmas
 from engine.reconcile.tasks import UPLOAD_LABEL, Done, Lease, Outcome, Park, Wait
-from engine.reconcile.temu_side import TemuReturns, first_tracking
+from engine.reconcile.temu_side import TemuReturns, trackings
 from engine.store.reconcile_store import ReconcileStore, ReturnInfo
 from engine.store.store import Store, Task
 from engine.summary import RunCounters
@@ -99,13 +103,16 @@ class UploadLabel:
             return Park(f"unknown return {sn} (not in the returns table of shop {shop_id})")
         info = found[0]
         attempted_before = bool(p.get("attempted"))
-        if attempted_before:
-            # The earlier upload may have landed: Temu's word decides, not our bookkeeping.
-            now = await temu.current(sn, info.create_at)
-            if now is None:
-                return Park(f"Temu no longer lists return {sn}")
-            if not now.awaiting_label:
+        # Temu's word decides, not our rows: an earlier upload may have landed (answer lost),
+        # or the return moved on (cancelled, denied, labelled elsewhere) while we waited for
+        # OC, and a task that stopped being needed must end instead of polling OC forever.
+        now = await temu.current(sn, info.create_at)
+        if now is None:
+            return Park(f"Temu no longer lists return {sn}")
+        if not now.awaiting_label:
+            if attempted_before:
                 return await self._settled(temu, sn, p.get("attempt") or {}, now.status)
+            return Done({"outcome": "not_needed", "temu_status": now.status})
 
         label = p.get("label")
         if not label:
@@ -136,8 +143,8 @@ class UploadLabel:
         # next run re-read before it could upload again.
         self._counters.labels_uploaded += 1
         log.info("return label uploaded", extra={"shop": shop_id, "parent_after_sales_sn": sn})
-        tracking = await self._read_back(temu, sn)
-        return Done({"outcome": "uploaded", **summary, "temu_tracking": tracking})
+        shown = await self._read_back(temu, sn)
+        return Done({"outcome": "uploaded", **summary, "temu_tracking": _first(shown)})
 
     # -- label source -------------------------------------------------------------------------
 
@@ -230,32 +237,39 @@ class UploadLabel:
         self, temu: TemuReturns, sn: str, attempt: dict[str, Any], status: int | None
     ) -> Outcome:
         """Temu no longer offers the upload: record what it shows and finish without uploading."""
-        tracking = await self._read_back(temu, sn)
-        ours = bool(tracking) and tracking == attempt.get("tracking_number")
-        if ours:
+        shown = await self._read_back(temu, sn)
+        if attempt.get("tracking_number") in shown:
             # Our earlier upload landed although its answer was lost.
             self._counters.labels_uploaded += 1
             return Done({"outcome": "uploaded", **attempt, "confirmed_by_reread": True})
-        return Done({"outcome": "not_needed", "temu_status": status, "temu_tracking": tracking})
+        return Done(
+            {"outcome": "not_needed", "temu_status": status, "temu_tracking": _first(shown)}
+        )
 
-    async def _read_back(self, temu: TemuReturns, sn: str) -> str | None:
-        """Stores the logistics Temu shows now; never fails the task (the upload is done)."""
+    async def _read_back(self, temu: TemuReturns, sn: str) -> list[str]:
+        """Stores the logistics Temu shows now and answers its tracking numbers; never fails
+        the task (the upload is done)."""
         try:
             logistics = await temu.logistics(sn)
             await self._store.write_return_logistics(temu.shop_id, sn, logistics)
         except Exception as exc:
             log.warning("reading back logistics of %s failed: %s", sn, exc)
-            return None
-        tracking, carrier = first_tracking(logistics)
-        if tracking and self._oc is not None:
-            # The RMA may not know this tracking yet (a merchant label): let OC hear of it.
-            try:
-                await self._recon.enqueue_tracking(
-                    temu.shop_id, sn, tracking, carrier, new_message_id()
-                )
-            except Exception as exc:
-                log.warning("queueing the OC tracking update of %s failed: %s", sn, exc)
-        return tracking
+            return []
+        found = trackings(logistics)
+        if self._oc is not None:
+            # The RMA may not know these numbers yet (a merchant label): let OC hear of each.
+            for tracking, carrier in found:
+                try:
+                    await self._recon.enqueue_tracking(
+                        temu.shop_id, sn, tracking, carrier, new_message_id()
+                    )
+                except Exception as exc:
+                    log.warning("queueing the OC tracking update of %s failed: %s", sn, exc)
+        return [tracking for tracking, _ in found]
+
+
+def _first(items: list[str]) -> str | None:
+    return items[0] if items else None
 
 
 def _oc_label_payload(rma: Rma, doc_url: str, tracking: str, carrier: str) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from engine.reconcile.carriers import CarrierDirectory
 from engine.reconcile.executor import ExecStats, Executor, exponential_backoff
 from engine.reconcile.labels import parse_label_lines
 from engine.reconcile.oc_cancel import OcCancel
-from engine.reconcile.oc_rmas import PgTokenStore
+from engine.reconcile.oc_rmas import PgTokenStore, RmaWait
 from engine.reconcile.oc_tracking import OcTracking
 from engine.reconcile.planner import Planner, PlanStats
 from engine.reconcile.submit import LabelQueue, ReturnLabelSubmitter
@@ -122,8 +122,9 @@ def build_reconciler(
         )
     }
     if oc is not None:
-        handlers["oc_cancel"] = OcCancel(oc=oc, counters=rt.counters)
-        handlers["oc_tracking"] = OcTracking(oc=oc, counters=rt.counters)
+        no_rma = RmaWait(poll_schedule(cfg.interval_s), cfg.rma_wait_polls)
+        handlers["oc_cancel"] = OcCancel(oc=oc, counters=rt.counters, no_rma=no_rma)
+        handlers["oc_tracking"] = OcTracking(oc=oc, counters=rt.counters, no_rma=no_rma)
     executor = Executor(
         store=claims or rt.store,
         recon=recon,

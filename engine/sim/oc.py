@@ -219,6 +219,9 @@ class OcApi:
         if operation == "CANCEL":
             if rma.status == CANCELLED:
                 raise OcError("RMA_ALREADY_CANCELLED", f"{rma.order_number} already cancelled")
+            if rma.status != OPEN:
+                # E.g. IN_TRANSIT: the parcel is under way; the RMA stays open, uncancelled.
+                raise OcError("CANCEL_NOT_ALLOWED", f"{rma.order_number} is {rma.status}")
             rma.status = CANCELLED
             push = {"operation": operation}
         elif operation == "UPDATE_TRACKING":

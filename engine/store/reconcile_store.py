@@ -93,6 +93,13 @@ class ReconcileStore:
         )
         return row is not None and int(row["queued"]) > 0
 
+    async def blocked(self, prefix: str) -> tuple[int, str | None, str | None]:
+        """(count, latest note, its dedupe key) of pending tasks whose note starts with
+        ``prefix``: the executor's mark for a task waiting on a configuration problem."""
+        row = await self._pool.fetchrow(self._q["reconcile_blocked"], prefix)
+        assert row is not None
+        return int(row["n"]), row["latest_error"], row["latest_key"]
+
     # -- returns --------------------------------------------------------------------------------
 
     async def find_returns(self, sn: str, shop_id: str | None = None) -> list[ReturnInfo]:

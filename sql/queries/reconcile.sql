@@ -34,11 +34,12 @@ FROM ins;
 
 -- name: reconcile_plan_oc_pushes
 -- Orange Connex pushes for the returns that changed since the cursor: CANCEL for a return now
--- cancelled (6) or denied (7), UPDATE_TRACKING for the tracking number its reverse logistics
--- show (one task per distinct number). Each task gets its messageId here, once, so every retry
--- of that push reuses it. Changes committed late with an id below the cursor (ids are taken at
--- insert, not at commit) are caught by re-reading the last $3 seconds; re-planning is a no-op
--- thanks to the dedupe keys.
+-- cancelled (6) or denied (7), UPDATE_TRACKING for each distinct non-empty trackingNumber in
+-- its reverse logistics (the whole logisticsInfoList, not only the typed columns' first entry:
+-- a return may ship in several packages), with the first carrierName given for that number.
+-- Each task gets its messageId here, once, so every retry of that push reuses it. Changes
+-- committed late with an id below the cursor (ids are taken at insert, not at commit) are
+-- caught by re-reading the last $3 seconds; re-planning is a no-op thanks to the dedupe keys.
 -- $1 cursor, $2 max changes read, $3 overlap seconds.
 WITH fresh AS (
     SELECT id, shop_id, entity_key
@@ -59,11 +60,28 @@ touched AS (
     SELECT DISTINCT shop_id, entity_key FROM late
 ),
 state AS (
-    SELECT t.shop_id, t.sn, r.status, l.tracking_number, l.carrier_name
+    SELECT t.shop_id, t.sn, r.status, l.payload AS logistics
     FROM touched AS t
     JOIN returns AS r ON r.shop_id = t.shop_id AND r.parent_after_sales_sn = t.sn
     LEFT JOIN return_logistics AS l
         ON l.shop_id = t.shop_id AND l.parent_after_sales_sn = t.sn
+),
+packages AS (
+    SELECT s.shop_id, s.sn, btrim(x.e ->> 'trackingNumber') AS tracking_number,
+           nullif(btrim(x.e ->> 'carrierName'), '') AS carrier_name, x.ord
+    FROM state AS s
+    CROSS JOIN LATERAL jsonb_array_elements(
+        CASE WHEN jsonb_typeof(s.logistics) = 'array' THEN s.logistics ELSE '[]'::jsonb END
+    ) WITH ORDINALITY AS x (e, ord)
+    WHERE coalesce(btrim(x.e ->> 'trackingNumber'), '') <> ''
+),
+distinct_tracking AS (
+    SELECT shop_id, sn, tracking_number,
+           (array_agg(carrier_name ORDER BY ord) FILTER (WHERE carrier_name IS NOT NULL))[1]
+               AS carrier_name,
+           min(ord) AS ord
+    FROM packages
+    GROUP BY shop_id, sn, tracking_number
 ),
 cancels AS (
     INSERT INTO outbox (kind, dedupe_key, shop_id, payload)
@@ -83,9 +101,8 @@ trackings AS (
            jsonb_build_object('shop_id', shop_id, 'sn', sn, 'tracking_number', tracking_number,
                               'carrier_name', carrier_name,
                               'message_id', replace(gen_random_uuid()::text, '-', ''))
-    FROM state
-    WHERE tracking_number IS NOT NULL
-    ORDER BY shop_id, sn
+    FROM distinct_tracking
+    ORDER BY shop_id, sn, ord
     ON CONFLICT (dedupe_key) DO NOTHING
     RETURNING 1
 ),
@@ -180,3 +197,12 @@ UPDATE outbox SET
     updated_at = now()
 WHERE id = $1 AND state = 'running' AND owner = $5
 RETURNING id;
+
+-- name: reconcile_blocked
+-- Pending tasks waiting on a configuration problem (the executor's note starts with $1), for
+-- `status`: how many, and the most recent note. Served by the partial index on pending.
+SELECT count(*) AS n,
+       (array_agg(last_error ORDER BY updated_at DESC, id DESC))[1] AS latest_error,
+       (array_agg(dedupe_key ORDER BY updated_at DESC, id DESC))[1] AS latest_key
+FROM outbox
+WHERE state = 'pending' AND starts_with(last_error, $1::text);

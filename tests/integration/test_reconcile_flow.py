@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
+from engine.commands import cmd_status
 from engine.config import Settings
-from engine.reconcile.executor import _TaskLease
+from engine.reconcile.executor import BLOCKED, _TaskLease
 from engine.reconcile.tasks import upload_key
 from engine.reconcile.upload_label import UploadLabel
 from engine.reconcile.wiring import build_reconciler, reconcile_once
@@ -262,3 +263,51 @@ async def test_no_upload_for_returns_not_waiting_for_a_label(
     assert uploaded == set(waiting) - {gone}
     row = await task_by_key(rt, upload_key(SHOP, gone))
     assert row["state"] == "done" and row["result"]["outcome"] == "not_needed"
+
+
+def has_any_rma(sim: Simulator, sn: str) -> bool:
+    return any(m["referenceNumber"] == sn for m in sim.rmas())
+
+
+async def test_a_return_that_stops_waiting_stops_its_label_task_before_any_label(
+    world: tuple[Simulator, Runtime],
+) -> None:
+    sim, rt = world
+    sn = next(
+        r["parentAfterSalesSn"]
+        for r in awaiting(sim)
+        if not has_any_rma(sim, r["parentAfterSalesSn"])
+    )
+    await load_from_temu(rt)
+    await reconcile_once(rt)
+    task = await task_by_key(rt, upload_key(SHOP, sn))
+    assert task["state"] == "pending" and "no open Orange Connex RMA" in task["last_error"]
+    # The refund is denied while OC still has no RMA; our stored row still says "waiting".
+    sim.set_return_status(SHOP, sn, 7)
+    await reconcile_once(rt)
+    row = await task_by_key(rt, upload_key(SHOP, sn))
+    assert row["state"] == "done"
+    assert row["result"] == {"outcome": "not_needed", "temu_status": 7}
+    assert sn not in {u["parentAfterSalesSn"] for u in sim.uploads()}
+
+
+async def test_a_revoked_shop_token_blocks_its_tasks_without_using_attempts(
+    world: tuple[Simulator, Runtime], capsys: pytest.CaptureFixture[str]
+) -> None:
+    sim, rt = world
+    await load_from_temu(rt)
+    assert sim.revoke_token(sim.config.shops[0].access_token)
+    await passes(rt, 3)
+    rows = await rt.pool.fetch(
+        "SELECT state, attempts, last_error, next_attempt_at > now() + interval '10 minutes' "
+        "AS later FROM outbox WHERE kind = 'upload_label'"
+    )
+    assert rows and sim.uploads() == []
+    for r in rows:
+        # 3000034 (token expired): a configuration problem, not the task's; it waits.
+        assert (r["state"], r["attempts"], r["later"]) == ("pending", 0, True)
+        assert r["last_error"].startswith(BLOCKED) and "errorCode=3000034" in r["last_error"]
+    capsys.readouterr()
+    assert await cmd_status(rt.settings, as_json=False) == 0
+    out = capsys.readouterr().out
+    assert f"{len(rows)} pending task(s) blocked" in out and "errorCode=3000034" in out

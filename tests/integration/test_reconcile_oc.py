@@ -10,15 +10,19 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from engine.reconcile.wiring import import_labels, reconcile_once
+from engine.oc.client import OCClient
+from engine.reconcile.oc_rmas import PgTokenStore
+from engine.reconcile.wiring import build_reconciler, import_labels, reconcile_once
 from engine.runtime import Runtime, open_runtime
 from engine.sim.config import SimConfig
+from engine.sim.data import logistics_entry
 from engine.sim.server import Simulator
 from tests.integration.test_reconcile_flow import (
     QPS,
@@ -186,3 +190,167 @@ async def test_rotated_refresh_token_is_kept_in_postgres_and_used(
     assert stored_again.refresh_token != stored.refresh_token
     dead = await rt.pool.fetch("SELECT last_error FROM outbox WHERE state = 'dead'")
     assert dead == []
+
+
+async def task_row(rt: Runtime, key: str) -> dict[str, Any]:
+    row = await rt.pool.fetchrow("SELECT * FROM outbox WHERE dedupe_key = $1", key)
+    assert row is not None, key
+    return dict(row)
+
+
+def quiet_return_without_rma(sim: Simulator, skip: int = 0) -> str:
+    """A return with nothing in flight (requested, under review) and no RMA in OC at all."""
+    sns = [
+        r["parentAfterSalesSn"]
+        for r in sim.truth_returns(SHOP)
+        if r["parentAfterSalesStatus"] in (1, 10, 11)
+        and r["afterSalesType"] == 2
+        and not any(m["referenceNumber"] == r["parentAfterSalesSn"] for m in sim.rmas())
+    ]
+    assert len(sns) > skip, "the seed must give such returns"
+    return sns[skip]
+
+
+async def temu_moves(rt: Runtime, sim: Simulator, sn: str, status: int) -> None:
+    sim.set_return_status(SHOP, sn, status)
+    await asyncio.sleep(1.1)  # the sync's window ends a second behind now
+    await load_from_temu(rt)
+
+
+def pushes_to(sim: Simulator, order_number: str) -> list[tuple[str, str | None]]:
+    return [
+        (p["operation"], p.get("trackingNumber"))
+        for p in sim.oc_pushes()
+        if p["orderNumber"] == order_number
+    ]
+
+
+async def test_a_cancel_oc_refuses_while_the_rma_stays_open_is_parked_not_done(
+    world: tuple[Simulator, Runtime],
+) -> None:
+    sim, rt = world
+    sn = quiet_return_without_rma(sim)
+    # The parcel is already under way: OC keeps the RMA open and refuses to cancel it.
+    rma = sim.open_rma(SHOP, sn, status="IN_TRANSIT")
+    await load_from_temu(rt)
+    await temu_moves(rt, sim, sn, 6)
+    await passes(rt, 2)
+    row = await task_row(rt, f"oc_cancel:{SHOP}:{sn}")
+    assert row["state"] == "dead", "an open RMA that was not cancelled must not count as done"
+    assert "CANCEL_NOT_ALLOWED" in row["last_error"]
+    assert row["attempts"] == 1, "OC's verdict would repeat: parked at once"
+    assert pushes_to(sim, rma["orderNumber"]) == []
+
+
+async def test_a_cancel_finds_the_rma_closed_meanwhile_and_is_done(
+    world: tuple[Simulator, Runtime],
+) -> None:
+    sim, rt = world
+    sn = quiet_return_without_rma(sim)
+    rma = sim.open_rma(SHOP, sn)
+    await load_from_temu(rt)
+    await temu_moves(rt, sim, sn, 7)
+
+    class ClosedInTheMeantime(OCClient):
+        async def cancel_rma(self, order_number: str, *, message_id: str) -> dict[str, Any]:
+            # Someone cancels the RMA in OC between our query and our CANCEL.
+            sim.world.oc.rmas[order_number].status = "CANCELLED"
+            return await super().cancel_rma(order_number, message_id=message_id)
+
+    oc = ClosedInTheMeantime(rt.session, rt.settings.orange_connex, PgTokenStore(rt.store))
+    await build_reconciler(rt, oc=oc).run_pass()
+    row = await task_row(rt, f"oc_cancel:{SHOP}:{sn}")
+    assert (row["state"], row["result"]["outcome"]) == ("done", "no_open_rma")
+    assert pushes_to(sim, rma["orderNumber"]) == []
+
+
+async def test_a_cancel_waits_for_an_rma_opened_after_the_buyer_cancelled(
+    world: tuple[Simulator, Runtime],
+) -> None:
+    sim, rt = world
+    sn = quiet_return_without_rma(sim)
+    await load_from_temu(rt)
+    await temu_moves(rt, sim, sn, 6)
+    await passes(rt, 2)
+    row = await task_row(rt, f"oc_cancel:{SHOP}:{sn}")
+    assert row["state"] == "pending" and "no Orange Connex RMA" in row["last_error"]
+    assert row["attempts"] == 0, "looking again for an RMA uses no attempt"
+    rma = sim.open_rma(SHOP, sn)  # the merchant opens the RMA late
+    await passes(rt, 2)
+    assert pushes_to(sim, rma["orderNumber"]) == [("CANCEL", None)]
+    row = await task_row(rt, f"oc_cancel:{SHOP}:{sn}")
+    assert (row["state"], row["result"]["outcome"]) == ("done", "cancelled")
+
+
+async def test_a_push_gives_up_on_a_missing_rma_after_the_configured_looks(
+    world: tuple[Simulator, Runtime],
+) -> None:
+    sim, rt = world
+    rt.settings = replace(rt.settings, reconciler=replace(rt.settings.reconciler, rma_wait_polls=2))
+    sn = quiet_return_without_rma(sim)
+    await load_from_temu(rt)
+    await temu_moves(rt, sim, sn, 6)
+    await passes(rt, 2)
+    assert (await task_row(rt, f"oc_cancel:{SHOP}:{sn}"))["state"] == "pending"
+    await passes(rt, 1)
+    row = await task_row(rt, f"oc_cancel:{SHOP}:{sn}")
+    assert (row["state"], row["result"]["outcome"]) == ("done", "no_rma")
+    sim.open_rma(SHOP, sn)  # too late: the task is finished
+    await passes(rt, 1)
+    assert [p for p in sim.oc_pushes() if p["referenceNumber"] == sn] == []
+
+
+async def test_tracking_waits_for_an_rma_opened_after_the_buyer_shipped(
+    world: tuple[Simulator, Runtime],
+) -> None:
+    sim, rt = world
+    sn = quiet_return_without_rma(sim)
+    await load_from_temu(rt)
+    await temu_moves(rt, sim, sn, 2)  # the buyer ships: Temu shows a tracking number
+    (shipped,) = sim.truth_logistics(SHOP)[sn]
+    await passes(rt, 2)
+    key = f"oc_tracking:{SHOP}:{sn}:{shipped['trackingNumber']}"
+    assert (await task_row(rt, key))["state"] == "pending"
+    rma = sim.open_rma(SHOP, sn)
+    sim.world.oc.rmas[rma["orderNumber"]].tracking_number = ""  # OC does not know it yet
+    await passes(rt, 2)
+    assert pushes_to(sim, rma["orderNumber"]) == [("UPDATE_TRACKING", shipped["trackingNumber"])]
+    assert (await task_row(rt, key))["result"]["outcome"] == "pushed"
+
+
+async def test_every_distinct_tracking_number_reaches_the_rma_once(
+    world: tuple[Simulator, Runtime],
+) -> None:
+    sim, rt = world
+    sn = quiet_return_without_rma(sim)
+    rma = sim.open_rma(SHOP, sn)
+    sim.world.oc.rmas[rma["orderNumber"]].tracking_number = ""
+    await load_from_temu(rt)
+    sim.set_return_status(SHOP, sn, 2)
+    rec = sim.world.shop(SHOP).returns.by_sn[sn]
+    (first,) = rec.logistics
+    # Two packages, the first listed twice (once without a carrier), and an empty entry.
+    rec.logistics += [
+        logistics_entry("UPS", "1ZSECONDPACKAGE01"),
+        {**first, "carrierName": ""},
+        logistics_entry("UPS", ""),
+    ]
+    await asyncio.sleep(1.1)
+    await load_from_temu(rt)
+    await passes(rt, 3)
+    pushed = pushes_to(sim, rma["orderNumber"])
+    assert sorted(pushed) == sorted(
+        [
+            ("UPDATE_TRACKING", first["trackingNumber"]),
+            ("UPDATE_TRACKING", "1ZSECONDPACKAGE01"),
+        ]
+    )
+    carriers = {
+        p["trackingNumber"]: p["carrierName"]
+        for p in sim.oc_pushes()
+        if p["orderNumber"] == rma["orderNumber"]
+    }
+    assert carriers[first["trackingNumber"]] == first["carrierName"]
+    assert carriers["1ZSECONDPACKAGE01"] == "UPS"
+    await passes(rt, 2)
+    assert len(pushes_to(sim, rma["orderNumber"])) == 2, "each number once"

@@ -6,12 +6,20 @@ from typing import Any
 
 import pytest
 
-from engine.oc.client import Rma
+from engine.oc.client import OCAuthError, OCBusinessError, OCError, Rma
 from engine.reconcile.carriers import CarrierDirectory, UnknownCarrier, region_of
-from engine.reconcile.executor import exponential_backoff
-from engine.reconcile.oc_rmas import open_rmas, push_message_id
+from engine.reconcile.executor import (
+    BLOCKED,
+    CONFIG_WAIT_S,
+    exponential_backoff,
+    outcome_of_error,
+)
+from engine.reconcile.oc_rmas import RmaWait, open_rmas, push_message_id
+from engine.reconcile.tasks import Done, Park, Retry, Wait
+from engine.reconcile.temu_side import TemuReturn, trackings
 from engine.reconcile.upload_label import LabelProblem, _schedule, _warehouse, normalize_mode
 from engine.reconcile.wiring import poll_schedule
+from engine.temu.errors import AppNotOwned, TransportError, error_for
 
 CARRIERS = [{"carrierId": 1, "carrierName": "UPS"}, {"carrierId": 2, "carrierName": "FedEx"}]
 
@@ -87,6 +95,7 @@ def test_only_open_rmas_count() -> None:
         r.order_number
         for r in open_rmas([rma("2", "OPEN"), rma("1", "CANCELLED"), rma("0", "created")])
     ] == ["0", "2"]
+    assert rma("3", " in_transit ").is_open and not rma("4", " closed ").is_open
 
 
 def test_backoff_doubles_up_to_the_cap_and_polls_start_eager() -> None:
@@ -94,3 +103,87 @@ def test_backoff_doubles_up_to_the_cap_and_polls_start_eager() -> None:
     assert [backoff(n) for n in (1, 2, 3, 4)] == [15, 30, 60, 100]
     polls = poll_schedule(15)
     assert [polls(n) for n in range(6)] == [0, 0, 0, 15, 30, 60]
+
+
+def temu(code: int) -> Exception:
+    return error_for("temu.aftersales.upload.returnlabel", code, "msg", "req-1")
+
+
+@pytest.mark.parametrize(
+    ("exc", "kind"),
+    [
+        (temu(3000000), Park),  # bad params: our bug or bad data, the same call fails again
+        (temu(130010006), Park),  # label refused
+        (temu(2000000), Retry),
+        (temu(4000000), Retry),
+        (temu(4000004), Retry),
+        (TransportError("t", 502, "bad gateway"), Retry),
+        (OCError("OC query_orders: gave up", retryable=True), Retry),
+        (OCError("OC cancel_rma: HTTP 404"), Park),
+        (OCBusinessError("OC cancel_rma: business error CANCEL_NOT_ALLOWED"), Park),
+        (RuntimeError("database connection lost"), Retry),
+    ],
+)
+def test_a_failure_retries_only_when_retrying_can_help(exc: Exception, kind: type) -> None:
+    outcome = outcome_of_error(exc)
+    assert type(outcome) is kind
+    assert not outcome.reason.startswith(BLOCKED)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        temu(3000001),  # bad signature: the app's secret
+        temu(3000022),  # unknown app_key
+        temu(3000034),  # the shop's token expired
+        temu(5000002),  # IP not whitelisted
+        temu(3000012),  # clock skew beyond 300 s: the host's clock
+        OCAuthError("OC token refresh: rejected (HTTP 400)"),
+    ],
+)
+def test_configuration_problems_wait_long_without_using_attempts(exc: Exception) -> None:
+    outcome = outcome_of_error(exc, config_wait_s=CONFIG_WAIT_S)
+    assert isinstance(outcome, Wait)
+    assert outcome.delay_s == CONFIG_WAIT_S >= 600
+    assert outcome.reason.startswith(BLOCKED) and str(exc) in outcome.reason
+
+
+def test_an_app_leased_elsewhere_hands_the_task_back_at_once() -> None:
+    outcome = outcome_of_error(AppNotOwned("(lease)", 0, "app k is not leased to this process"))
+    assert isinstance(outcome, Wait) and outcome.delay_s == 0
+    assert not outcome.reason.startswith(BLOCKED)
+
+
+def test_temu_return_reads_numeric_strings_like_the_store() -> None:
+    r = TemuReturn({"parentAfterSalesStatus": "8", "availableOperateList": ["1", 10, " 3 ", "x"]})
+    assert (r.status, r.operations, r.awaiting_label) == (8, [1, 10, 3], True)
+    assert TemuReturn(
+        {"parentAfterSalesStatus": 8.0, "availableOperateList": ["10"]}
+    ).awaiting_label
+    odd = TemuReturn({"parentAfterSalesStatus": True, "availableOperateList": "10"})
+    assert (odd.status, odd.operations, odd.awaiting_label) == (None, [], False)
+    assert TemuReturn({"parentAfterSalesStatus": "8.5"}).status is None
+
+
+def test_trackings_are_distinct_in_temu_order_with_the_first_carrier_named() -> None:
+    logistics = {
+        "logisticsInfoList": [
+            {"trackingNumber": "", "carrierName": "UPS"},
+            {"trackingNumber": "T1", "carrierName": ""},
+            {"trackingNumber": " T2 ", "carrierName": "FedEx"},
+            {"trackingNumber": "T1", "carrierName": "UPS"},
+            {"trackingNumber": "T2", "carrierName": "USPS"},
+            "junk",
+        ]
+    }
+    assert trackings(logistics) == [("T1", "UPS"), ("T2", "FedEx")]
+    assert trackings({}) == []
+
+
+def test_looking_for_a_missing_rma_is_bounded() -> None:
+    wait = RmaWait(poll_schedule(15), max_polls=4)
+    outcomes = [wait.outcome("RA-1", n) for n in range(5)]
+    assert [type(o) for o in outcomes] == [Wait, Wait, Wait, Wait, Done]
+    assert [o.delay_s for o in outcomes[:4] if isinstance(o, Wait)] == [0, 0, 0, 15]
+    assert [o.patch for o in outcomes[:2] if isinstance(o, Wait)] == [{"polls": 1}, {"polls": 2}]
+    assert outcomes[4] == Done({"outcome": "no_rma", "polls": 4})
