@@ -6,6 +6,7 @@ Every error names the file and the dotted key so an operator can fix it without 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tomllib
 from collections.abc import Mapping
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 REGION_URLS = {
     "us": "https://openapi-b-us.temu.com/openapi/router",
@@ -166,6 +168,8 @@ class Settings:
         out += [s.access_token.get() for s in self.shops]
         oc = self.orange_connex
         out += [oc.client_key.get(), oc.refresh_token.get(), self.http.admin_token.get()]
+        with contextlib.suppress(ValueError):
+            out.append(urlsplit(self.database.url).password or "")
         return [s for s in out if s]
 
 
@@ -322,7 +326,9 @@ def parse_config(
     if not schema.isidentifier():
         raise r.err("schema", f"must be a plain identifier, got {schema!r}")
     database = DatabaseSettings(
-        url=r.string("url", ""),
+        # Not a secret in interface.md, but a libpq URL may carry a password: the _env and
+        # _file forms keep it out of config.toml (systemd LoadCredential=).
+        url=r.secret("url", required=False).get(),
         schema=schema,
         data_dir=data_dir,
         pool_min=r.integer("pool_min", 1, 1),

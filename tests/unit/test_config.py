@@ -119,3 +119,22 @@ def test_two_forms_of_one_secret_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, text), env={"SHOP_TOKEN": "t"})
     assert err.value.key == "shops[0].access_token"
+
+
+def test_database_url_can_come_from_env_or_file_and_its_password_is_redacted(
+    tmp_path: Path,
+) -> None:
+    url = "postgresql://sync:pg-pass-42@db.internal:5432/temu"
+    text = GOOD.replace('url = "postgresql://localhost/db"', 'url_env = "DB_URL"')
+    s = load_config(write(tmp_path, text), env={"DB_URL": url, "SHOP_TOKEN": "t"})
+    assert s.database.url == url
+    assert "pg-pass-42" in s.secrets()  # the log filter hides it
+
+    cred = tmp_path / "db-url"
+    cred.write_text(url + "\n")
+    text = GOOD.replace('url = "postgresql://localhost/db"', f'url_file = "{cred}"')
+    assert load_config(write(tmp_path, text), env={"SHOP_TOKEN": "t"}).database.url == url
+
+    text = GOOD.replace('url = "postgresql://localhost/db"', 'url_env = "NOT_SET"')
+    with pytest.raises(ConfigError, match=r"database\.url_env"):
+        load_config(write(tmp_path, text), env={"SHOP_TOKEN": "t"})
