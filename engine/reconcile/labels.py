@@ -95,13 +95,15 @@ def _string(value: Any, name: str) -> str | None:
     raise LabelError(f"{name} must be a string, got {_json_type(value)}")
 
 
-def _https_url(value: Any, name: str) -> str:
+def _public_url(value: Any, name: str) -> str:
+    """An absolute http(s) URL: Temu fetches the label or certificate from it, so a relative
+    path, another scheme or embedded whitespace is refused here rather than by Temu later."""
     url = _string(value, name)
     if url is None:
         raise LabelError(f"missing {name}")
     parts = urlsplit(url)
-    if parts.scheme.lower() != "https" or not parts.hostname or re.search(r"\s", url):
-        raise LabelError(f"{name} must be an https:// URL, got {_shown(url)}")
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or re.search(r"\s", url):
+        raise LabelError(f"{name} must be an http(s):// URL, got {_shown(url)}")
     return url
 
 
@@ -153,7 +155,7 @@ def _ecartapi(obj: dict[str, Any]) -> _Fields:
         tracking_number=number,
         carrier_id=carrier_id,
         carrier_name=None,
-        file_url=_https_url(rf.get("fileUrl"), f"{ECART_KEY}.fileUrl"),
+        file_url=_public_url(rf.get("fileUrl"), f"{ECART_KEY}.fileUrl"),
         location_id=_string(rf.get("locationId"), f"{ECART_KEY}.locationId"),
         logistic_mode=_logistic_mode(rf.get("logisticMode"), f"{ECART_KEY}.logisticMode"),
         source="ecartapi",
@@ -181,7 +183,7 @@ def _jetti(obj: dict[str, Any]) -> _Fields:
         tracking_number=number,
         carrier_id=None,
         carrier_name=company,
-        file_url=_https_url(obj.get("labelUrl"), "labelUrl"),
+        file_url=_public_url(obj.get("labelUrl"), "labelUrl"),
         location_id=None,
         logistic_mode=None,
         source="jetti",

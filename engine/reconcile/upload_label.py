@@ -285,9 +285,11 @@ def _oc_label_payload(rma: Rma, doc_url: str, tracking: str, carrier: str) -> di
     }
 
 
-def _warehouse(prepared: dict[str, Any], location_id: str | None) -> str:
+def _warehouse(prepared: dict[str, Any], location_id: str | None) -> Any:
+    """The warehouse id exactly as prepare listed it (number or string): it is sent back as
+    ``mallWarehouseId`` unchanged. ``locationId`` is matched on its text."""
     listed = [
-        str(w["warehouseId"])
+        w["warehouseId"]
         for w in prepared.get("availableReturnWarehouseList") or []
         if isinstance(w, dict) and w.get("warehouseId") not in (None, "")
     ]
@@ -295,12 +297,13 @@ def _warehouse(prepared: dict[str, Any], location_id: str | None) -> str:
         raise LabelProblem("Temu offers no return warehouse for this return")
     if location_id is None:
         return listed[0]
-    if location_id not in listed:
-        raise LabelProblem(
-            f"locationId {location_id!r} is not one of the return's warehouses "
-            f"({', '.join(listed)})"
-        )
-    return location_id
+    for warehouse in listed:
+        if str(warehouse) == location_id:
+            return warehouse
+    raise LabelProblem(
+        f"locationId {location_id!r} is not one of the return's warehouses "
+        f"({', '.join(str(w) for w in listed)})"
+    )
 
 
 def _schedule(prepared: dict[str, Any]) -> dict[str, Any]:

@@ -218,8 +218,11 @@ def returnlabel_prepare(call: Call) -> dict[str, Any]:
     }
 
 
-def _https(value: object) -> bool:
-    return isinstance(value, str) and value.startswith("https://") and len(value) > len("https://")
+def _http_url(value: object) -> bool:
+    """An absolute http(s) URL (the spec asks for a public one, not for TLS)."""
+    return isinstance(value, str) and any(
+        value.startswith(p) and len(value) > len(p) for p in ("https://", "http://")
+    )
 
 
 def _carrier_id(value: object) -> int | None:
@@ -244,14 +247,14 @@ def _check_label(call: Call, rec: ReturnRec, dto: object) -> tuple[str, str]:
         raise ApiError(LABEL_INVALID, "carrierId is not a known carrier")
     urls = {k: dto.get(k) for k in ("returnLabelUrl", "pickUpCertificateImageUrl")}
     for key, url in urls.items():
-        if url not in (None, "") and not _https(url):
-            raise ApiError(LABEL_INVALID, f"{key} must be an https URL")
+        if url not in (None, "") and not _http_url(url):
+            raise ApiError(LABEL_INVALID, f"{key} must be an http(s) URL")
     if rec.delivery_type == PICK_UP:
         # temu-api.md "Drop off vs pick up": a pick-up carries the certificate image, and a
         # label PDF alone does not stand in for it.
-        if not _https(urls["pickUpCertificateImageUrl"]):
+        if not _http_url(urls["pickUpCertificateImageUrl"]):
             raise ApiError(LABEL_INVALID, "a pick-up needs pickUpCertificateImageUrl")
-    elif not _https(urls["returnLabelUrl"]):
+    elif not _http_url(urls["returnLabelUrl"]):
         raise ApiError(LABEL_INVALID, "a drop-off needs returnLabelUrl (the label PDF)")
     tracking = dto.get("trackingNumber")
     if not isinstance(tracking, str) or not _TRACKING.fullmatch(tracking):

@@ -183,7 +183,6 @@ def test_jetti_missing_tracking_number() -> None:
 @pytest.mark.parametrize(
     "url",
     [
-        "http://cdn.example.com/label.pdf",
         "ftp://cdn.example.com/label.pdf",
         "cdn.example.com/label.pdf",
         "https://",
@@ -191,13 +190,16 @@ def test_jetti_missing_tracking_number() -> None:
         "https://cdn.example.com/my label.pdf",
     ],
 )
-def test_url_must_be_https(url: str) -> None:
-    assert "must be an https:// URL" in reason(ecart(fileUrl=url))
-    assert "labelUrl must be an https:// URL" in reason(jetti(labelUrl=url))
+def test_url_must_be_an_absolute_http_url(url: str) -> None:
+    assert "must be an http(s):// URL" in reason(ecart(fileUrl=url))
+    assert "labelUrl must be an http(s):// URL" in reason(jetti(labelUrl=url))
 
 
-def test_https_scheme_is_case_insensitive() -> None:
+def test_public_http_and_https_urls_are_accepted_in_any_case() -> None:
+    # The spec asks for a public URL, not for TLS.
     assert parse_label(ecart(fileUrl="HTTPS://cdn.example.com/l.pdf"), shops=ONE_SHOP)
+    assert parse_label(ecart(fileUrl="http://cdn.example.com/l.pdf"), shops=ONE_SHOP)
+    assert parse_label(jetti(labelUrl="http://cdn.example.com/l.png"), shops=ONE_SHOP)
 
 
 def test_missing_url() -> None:
@@ -274,7 +276,7 @@ def test_lines_keep_good_ones_and_number_bad_ones() -> None:
             dumps(jetti(trackingNumber=None)),  # 5
             dumps(jetti()),  # 6
             dumps([1]),  # 7
-            dumps(ecart(fileUrl="http://x.example/l.pdf")),  # 8: same sn as line 1, but bad
+            dumps(ecart(fileUrl="ftp://x.example/l.pdf")),  # 8: same sn as line 1, but bad
             dumps(ecart()),  # 9: duplicate of line 1
             "",
         ]
@@ -286,7 +288,7 @@ def test_lines_keep_good_ones_and_number_bad_ones() -> None:
     assert reasons[4].startswith("invalid JSON")
     assert reasons[5] == "missing tracking number (trackingNumber)"
     assert reasons[7].startswith("not a JSON object")
-    assert "https" in reasons[8]
+    assert "http(s)" in reasons[8]
     assert reasons[9] == "parentAfterSalesSn 'PO-1-A' already given on line 1"
 
 

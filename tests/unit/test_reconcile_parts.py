@@ -47,6 +47,10 @@ def test_warehouse_is_the_location_given_else_the_first() -> None:
         _warehouse(prepared, "C")
     with pytest.raises(LabelProblem, match="no return warehouse"):
         _warehouse({}, None)
+    # A numeric id goes back to Temu as the number prepare gave, not as text.
+    numeric = {"availableReturnWarehouseList": [{"warehouseId": 7001}, {"warehouseId": 7002}]}
+    assert _warehouse(numeric, None) == 7001
+    assert _warehouse(numeric, "7002") == 7002
 
 
 def test_logistic_mode_is_case_insensitive() -> None:
