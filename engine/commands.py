@@ -97,8 +97,14 @@ def print_json_summary(summary: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def _exit_for(rt: Runtime) -> int:
-    return EXIT_PARTIAL if rt.counters.shops_failed else EXIT_OK
+def _exit_for(rt: Runtime, shops: list[str] | None = None) -> int:
+    """0, or 3 when some shops failed and the others completed; 1 when every shop of the run
+    failed (nothing completed, so it is a failure, not a partial result)."""
+    failed = rt.counters.shops_failed
+    if not failed:
+        return EXIT_OK
+    selected = set(shops if shops is not None else (s.id for s in rt.settings.shops))
+    return EXIT_FAILURE if selected <= failed else EXIT_PARTIAL
 
 
 async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
@@ -167,7 +173,7 @@ async def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
         for (shop, stream), message in sorted(result.failed.items()):
             log.error("shop %s, stream %s failed: %s", shop, stream, message)
         _report(rt, as_json=args.json, title="backfill")
-        return _exit_for(rt)
+        return _exit_for(rt, shops)
     finally:
         if keeper is not None:
             await keeper.close()
@@ -273,7 +279,9 @@ def _ago(ts: datetime | None, now: float) -> str:
 async def cmd_status(settings: Settings, *, as_json: bool) -> int:
     rt = await open_runtime(settings)
     try:
-        rows = await rt.store.sync_status()
+        rows = await rt.store.sync_status(
+            [s.id for s in settings.shops], rt.sync_service().enabled_streams()
+        )
         outbox = await rt.store.outbox_summary()
         blocked, blocked_error, blocked_key = await ReconcileStore(rt.pool).blocked(BLOCKED)
         outbox.update(
@@ -351,8 +359,11 @@ def _print_cluster(apps: list[Lease], daemons: list[DaemonRow], now: float) -> N
 
 def _error_cell(row: dict[str, Any]) -> str:
     error = row.get("last_error")
+    if not row.get("configured", True):
+        return f"(not in config) {error or ''}".rstrip()
     if not error:
-        return ""
+        synced = row.get("position") is not None or row.get("last_success_at") is not None
+        return "" if synced else "never synced"
     # An error older than the last success is history; a current one needs attention.
     return f"FAILING: {error}" if row.get("failing") else f"(earlier) {error}"
 

@@ -49,7 +49,9 @@ POLL_CAP_S = 3600.0
 # the wait doubles, so a return whose RMA never gets a label costs a few calls per day.
 EAGER_POLLS = 3
 STOP_GRACE_S = 5.0
-EXIT_OK, EXIT_NONE_QUEUED, EXIT_UNREADABLE, EXIT_SOME_REFUSED = 0, 1, 2, 3
+# interface.md: bad lines are reported and skipped, good lines still queued; that is success
+# (0). Exit 3 is reserved for "some shops failed", so only "nothing could be queued" fails (1).
+EXIT_OK, EXIT_NONE_QUEUED, EXIT_UNREADABLE = 0, 1, 2
 
 
 @dataclass
@@ -261,6 +263,4 @@ async def import_labels(rt: Runtime, path: str) -> int:
     for line_no, reason in sorted(bad):
         print(f"line {line_no}: {reason}", file=sys.stderr)
     print(f"{queued} label(s) queued, {len(bad)} line(s) refused")
-    if bad:
-        return EXIT_SOME_REFUSED if queued else EXIT_NONE_QUEUED
-    return EXIT_OK
+    return EXIT_NONE_QUEUED if bad and not queued else EXIT_OK

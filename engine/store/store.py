@@ -249,10 +249,14 @@ class Store:
     async def record_error(self, shop_id: str, stream: str, kind: str, message: str) -> None:
         await self._pool.execute(self._q["record_error"], shop_id, stream, kind, message)
 
-    async def sync_status(self) -> list[dict[str, Any]]:
+    async def sync_status(
+        self, shops: Sequence[str] = (), streams: Sequence[str] = ()
+    ) -> list[dict[str, Any]]:
         """Per shop, stream and kind: position (also as ``cursor``), lag_s, last_success_at,
-        last_error, last_error_at, failing (an error newer than the last success)."""
-        return [dict(r) for r in await self._pool.fetch(self._q["sync_status"])]
+        last_error, last_error_at, failing (an error newer than the last success) and
+        configured. Every pair of ``shops`` x ``streams`` gets at least an incremental row."""
+        rows = await self._pool.fetch(self._q["sync_status"], list(shops), list(streams))
+        return [dict(r) for r in rows]
 
     # -- outbox ---------------------------------------------------------------------------------
 

@@ -39,9 +39,32 @@ ON CONFLICT (shop_id, stream, kind) DO UPDATE SET
     updated_at = EXCLUDED.updated_at;
 
 -- name: sync_status
-SELECT shop_id, stream, kind, position, position AS cursor, last_success_at, last_error, last_error_at, updated_at,
-       extract(epoch FROM now() - position)::float8 AS lag_s,
-       (last_error_at IS NOT NULL
-        AND (last_success_at IS NULL OR last_error_at > last_success_at)) AS failing
-FROM sync_state
-ORDER BY shop_id, stream, kind = 'incremental' DESC, kind;
+-- $1 configured shop ids, $2 enabled streams. Every configured pair is listed, with an empty
+-- incremental row when it never synced (a new shop is visible before its first pass); rows of
+-- shops or streams no longer configured stay listed with configured = false.
+WITH configured AS (
+    SELECT s AS shop_id, t AS stream
+    FROM unnest($1::text[]) AS s CROSS JOIN unnest($2::text[]) AS t
+),
+rows AS (
+    SELECT st.shop_id, st.stream, st.kind, st.position, st.last_success_at, st.last_error,
+           st.last_error_at, st.updated_at
+    FROM sync_state AS st
+    UNION ALL
+    SELECT c.shop_id, c.stream, 'incremental', NULL, NULL, NULL, NULL, NULL
+    FROM configured AS c
+    WHERE NOT EXISTS (
+        SELECT 1 FROM sync_state AS x
+        WHERE x.shop_id = c.shop_id AND x.stream = c.stream AND x.kind = 'incremental'
+    )
+)
+SELECT r.shop_id, r.stream, r.kind, r.position, r.position AS cursor, r.last_success_at,
+       r.last_error, r.last_error_at, r.updated_at,
+       extract(epoch FROM now() - r.position)::float8 AS lag_s,
+       (r.last_error_at IS NOT NULL
+        AND (r.last_success_at IS NULL OR r.last_error_at > r.last_success_at)) AS failing,
+       (cardinality($1::text[]) = 0
+        OR EXISTS (SELECT 1 FROM configured AS c
+                   WHERE c.shop_id = r.shop_id AND c.stream = r.stream)) AS configured
+FROM rows AS r
+ORDER BY r.shop_id, r.stream, r.kind = 'incremental' DESC, r.kind;

@@ -396,3 +396,22 @@ async def test_oc_tokens(store: Store) -> None:
         "AT-2",
         exp,
     )
+
+
+async def test_status_lists_every_configured_shop_and_stream(store: Store) -> None:
+    """A configured shop that never synced is listed; one no longer configured is marked."""
+    await store.record_success("gone-shop", "orders", "incremental")
+    await store.set_cursor(SHOP, "orders", "incremental", datetime(2025, 1, 1, tzinfo=UTC))
+    rows = await store.sync_status([SHOP, "new-shop"], ["orders", "returns"])
+    got = {(r["shop_id"], r["stream"], r["kind"]): r for r in rows}
+    assert set(got) == {
+        (SHOP, "orders", "incremental"),
+        (SHOP, "returns", "incremental"),
+        ("new-shop", "orders", "incremental"),
+        ("new-shop", "returns", "incremental"),
+        ("gone-shop", "orders", "incremental"),
+    }
+    assert got[("new-shop", "orders", "incremental")]["cursor"] is None
+    assert got[(SHOP, "orders", "incremental")]["cursor"] == datetime(2025, 1, 1, tzinfo=UTC)
+    assert got[("gone-shop", "orders", "incremental")]["configured"] is False
+    assert all(r["configured"] for k, r in got.items() if k[0] != "gone-shop")
