@@ -29,7 +29,7 @@ from engine.sync.service import ShopHandle, SyncService
 from engine.temu.api import TemuShopApi
 from engine.temu.limiter import AppPacer
 from engine.temu.stats import CallStats
-from engine.temu.transport import TemuTransport
+from engine.temu.transport import TemuTransport, send_fence
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +138,7 @@ async def open_runtime(
     stats = CallStats(observer=observer)
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=200, enable_cleanup_closed=True),
+        trace_configs=[send_fence()],
     )
     pacers = {a.app_key: AppPacer(a.qps) for a in settings.apps}
     transports = {

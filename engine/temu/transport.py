@@ -16,6 +16,7 @@ import orjson
 from engine.config import AppSettings
 from engine.temu import stats as outcomes
 from engine.temu.errors import (
+    AppNotOwned,
     RateLimited,
     SystemBusy,
     TemuError,
@@ -112,6 +113,12 @@ class TemuTransport:
                 self.stats.retries += 1
             try:
                 result = await self._send(api_type, body, secrets, timestamp, send)
+            except AppNotOwned:
+                # Fenced before any byte left (send_fence): no request reached Temu.
+                self.stats.requests -= 1
+                if attempt > 1:
+                    self.stats.retries -= 1
+                raise
             except TemuError as exc:
                 exc.app_key = self.app.app_key
                 failures[isinstance(exc, RateLimited)] += 1
@@ -189,7 +196,11 @@ class TemuTransport:
     ) -> dict[str, Any]:
         try:
             async with self.session.post(
-                self.app.router_url, data=body, headers=_JSON_HEADERS, timeout=self._timeout
+                self.app.router_url,
+                data=body,
+                headers=_JSON_HEADERS,
+                timeout=self._timeout,
+                trace_request_ctx=self.pacer.gate,  # see send_fence()
             ) as resp:
                 # The round trip bounds how late this send reached the rate window.
                 self.pacer.on_answer(send)
@@ -203,6 +214,26 @@ class TemuTransport:
                 api_type, 0, f"{type(exc).__name__}: {exc}", secrets=secrets
             ) from None
         return _parse_envelope(api_type, status, raw, secrets, timestamp, server_time)
+
+
+def send_fence() -> aiohttp.TraceConfig:
+    """For the session's ``trace_configs``: checks the app's lease gate again once the
+    connection is ready, just before the request is written.
+
+    The pacer checks the gate when it grants a send, but a process paused between that grant
+    and the write (SIGSTOP, a VM freeze, a long GC) would, on waking, send for an app another
+    process took over meanwhile, and the two would together exceed the app's limit. Raising
+    here (``AppNotOwned``) aborts the request before any byte leaves."""
+
+    async def check(_session: aiohttp.ClientSession, ctx: Any, _params: Any) -> None:
+        gate = ctx.trace_request_ctx
+        if gate is not None:
+            gate()
+
+    trace = aiohttp.TraceConfig()
+    trace.on_connection_create_end.append(check)
+    trace.on_connection_reuseconn.append(check)
+    return trace
 
 
 def _http_date(value: str | None) -> int | None:

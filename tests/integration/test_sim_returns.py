@@ -153,7 +153,7 @@ async def test_drop_off_label_upload_validation_and_effect(
         answer = await sim_caller.call(UPLOAD, **ids, returnLabelDTOList=list(dtos), **extra)
         return int(answer["errorCode"])
 
-    assert await upload(_label(prep, returnLabelUrl="http://insecure/l.pdf")) == 130010006
+    assert await upload(_label(prep, returnLabelUrl="ftp://insecure/l.pdf")) == 130010006
     assert await upload(_label(prep, mallWarehouseId="WH-nowhere")) == 130010006
     assert await upload(_label(prep, carrierId=12345)) == 130010006
     assert await upload(_label(prep, trackingNumber="")) == 130010007
