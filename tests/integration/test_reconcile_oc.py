@@ -11,6 +11,7 @@ import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -217,6 +218,11 @@ async def temu_moves(rt: Runtime, sim: Simulator, sn: str, status: int) -> None:
     await load_from_temu(rt)
 
 
+async def minutes_pass(rt: Runtime) -> None:
+    """As if the minutes a task waits for an RMA had passed: every pending task is due."""
+    await rt.pool.execute("UPDATE outbox SET next_attempt_at = now() WHERE state = 'pending'")
+
+
 def pushes_to(sim: Simulator, order_number: str) -> list[tuple[str, str | None]]:
     return [
         (p["operation"], p.get("trackingNumber"))
@@ -275,8 +281,12 @@ async def test_a_cancel_waits_for_an_rma_opened_after_the_buyer_cancelled(
     row = await task_row(rt, f"oc_cancel:{SHOP}:{sn}")
     assert row["state"] == "pending" and "no Orange Connex RMA" in row["last_error"]
     assert row["attempts"] == 0, "looking again for an RMA uses no attempt"
+    assert row["next_attempt_at"] > datetime.now(UTC) + timedelta(minutes=4), "not at every pass"
     rma = sim.open_rma(SHOP, sn)  # the merchant opens the RMA late
-    await passes(rt, 2)
+    await passes(rt, 1)
+    assert pushes_to(sim, rma["orderNumber"]) == [], "looked again before its time"
+    await minutes_pass(rt)
+    await passes(rt, 1)
     assert pushes_to(sim, rma["orderNumber"]) == [("CANCEL", None)]
     row = await task_row(rt, f"oc_cancel:{SHOP}:{sn}")
     assert (row["state"], row["result"]["outcome"]) == ("done", "cancelled")
@@ -290,12 +300,16 @@ async def test_a_push_gives_up_on_a_missing_rma_after_the_configured_looks(
     sn = quiet_return_without_rma(sim)
     await load_from_temu(rt)
     await temu_moves(rt, sim, sn, 6)
-    await passes(rt, 2)
+    await passes(rt, 1)  # look 1
+    await minutes_pass(rt)
+    await passes(rt, 1)  # look 2
     assert (await task_row(rt, f"oc_cancel:{SHOP}:{sn}"))["state"] == "pending"
+    await minutes_pass(rt)
     await passes(rt, 1)
     row = await task_row(rt, f"oc_cancel:{SHOP}:{sn}")
     assert (row["state"], row["result"]["outcome"]) == ("done", "no_rma")
     sim.open_rma(SHOP, sn)  # too late: the task is finished
+    await minutes_pass(rt)
     await passes(rt, 1)
     assert [p for p in sim.oc_pushes() if p["referenceNumber"] == sn] == []
 
@@ -313,7 +327,8 @@ async def test_tracking_waits_for_an_rma_opened_after_the_buyer_shipped(
     assert (await task_row(rt, key))["state"] == "pending"
     rma = sim.open_rma(SHOP, sn)
     sim.world.oc.rmas[rma["orderNumber"]].tracking_number = ""  # OC does not know it yet
-    await passes(rt, 2)
+    await minutes_pass(rt)
+    await passes(rt, 1)
     assert pushes_to(sim, rma["orderNumber"]) == [("UPDATE_TRACKING", shipped["trackingNumber"])]
     assert (await task_row(rt, key))["result"]["outcome"] == "pushed"
 

@@ -18,7 +18,7 @@ from engine.reconcile.oc_rmas import RmaWait, open_rmas, push_message_id
 from engine.reconcile.tasks import Done, Park, Retry, Wait
 from engine.reconcile.temu_side import TemuReturn, trackings
 from engine.reconcile.upload_label import LabelProblem, _schedule, _warehouse, normalize_mode
-from engine.reconcile.wiring import poll_schedule
+from engine.reconcile.wiring import poll_schedule, rma_wait_schedule
 from engine.temu.errors import AppNotOwned, TransportError, error_for
 
 CARRIERS = [{"carrierId": 1, "carrierName": "UPS"}, {"carrierId": 2, "carrierName": "FedEx"}]
@@ -185,9 +185,11 @@ def test_trackings_are_distinct_in_temu_order_with_the_first_carrier_named() -> 
 
 
 def test_looking_for_a_missing_rma_is_bounded() -> None:
-    wait = RmaWait(poll_schedule(15), max_polls=4)
+    wait = RmaWait(rma_wait_schedule(), max_polls=4)
     outcomes = [wait.outcome("RA-1", n) for n in range(5)]
     assert [type(o) for o in outcomes] == [Wait, Wait, Wait, Wait, Done]
-    assert [o.delay_s for o in outcomes[:4] if isinstance(o, Wait)] == [0, 0, 0, 15]
+    # Never at the next pass: the OC budget belongs to label uploads; minutes, then hours.
+    assert [o.delay_s for o in outcomes[:4] if isinstance(o, Wait)] == [300, 600, 1200, 2400]
+    assert rma_wait_schedule()(29) == 3600
     assert [o.patch for o in outcomes[:2] if isinstance(o, Wait)] == [{"polls": 1}, {"polls": 2}]
     assert outcomes[4] == Done({"outcome": "no_rma", "polls": 4})
