@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 
 FORBIDDEN = 130010005
 DROP_OFF, PICK_UP = "dropOff", "pickUp"
-DELIVERY_MODES = {3: DROP_OFF, 4: PICK_UP}  # returnDeliveryType
 SLOT_MODE, LATEST_MODE = 1, 3  # pickUpTimeScheduleMode
 # The upload call must finish inside the lease; the transport's timeout is far below this.
 UPLOAD_COVER_S = 120.0
@@ -182,11 +181,9 @@ class UploadLabel:
             )
         except UnknownCarrier as exc:
             raise LabelProblem(exc.reason) from None
-        mode = (
-            normalize_mode(label.get("logistic_mode"))
-            or DELIVERY_MODES.get(info.return_delivery_type or 0)
-            or self._default_mode
-        )
+        # interface.md: reconciler.logistic_mode is the "default for labels that do not say"
+        # (an OC label never says; it is a PDF for drop-off by default).
+        mode = normalize_mode(label.get("logistic_mode")) or self._default_mode
         url = str(label["file_url"])
         dto: dict[str, Any] = {
             "mallWarehouseId": warehouse,

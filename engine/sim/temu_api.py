@@ -22,7 +22,7 @@ from engine.sim.data import ShopData, logistics_entry
 from engine.sim.orders import REGION_US, STATUSES
 from engine.sim.params import opt_int, opt_str_list, refuse, req_int, req_str, window
 from engine.sim.query import Query, Selection, page
-from engine.sim.returns import LABEL_PENDING, OP_UPLOAD_LABEL, PICK_UP, STATUS_GROUP, ReturnRec
+from engine.sim.returns import LABEL_PENDING, OP_UPLOAD_LABEL, STATUS_GROUP, ReturnRec
 from engine.sim.world import World
 
 _TRACKING = re.compile(r"[A-Za-z0-9-]{6,40}")
@@ -235,7 +235,15 @@ def _carrier_id(value: object) -> int | None:
     return None
 
 
-def _check_label(call: Call, rec: ReturnRec, dto: object) -> tuple[str, str]:
+def _is_pick_up(p: dict[str, Any], dtos: list[Any]) -> bool:
+    """The upload says which it is (temu-api.md "Drop off vs pick up"): a pick-up carries the
+    certificate image and a schedule; the return's own returnDeliveryType does not decide."""
+    if p.get("pickUpTimeScheduleMode") is not None:
+        return True
+    return any(isinstance(d, dict) and d.get("pickUpCertificateImageUrl") for d in dtos)
+
+
+def _check_label(call: Call, dto: object, *, pick_up: bool) -> tuple[str, str]:
     """Validates one returnLabelDTO; answers (carrier name, tracking number)."""
     if not isinstance(dto, dict):
         raise ApiError(BAD_PARAMS, "returnLabelDTOList items must be objects")
@@ -249,7 +257,7 @@ def _check_label(call: Call, rec: ReturnRec, dto: object) -> tuple[str, str]:
     for key, url in urls.items():
         if url not in (None, "") and not _http_url(url):
             raise ApiError(LABEL_INVALID, f"{key} must be an http(s) URL")
-    if rec.delivery_type == PICK_UP:
+    if pick_up:
         # temu-api.md "Drop off vs pick up": a pick-up carries the certificate image, and a
         # label PDF alone does not stand in for it.
         if not _http_url(urls["pickUpCertificateImageUrl"]):
@@ -277,7 +285,7 @@ def _check_schedule(p: dict[str, Any], rec: ReturnRec) -> dict[str, Any]:
         if not 0 < latest <= rec.latest_pickup_ms:
             raise ApiError(BAD_PARAMS, "latestTimestamp is after merchantLatestPickUpTime")
         return {"pickUpTimeScheduleMode": 3, "latestTimestamp": latest}
-    raise ApiError(BAD_PARAMS, "a pick-up return needs pickUpTimeScheduleMode 1 or 3")
+    raise ApiError(BAD_PARAMS, "a pick-up needs pickUpTimeScheduleMode 1 or 3")
 
 
 def upload_returnlabel(call: Call) -> None:
@@ -287,8 +295,9 @@ def upload_returnlabel(call: Call) -> None:
     dtos = p.get("returnLabelDTOList")
     if not isinstance(dtos, list) or not dtos:
         raise ApiError(BAD_PARAMS, "returnLabelDTOList is required")
-    labels = [_check_label(call, rec, dto) for dto in dtos]
-    schedule = _check_schedule(p, rec) if rec.delivery_type == PICK_UP else {}
+    pick_up = _is_pick_up(p, dtos)
+    labels = [_check_label(call, dto, pick_up=pick_up) for dto in dtos]
+    schedule = _check_schedule(p, rec) if pick_up else {}
     world = call.world
     now = world.now()
     world.uploads.append(

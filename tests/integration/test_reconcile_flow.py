@@ -12,8 +12,10 @@ import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from engine.commands import cmd_status
@@ -21,7 +23,7 @@ from engine.config import Settings
 from engine.reconcile.executor import BLOCKED, _TaskLease
 from engine.reconcile.tasks import upload_key
 from engine.reconcile.upload_label import UploadLabel
-from engine.reconcile.wiring import build_reconciler, reconcile_once
+from engine.reconcile.wiring import build_reconciler, import_labels, reconcile_once
 from engine.runtime import Runtime, open_runtime
 from engine.sim.catalog import CARRIERS_BY_NAME
 from engine.sim.config import SimConfig
@@ -87,7 +89,7 @@ async def passes(rt: Runtime, n: int) -> None:
 
 
 async def test_each_waiting_return_gets_one_upload_with_the_right_label(
-    world: tuple[Simulator, Runtime],
+    world: tuple[Simulator, Runtime], tmp_path: Path
 ) -> None:
     sim, rt = world
     shop_data = sim.world.shop(SHOP)
@@ -107,6 +109,24 @@ async def test_each_waiting_return_gets_one_upload_with_the_right_label(
     ]
     shop_data.returns.by_sn[pickups[1]].pickup_slots = []
     await load_from_temu(rt)
+    # The merchant says "pick up" for those two (ecartAPI shape); every other label is an OC
+    # label, which does not say, so reconciler.logistic_mode (dropOff) applies to it whatever
+    # the return's returnDeliveryType (interface.md: "default for labels that do not say").
+    certificates = {sn: f"https://cdn.example.com/pickup-{sn}.jpg" for sn in pickups[:2]}
+    merchant = [
+        {
+            "parentAfterSalesSn": sn,
+            "returnFulfillment": {
+                "tracking": {"number": f"1Z99900000000000{i}", "companyId": "699272611"},
+                "fileUrl": url,
+                "logisticMode": "pickUp",
+            },
+        }
+        for i, (sn, url) in enumerate(certificates.items())
+    ]
+    labels = tmp_path / "pickups.jsonl"
+    labels.write_text("\n".join(orjson.dumps(m).decode() for m in merchant) + "\n")
+    assert await import_labels(rt, str(labels)) == 0
 
     await reconcile_once(rt)
     assert sim.uploads() == [] or all(
@@ -122,18 +142,21 @@ async def test_each_waiting_return_gets_one_upload_with_the_right_label(
     first_warehouse = shop_data.warehouses[0].warehouse_id
     for up in uploads:
         sn = up["parentAfterSalesSn"]
-        rma, rec = with_rma[sn], shop_data.returns.by_sn[sn]
+        rma = with_rma[sn]
         (dto,) = up["returnLabelDTOList"]
-        url = f"https://labels.oc-sim.example/{rma['orderNumber']}/label.pdf"
+        assert dto["mallWarehouseId"] == first_warehouse
+        if sn in certificates:
+            assert dto["pickUpCertificateImageUrl"] == certificates[sn]
+            assert "returnLabelUrl" not in dto
+            assert dto["carrierId"] == 699272611
+            continue
         assert dto["trackingNumber"] == rma["labelTracking"]
         assert dto["carrierId"] == CARRIERS_BY_NAME[rma["labelCarrier"]].carrier_id
-        assert dto["mallWarehouseId"] == first_warehouse
-        if rec.delivery_type == 4:
-            assert dto["pickUpCertificateImageUrl"] == url
-            assert "returnLabelUrl" not in dto
-        else:
-            assert dto["returnLabelUrl"] == url
-            assert "pickUpTimeScheduleMode" not in up
+        assert (
+            dto["returnLabelUrl"] == f"https://labels.oc-sim.example/{rma['orderNumber']}/label.pdf"
+        )
+        assert "pickUpCertificateImageUrl" not in dto
+        assert "pickUpTimeScheduleMode" not in up
     by_sn = {u["parentAfterSalesSn"]: u for u in uploads}
     slot = by_sn[pickups[0]]
     assert (slot["pickUpTimeScheduleMode"], slot["startTimestamp"], slot["endTimestamp"]) == (
@@ -147,7 +170,7 @@ async def test_each_waiting_return_gets_one_upload_with_the_right_label(
 
     # What Temu shows now is stored, and more passes change nothing.
     row = await rt.store.get_return_logistics(SHOP, pickups[0])
-    assert row is not None and row["tracking_number"] == with_rma[pickups[0]]["labelTracking"]
+    assert row is not None and row["tracking_number"] == "1Z999000000000000"
     await passes(rt, 2)
     assert len(sim.uploads()) == len(uploads)
 
