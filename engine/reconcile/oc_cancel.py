@@ -2,7 +2,7 @@
 
 Planned from the change log (one task per return). The push carries the messageId stored with
 the task, so a retry after a lost answer is recognised by OC instead of applied twice. While OC
-holds no RMA for the return the task looks again on the poll schedule (``RmaWait``): the
+holds no RMA for the return the task looks again later (``RmaWait``): the
 merchant may open the RMA after the buyer cancelled.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 
-from engine.oc.client import OCBusinessError, OCClient
-from engine.reconcile.oc_rmas import RmaWait, open_rmas, push_message_id, still_open
+from engine.oc.client import OCClient, Rma
+from engine.reconcile.oc_rmas import RmaWait, open_rmas, push_each, push_message_id
 from engine.reconcile.tasks import OC_CANCEL, Done, Lease, Outcome
 from engine.store.store import Task
 from engine.summary import RunCounters
@@ -33,20 +33,13 @@ class OcCancel:
         rmas = await self._oc.query_orders(sn)
         if not rmas:
             return self._no_rma.outcome(sn, int(task.payload.get("polls") or 0))
-        cancelled: list[str] = []
-        for rma in open_rmas(rmas):
-            try:
-                await self._oc.cancel_rma(
-                    rma.order_number, message_id=push_message_id(message_id, rma.order_number)
-                )
-            except OCBusinessError as exc:
-                # Closed meanwhile (someone cancelled it in OC) is fine; an RMA OC refuses to
-                # cancel while it stays open must surface: the executor retries or parks it.
-                if await still_open(self._oc, sn, rma.order_number) is not None:
-                    raise
-                log.info("OC RMA %s was closed meanwhile (%s)", rma.order_number, exc.code)
-                continue
+
+        async def cancel(rma: Rma) -> None:
+            await self._oc.cancel_rma(
+                rma.order_number, message_id=push_message_id(message_id, rma.order_number)
+            )
             self._counters.oc_updates += 1
-            cancelled.append(rma.order_number)
             log.info("OC RMA %s cancelled (Temu return %s closed)", rma.order_number, sn)
+
+        cancelled = await push_each(self._oc, sn, open_rmas(rmas), cancel)
         return Done({"outcome": "cancelled" if cancelled else "no_open_rma", "rmas": cancelled})

@@ -4,16 +4,19 @@ rotated refresh token across restarts."""
 
 from __future__ import annotations
 
+import logging
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from engine.oc.client import OCClient, Rma
+from engine.oc.client import OCBusinessError, OCClient, Rma
 from engine.oc.tokens import StoredTokens
 from engine.reconcile.tasks import Done, Outcome, Wait
 from engine.store.store import Store
+
+log = logging.getLogger(__name__)
 
 
 def open_rmas(rmas: Iterable[Rma]) -> list[Rma]:
@@ -36,6 +39,25 @@ class RmaWait:
             self.delay(polls),
             {"polls": polls + 1},
         )
+
+
+async def push_each(
+    oc: OCClient, sn: str, rmas: Iterable[Rma], push: Callable[[Rma], Awaitable[object]]
+) -> list[str]:
+    """Runs ``push`` for each RMA and answers the order numbers it was applied to. OC refusing
+    an RMA that was closed meanwhile (someone cancelled it in OC) skips it; a refusal on one
+    that stays open surfaces, and the executor retries or parks the task."""
+    done: list[str] = []
+    for rma in rmas:
+        try:
+            await push(rma)
+        except OCBusinessError as exc:
+            if await still_open(oc, sn, rma.order_number) is not None:
+                raise
+            log.info("OC RMA %s was closed meanwhile (%s)", rma.order_number, exc.code)
+            continue
+        done.append(rma.order_number)
+    return done
 
 
 async def still_open(oc: OCClient, sn: str, order_number: str) -> Rma | None:

@@ -3,15 +3,15 @@
 One task per (return, distinct tracking number), planned from the change log and after our own
 label uploads; UPDATE_TRACKING is pushed to each open RMA of the return that does not have that
 number yet, with a messageId that stays the same across retries. While OC holds no RMA for the
-return the task looks again on the poll schedule (``RmaWait``).
+return the task looks again later (``RmaWait``).
 """
 
 from __future__ import annotations
 
 import logging
 
-from engine.oc.client import OCBusinessError, OCClient
-from engine.reconcile.oc_rmas import RmaWait, open_rmas, push_message_id, still_open
+from engine.oc.client import OCClient, Rma
+from engine.reconcile.oc_rmas import RmaWait, open_rmas, push_each, push_message_id
 from engine.reconcile.tasks import OC_TRACKING, Done, Lease, Outcome, Park
 from engine.store.store import Task
 from engine.summary import RunCounters
@@ -39,22 +39,16 @@ class OcTracking:
         stale = [r for r in open_rmas(rmas) if r.tracking_number != tracking]
         if stale and not carrier:
             return Park(f"Temu shows tracking {tracking} for {sn} without a carrier name")
-        pushed: list[str] = []
-        for rma in stale:
-            try:
-                await self._oc.update_tracking(
-                    rma.order_number,
-                    tracking,
-                    carrier,
-                    message_id=push_message_id(message_id, rma.order_number),
-                )
-            except OCBusinessError as exc:
-                # An RMA closed meanwhile needs no tracking; a refusal on an open one surfaces.
-                if await still_open(self._oc, sn, rma.order_number) is not None:
-                    raise
-                log.info("OC RMA %s was closed meanwhile (%s)", rma.order_number, exc.code)
-                continue
+
+        async def tell(rma: Rma) -> None:
+            await self._oc.update_tracking(
+                rma.order_number,
+                tracking,
+                carrier,
+                message_id=push_message_id(message_id, rma.order_number),
+            )
             self._counters.oc_updates += 1
-            pushed.append(rma.order_number)
             log.info("OC RMA %s told tracking %s (Temu return %s)", rma.order_number, tracking, sn)
+
+        pushed = await push_each(self._oc, sn, stale, tell)
         return Done({"outcome": "pushed" if pushed else "up_to_date", "rmas": pushed})
