@@ -11,11 +11,11 @@ import hashlib
 import logging
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from importlib.resources.abc import Traversable
 
 import asyncpg
 
-from engine.store.paths import sql_dir
+from engine.store.paths import sql_files, sql_root
 from engine.store.pool import Connection, quote_ident
 
 log = logging.getLogger(__name__)
@@ -33,18 +33,18 @@ class Migration:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
 
-def load_migrations(directory: Path | None = None) -> list[Migration]:
-    directory = directory or sql_dir()
+def load_migrations(directory: Traversable | None = None) -> list[Migration]:
+    directory = directory or sql_root()
     found: list[Migration] = []
     seen: set[str] = set()
-    for path in sorted(directory.glob("*.sql")):
+    for path in sql_files(directory):
         m = _FILE.match(path.name)
         if m is None:
             raise ValueError(f"{path}: migration files are named NNNN_words.sql")
         if m.group(1) in seen:
             raise ValueError(f"{path}: two migrations numbered {m.group(1)}")
         seen.add(m.group(1))
-        found.append(Migration(path.stem, path.read_text(encoding="utf-8")))
+        found.append(Migration(path.name.removesuffix(".sql"), path.read_text(encoding="utf-8")))
     return found
 
 

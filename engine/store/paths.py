@@ -1,27 +1,28 @@
-"""Where the SQL files live, in a checkout and in an installed copy."""
+"""The SQL files (``NNNN_*.sql`` migrations and ``queries/``), read as package data.
+
+The repository keeps them in the top-level ``sql/``; ``engine/store/sql`` is a symlink to it,
+which a wheel or sdist build follows and stores as real files. So a checkout, an editable
+install and a wheel all find them at the same package location, through importlib.resources.
+"""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-ENV_VAR = "TEMU_SYNC_SQL_DIR"
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 
 
-def sql_dir() -> Path:
-    """The directory holding ``NNNN_*.sql`` migrations and ``queries/``.
+def sql_root() -> Traversable:
+    """The package's ``sql`` directory; raises FileNotFoundError naming it when it is absent
+    (a broken install, or a checkout made where symlinks are not supported)."""
+    root = files("engine.store") / "sql"
+    if not (root / "queries").is_dir():
+        raise FileNotFoundError(
+            f"temu-sync SQL files not found at {root} (a broken install? reinstall the package)"
+        )
+    return root
 
-    Order: ``$TEMU_SYNC_SQL_DIR`` (packagers, tests); ``engine/store/sql``, which is a symlink
-    to the repository's ``sql/`` in a checkout and a real directory in a wheel (package-data
-    follows the link); the repository's top-level ``sql/`` (when the link is lost, e.g. on a
-    filesystem without symlinks).
-    """
-    override = os.environ.get(ENV_VAR)
-    candidates = [Path(override)] if override else []
-    here = Path(__file__).parent
-    candidates += [here / "sql", here.parent.parent / "sql"]
-    for c in candidates:
-        if (c / "queries").is_dir():
-            return c
-    tried = ", ".join(str(c) for c in candidates)
-    raise FileNotFoundError(f"temu-sync SQL files not found (tried {tried})")
+
+def sql_files(directory: Traversable) -> list[Traversable]:
+    """The ``*.sql`` files directly in ``directory``, by name."""
+    found = [f for f in directory.iterdir() if f.is_file() and f.name.endswith(".sql")]
+    return sorted(found, key=lambda f: f.name)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Mapping
-from pathlib import Path
+from importlib.resources.abc import Traversable
 
-from engine.store.paths import sql_dir
+from engine.store.paths import sql_files, sql_root
 
 _NAME = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 
@@ -44,9 +44,9 @@ def parse_queries(text: str, source: str = "<string>") -> dict[str, str]:
     return out
 
 
-def load_queries(directory: Path) -> dict[str, str]:
+def load_queries(directory: Traversable) -> dict[str, str]:
     out: dict[str, str] = {}
-    for path in sorted(directory.glob("*.sql")):
+    for path in sql_files(directory):
         for name, sql in parse_queries(path.read_text(encoding="utf-8"), str(path)).items():
             if name in out:
                 raise QueryError(f"{path}: query {name!r} already defined in another file")
@@ -56,4 +56,4 @@ def load_queries(directory: Path) -> dict[str, str]:
 
 @functools.cache
 def default_queries() -> Mapping[str, str]:
-    return load_queries(sql_dir() / "queries")
+    return load_queries(sql_root() / "queries")

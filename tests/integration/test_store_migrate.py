@@ -9,11 +9,11 @@ from pathlib import Path
 import asyncpg
 
 from engine.store.migrate import applied_migrations, load_migrations, migrate
-from engine.store.paths import sql_dir
 from engine.store.pool import quote_ident
 from tests.fixtures_db import new_schema_name
 
-SNAPSHOT = sql_dir() / "schema.snapshot"
+# The repository copy (written by UPDATE_SCHEMA_SNAPSHOT=1), not the package data.
+SNAPSHOT = Path(__file__).parents[2] / "sql" / "schema.snapshot"
 
 
 async def catalog(conn: asyncpg.Connection, schema: str) -> str:

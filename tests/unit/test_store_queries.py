@@ -58,12 +58,11 @@ def test_migration_names_are_checked(tmp_path: Path) -> None:
         load_migrations(tmp_path)
 
 
-def test_sql_dir_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "queries").mkdir()
-    monkeypatch.setenv(paths.ENV_VAR, str(tmp_path))
-    assert paths.sql_dir() == tmp_path
-    monkeypatch.setenv(paths.ENV_VAR, str(tmp_path / "missing"))
-    assert paths.sql_dir() != tmp_path  # falls back to the checkout
+def test_sql_is_read_as_package_data() -> None:
+    root = paths.sql_root()
+    assert str(root).replace("\\", "/").endswith("engine/store/sql")
+    assert next(f.name for f in paths.sql_files(root)) == "0001_init.sql"
+    assert "orders.sql" in [f.name for f in paths.sql_files(root / "queries")]
 
 
 def test_value_types() -> None:
