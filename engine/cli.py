@@ -1,7 +1,7 @@
 """The `temu-sync` command line: parses arguments, loads config, sets up logging, dispatches.
 
 Exit codes (interface.md): 0 success; 1 failure; 2 usage or configuration error;
-3 finished, but some shops failed.
+3 finished, but some shops failed; 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import importlib.metadata
 import logging
 import sys
 from collections.abc import Coroutine, Sequence
@@ -21,6 +22,30 @@ from engine.logs import setup_logging
 log = logging.getLogger("engine.cli")
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a Ctrl-C
+
+EPILOG = """\
+exit codes:
+  0    success
+  1    failure
+  2    usage or configuration error (the message names the file and key)
+  3    finished, but some shops failed (the others completed)
+  130  interrupted (Ctrl-C); `run` treats SIGINT like SIGTERM: a clean stop, exit 0
+
+configuration: --config PATH, else $TEMU_SYNC_CONFIG, else ./config.toml. A relative
+data_dir is resolved next to the config file; a relative *_file secret path is resolved
+against $CREDENTIALS_DIRECTORY when systemd sets it.
+
+environment:
+  TEMU_SYNC_CONFIG        config file when --config is not given
+  CREDENTIALS_DIRECTORY   set by systemd (LoadCredential=): base of relative *_file paths
+  JOURNAL_STREAM          set by systemd: text logs then carry <N> priorities, no timestamp
+  NOTIFY_SOCKET, WATCHDOG_USEC
+                          set by systemd (Type=notify, WatchdogSec=): `run` reports to them
+  any NAME given as a *_env key in the config (secrets)
+
+--config, --log-format and -v may also follow the command (temu-sync status -v).
+"""
 
 
 class UsageError(Exception):
@@ -43,41 +68,99 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
+def version() -> str:
+    try:
+        return importlib.metadata.version("temu-sync")
+    except importlib.metadata.PackageNotFoundError:  # a bare checkout on sys.path
+        return "unknown (not installed)"
+
+
+def _global_options(suffix: str = "") -> _Parser:
+    """The options accepted before the command and, with ``suffix``, after it. After the
+    command they land in their own dests (argparse would otherwise let the subcommand's
+    defaults overwrite what was given before it); :func:`_merge_global_options` joins them."""
+    g = _Parser(add_help=False)
+    default = argparse.SUPPRESS if suffix else None
+    g.add_argument(
+        "--config",
+        dest=f"config{suffix}",
+        default=default,
+        help="config file (default: $TEMU_SYNC_CONFIG or ./config.toml)",
+    )
+    g.add_argument(
+        "--log-format",
+        dest=f"log_format{suffix}",
+        choices=("text", "json"),
+        default=default or "text",
+        help="log line format on stderr (default: text)",
+    )
+    g.add_argument(
+        "-v",
+        "--verbose",
+        dest=f"verbose{suffix}",
+        action="count",
+        default=default or 0,
+        help="more detail: -v engine debug, -vv everything",
+    )
+    return g
+
+
+def _merge_global_options(args: argparse.Namespace) -> argparse.Namespace:
+    """An option given after the command wins; -v counts add up wherever they appear."""
+    for name in ("config", "log_format"):
+        late = args.__dict__.pop(f"{name}_after", None)
+        if late is not None:
+            setattr(args, name, late)
+    args.verbose += args.__dict__.pop("verbose_after", 0)
+    return args
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="temu-sync", description="Temu orders and returns into Postgres.")
-    p.add_argument("--config", help="config file (default: $TEMU_SYNC_CONFIG or ./config.toml)")
-    p.add_argument("--log-format", choices=("text", "json"), default="text")
-    p.add_argument("-v", "--verbose", action="count", default=0)
+    p = _Parser(
+        prog="temu-sync",
+        description="Temu orders and returns into Postgres.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[_global_options()],
+    )
+    p.add_argument("--version", action="version", version=f"temu-sync {version()}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    # Every command (and `labels import`) accepts the global options after it too.
+    after = _global_options("_after")
 
-    sub.add_parser("migrate", help="create or upgrade the schema (idempotent)")
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, parents=[after])
 
-    run = sub.add_parser("run", help="the daemon: sync, reconciler, HTTP server")
+    command("migrate", help="create or upgrade the schema (idempotent)")
+
+    run = command("run", help="the daemon: sync, reconciler, HTTP server")
     run.add_argument("--once", action="store_true", help="one pass of everything, then exit")
     run.add_argument("--json", action="store_true", help="print a JSON summary last")
 
-    bf = sub.add_parser("backfill", help="one-shot, resumable history load")
+    bf = command("backfill", help="one-shot, resumable history load")
     bf.add_argument("--since", type=_timestamp, required=True)
     bf.add_argument("--until", type=_timestamp)
     bf.add_argument("--shop", action="append", dest="shops", metavar="ID")
     bf.add_argument("--stream", choices=("orders", "returns", "all"), default="all")
     bf.add_argument("--json", action="store_true")
 
-    rc = sub.add_parser("reconcile", help="one reconciler pass")
+    rc = command("reconcile", help="one reconciler pass")
     rc.add_argument("--once", action="store_true", required=True)
     rc.add_argument("--json", action="store_true")
 
-    st = sub.add_parser("status", help="cursors, lag, errors, outbox")
+    st = command("status", help="cursors, lag, errors, outbox")
     st.add_argument("--json", action="store_true")
 
-    lb = sub.add_parser("labels", help="return labels")
+    lb = command("labels", help="return labels")
     lsub = lb.add_subparsers(dest="labels_command", required=True, parser_class=_Parser)
-    imp = lsub.add_parser("import", help="queue return labels from a JSON lines file")
+    imp = lsub.add_parser(
+        "import", help="queue return labels from a JSON lines file", parents=[after]
+    )
     imp.add_argument("file")
 
-    sub.add_parser("demo", help="embedded Postgres + simulator + engine, end to end")
+    command("demo", help="embedded Postgres + simulator + engine, end to end")
 
-    sim = sub.add_parser("simulate", help="the built-in Temu + Orange Connex simulator")
+    sim = command("simulate", help="the built-in Temu + Orange Connex simulator")
     sim.add_argument("--listen", default="127.0.0.1:8765")
     sim.add_argument("--orders", type=int, default=10_000, help="orders per shop")
     sim.add_argument("--returns", type=int, default=500, help="returns per shop")
@@ -123,7 +206,14 @@ def _run(coro: Coroutine[Any, Any, int]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C anywhere, even while parsing or loading config
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = _merge_global_options(build_parser().parse_args(argv))
     from engine import commands
 
     if args.command in ("demo", "simulate"):
@@ -135,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return _run(handler(args))
         except KeyboardInterrupt:
-            return EXIT_OK
+            return EXIT_INTERRUPTED
     try:
         settings = _load(args)
     except ConfigError as exc:
@@ -148,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _run(commands.dispatch(args, settings))
     except KeyboardInterrupt:
-        return EXIT_FAILURE
+        return EXIT_INTERRUPTED
     except commands.CommandError as exc:
         log.error("%s", exc)
         return exc.exit_code
