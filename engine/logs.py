@@ -1,5 +1,9 @@
 """Logging setup for the CLI: text or JSON lines on stderr, with secrets redacted.
 
+Under systemd, when stderr is the journal (``$JOURNAL_STREAM`` names its device and inode),
+text lines start with a ``<N>`` syslog priority, which journald turns into the entry's
+priority (``journalctl -p warning``), and carry no timestamp (journald stamps each entry).
+
 Modules only ever call ``logging.getLogger(__name__)``; the CLI calls :func:`setup_logging`
 once. Context that should appear on every line of a sync loop (shop, stream, ...) is set with
 :func:`log_context`; it lives in a contextvar, so each asyncio task carries its own.
@@ -10,6 +14,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import os
 import re
 import sys
 import threading
@@ -173,11 +178,58 @@ def _plain(value: Any) -> str:
     return orjson.dumps(s).decode()
 
 
+# sd-daemon(3) priorities: the kernel's syslog levels.
+_SYSLOG_PRIORITY = {
+    logging.CRITICAL: 2,
+    logging.ERROR: 3,
+    logging.WARNING: 4,
+    logging.INFO: 6,
+    logging.DEBUG: 7,
+}
+
+
+def syslog_priority(levelno: int) -> int:
+    """The syslog priority of a logging level (custom levels round down to the next one)."""
+    for level, prio in _SYSLOG_PRIORITY.items():
+        if levelno >= level:
+            return prio
+    return 7
+
+
+def stderr_is_journal(env: Mapping[str, str], stream: TextIO) -> bool:
+    """True when ``stream`` is the journald stream systemd connected (``JOURNAL_STREAM`` is
+    ``DEVICE:INODE`` of it). A child whose stderr was redirected elsewhere inherits the
+    variable, hence the comparison rather than the variable alone."""
+    value = env.get("JOURNAL_STREAM", "")
+    dev, sep, ino = value.partition(":")
+    if not sep or not dev.isdigit() or not ino.isdigit():
+        return False
+    try:
+        st = os.fstat(stream.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (tests, closed)
+        return False
+    return (st.st_dev, st.st_ino) == (int(dev), int(ino))
+
+
 class TextFormatter(logging.Formatter):
-    """``2025-01-01T00:00:00.000Z INFO engine.sync: message shop=a stream=orders``"""
+    """``2025-01-01T00:00:00.000Z INFO engine.sync: message shop=a stream=orders``, or for the
+    journal ``<6>INFO engine.sync: message shop=a stream=orders``."""
+
+    def __init__(self, journal: bool = False) -> None:
+        super().__init__()
+        self.journal = journal
 
     def format(self, record: logging.LogRecord) -> str:
-        line = f"{_timestamp(record)} {record.levelname} {record.name}: {record.getMessage()}"
+        line = self._format(record)
+        if not self.journal:
+            return line
+        # journald makes each line its own entry: every line of a traceback keeps the level.
+        prefix = f"<{syslog_priority(record.levelno)}>"
+        return "\n".join(prefix + part for part in line.split("\n"))
+
+    def _format(self, record: logging.LogRecord) -> str:
+        head = f"{record.levelname} {record.name}: {record.getMessage()}"
+        line = head if self.journal else f"{_timestamp(record)} {head}"
         extras = " ".join(f"{k}={_plain(record.__dict__[k])}" for k in _extra_keys(record))
         if extras:
             line = f"{line} {extras}"
@@ -217,20 +269,24 @@ def setup_logging(
     verbosity: int,
     secrets: Iterable[str],
     stream: TextIO | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> logging.Handler:
     """Installs the handler on the root logger; calling it again replaces the previous one.
 
     ``verbosity``: 0 = INFO, 1 (-v) = DEBUG for engine.*, 2+ (-vv) = DEBUG everywhere and the
-    aiohttp access log. Returns the handler (tests remove it again).
+    aiohttp access log. ``env`` (default: the process environment) is read for
+    ``JOURNAL_STREAM`` only. Returns the handler (tests remove it again).
     """
     if fmt not in ("text", "json"):
         raise ValueError(f"log format must be 'text' or 'json', got {fmt!r}")
     for s in secrets:
         _redactor.add(s)
 
-    handler = logging.StreamHandler(sys.stderr if stream is None else stream)
+    out = sys.stderr if stream is None else stream
+    handler = logging.StreamHandler(out)
     handler.set_name("temu-sync")
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    journal = stderr_is_journal(os.environ if env is None else env, out)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter(journal=journal))
     handler.addFilter(_ContextAndRedactionFilter(_redactor))
 
     root = logging.getLogger()

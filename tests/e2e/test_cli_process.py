@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import signal
 import socket
 import subprocess
@@ -44,3 +45,21 @@ def test_sigint_during_a_one_shot_command_exits_130(tmp_path: Path) -> None:
             proc.kill()
     assert proc.returncode == 130, err
     assert "Traceback" not in err
+
+
+def test_an_error_under_the_journal_has_a_priority_prefix(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('[database]\nurl = "postgresql://postgres@127.0.0.1:9/postgres"\n')
+    stderr = tmp_path / "stderr"
+    stderr.touch()
+    st = stderr.stat()
+    env = {**os.environ, "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+    with stderr.open("w") as err:
+        proc = subprocess.run(
+            [sys.executable, "-m", "engine", "--config", str(config), "migrate"],
+            stderr=err,
+            env=env,
+            timeout=60,
+        )
+    assert proc.returncode == 1
+    assert stderr.read_text().startswith("<3>ERROR engine.cli: cannot use Postgres")

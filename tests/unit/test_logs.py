@@ -3,14 +3,16 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import re
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Literal
 from urllib.parse import quote
 
 import orjson
 import pytest
 
-from engine.logs import add_secret, log_context, redact, setup_logging
+from engine.logs import add_secret, log_context, redact, setup_logging, syslog_priority
 
 APP_SECRET = "appsecret-9f8e7d6c5b4a"
 ACCESS_TOKEN = "shop+token/1234567890abcdef=="
@@ -148,3 +150,62 @@ def test_setup_twice_does_not_duplicate_lines(setup: Setup) -> None:
 def test_redact_for_other_sinks() -> None:
     add_secret("db-stored-error-secret")
     assert redact("error: db-stored-error-secret rejected") == "error: *** rejected"
+
+
+def _journal_env(path: Path) -> dict[str, str]:
+    st = path.stat()
+    return {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+
+
+def _log_to_file(path: Path, env: dict[str, str], fmt: Literal["text", "json"] = "text") -> str:
+    root = logging.getLogger()
+    saved = root.level
+    with path.open("w", encoding="utf-8") as f:
+        handler = setup_logging(fmt, 0, [APP_SECRET], f, env=env)
+        try:
+            log = logging.getLogger("engine.test")
+            log.info("hello %s", APP_SECRET)
+            log.warning("slow", extra={"shop": "s1"})
+            try:
+                raise ValueError("boom")
+            except ValueError:
+                log.exception("failed")
+        finally:
+            root.removeHandler(handler)
+            root.setLevel(saved)
+            logging.getLogger("engine").setLevel(logging.NOTSET)
+    return path.read_text(encoding="utf-8")
+
+
+def test_lines_for_the_journal_carry_priorities_and_no_timestamp(tmp_path: Path) -> None:
+    path = tmp_path / "stderr"
+    path.touch()
+    lines = _log_to_file(path, _journal_env(path)).splitlines()
+    assert lines[0] == "<6>INFO engine.test: hello ***"
+    assert lines[1] == "<4>WARNING engine.test: slow shop=s1"
+    assert lines[2] == "<3>ERROR engine.test: failed"
+    # Each traceback line is its own journal entry: it keeps the error's priority.
+    assert lines[3:] and all(ln.startswith("<3>") for ln in lines[3:])
+    assert lines[-1] == "<3>ValueError: boom"
+
+
+def test_plain_lines_without_the_journal(tmp_path: Path) -> None:
+    path = tmp_path / "stderr"
+    path.touch()
+    other = tmp_path / "elsewhere"
+    other.touch()
+    # No JOURNAL_STREAM; one naming another file (inherited by a redirected child); garbage.
+    for env in ({}, _journal_env(other), {"JOURNAL_STREAM": "not:numbers"}):
+        first = _log_to_file(path, env).splitlines()[0]
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT[\d:.]+Z INFO engine\.test: hello \*\*\*", first)
+
+
+def test_json_stays_json_under_the_journal(tmp_path: Path) -> None:
+    path = tmp_path / "stderr"
+    path.touch()
+    first = _log_to_file(path, _journal_env(path), "json").splitlines()[0]
+    assert orjson.loads(first)["msg"] == "hello ***"
+
+
+def test_syslog_priorities() -> None:
+    assert [syslog_priority(n) for n in (5, 10, 20, 25, 30, 40, 50, 60)] == [7, 7, 6, 6, 4, 3, 2, 2]
