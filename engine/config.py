@@ -1,6 +1,8 @@
 """Typed, frozen settings loaded from config.toml.
 
-This is the only module that reads the environment (``*_env`` keys, ``TEMU_SYNC_CONFIG``).
+This is the only module that reads the environment for settings (``*_env`` keys,
+``TEMU_SYNC_CONFIG``, ``CREDENTIALS_DIRECTORY``); logs.py reads ``JOURNAL_STREAM`` and the
+daemon systemd's notify variables.
 Every error names the file and the dotted key so an operator can fix it without reading code.
 """
 
@@ -282,13 +284,28 @@ class _Reader:
                 raise self.err(form, f"environment variable {raw} is not set")
             value = self.env[raw]
         else:
+            path = self.credential_path(raw)
             try:
-                value = Path(raw).read_text(encoding="utf-8").strip()
+                value = path.read_text(encoding="utf-8").strip()
             except OSError as exc:
-                raise self.err(form, f"cannot read file {raw}: {exc.strerror}") from None
+                hint = ""
+                if not path.is_absolute():
+                    hint = " (a relative path is read from $CREDENTIALS_DIRECTORY, not set here)"
+                raise self.err(form, f"cannot read file {path}: {exc.strerror}{hint}") from None
         if required and not value:
             raise self.err(form, "secret is empty")
         return Secret(value)
+
+    def credential_path(self, raw: str) -> Path:
+        """A relative ``*_file`` path names a systemd credential (``LoadCredential=NAME:...``)
+        when systemd set ``$CREDENTIALS_DIRECTORY`` (the service, or a ``systemd-run -p
+        LoadCredential=`` one-off command), so one config serves both; otherwise it stays
+        relative to the working directory."""
+        path = Path(raw)
+        creds = self.env.get("CREDENTIALS_DIRECTORY", "")
+        if creds and not path.is_absolute():
+            return Path(creds) / path
+        return path
 
     def finish(self) -> None:
         extra = sorted(set(self.table) - self.seen)

@@ -51,6 +51,40 @@ def test_secret_from_file_is_trimmed(tmp_path: Path) -> None:
     assert s.shops[0].access_token.get() == "from-file"
 
 
+def test_relative_secret_file_is_a_systemd_credential(tmp_path: Path) -> None:
+    # One config for the service and for `systemd-run -p LoadCredential=...` one-offs: each
+    # gets its own $CREDENTIALS_DIRECTORY, the config names only the credential.
+    service = tmp_path / "run" / "credentials" / "temu-sync.service"
+    service.mkdir(parents=True)
+    (service / "temu_access_token").write_text("service-token\n")
+    cli = tmp_path / "run" / "credentials" / "temu-sync-cli.service"
+    cli.mkdir(parents=True)
+    (cli / "temu_access_token").write_text("cli-token\n")
+    text = GOOD.replace(
+        'access_token_env = "SHOP_TOKEN"', 'access_token_file = "temu_access_token"'
+    )
+    path = write(tmp_path, text)
+    for creds, expected in ((service, "service-token"), (cli, "cli-token")):
+        s = load_config(path, env={"CREDENTIALS_DIRECTORY": str(creds)})
+        assert s.shops[0].access_token.get() == expected
+
+
+def test_absolute_secret_file_ignores_credentials_directory(tmp_path: Path) -> None:
+    secret = tmp_path / "token"
+    secret.write_text("absolute")
+    text = GOOD.replace('access_token_env = "SHOP_TOKEN"', f'access_token_file = "{secret}"')
+    s = load_config(write(tmp_path, text), env={"CREDENTIALS_DIRECTORY": "/nonexistent"})
+    assert s.shops[0].access_token.get() == "absolute"
+
+
+def test_relative_secret_file_without_credentials_directory_says_so(tmp_path: Path) -> None:
+    text = GOOD.replace('access_token_env = "SHOP_TOKEN"', 'access_token_file = "no_such_cred"')
+    with pytest.raises(ConfigError) as exc:
+        load_config(write(tmp_path, text), env={})
+    assert exc.value.key == "shops[0].access_token_file"
+    assert "CREDENTIALS_DIRECTORY" in str(exc.value)
+
+
 @pytest.mark.parametrize(
     ("mutate", "key"),
     [
