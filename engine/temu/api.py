@@ -6,6 +6,7 @@ returned exactly as sent, unknown fields included, because the store keeps them 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from typing import Any
 
 from engine.temu.errors import MalformedResponse, TemuError
 from engine.temu.limiter import Lane
+from engine.temu.token_info import ACCESS_TOKEN_INFO, TokenInfo, parse_token_info
 from engine.temu.transport import TemuTransport
 
 log = logging.getLogger(__name__)
@@ -25,6 +27,7 @@ PARENT_RETURN_ORDER = "bg.aftersales.parentreturnorder.get"
 RETURNLABEL_PREPARE = "temu.aftersales.returnlabel.prepare.get"
 UPLOAD_RETURNLABEL = "temu.aftersales.upload.returnlabel"
 CARRIERS = "temu.aftersales.carrier.get"
+# ACCESS_TOKEN_INFO = "bg.open.accesstoken.info.get" (engine/temu/token_info.py)
 
 ORDERS_MAX_PAGE_SIZE = 100
 RETURNS_MAX_PAGE_SIZE = 200
@@ -55,6 +58,22 @@ class TemuShopApi:
 
     def __repr__(self) -> str:
         return f"TemuShopApi(shop_id={self.shop_id!r}, app_key={self.transport.app.app_key!r})"
+
+    @property
+    def token_fingerprint(self) -> str:
+        """Names the token without revealing it (SHA-256): a stored check belongs to the
+        token it was made with, so a replaced token in config.toml is checked afresh."""
+        return hashlib.sha256(self._access_token.encode()).hexdigest()
+
+    async def access_token_info(self, *, lane: Lane) -> TokenInfo:
+        """``bg.open.accesstoken.info.get``: expiry, granted API types, mallId. An expired
+        token raises ShopAuthError (3000034) like any other call."""
+        result = await self._call(ACCESS_TOKEN_INFO, {}, lane)
+        try:
+            return parse_token_info(result)
+        except MalformedResponse as exc:
+            exc.shop_id = self.shop_id
+            raise
 
     async def _call(
         self, api_type: str, params: dict[str, Any], lane: Lane, *, idempotent: bool = True

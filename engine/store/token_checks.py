@@ -1,0 +1,60 @@
+"""Per shop, the last answer of ``bg.open.accesstoken.info.get`` and when it was received."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from engine.store.queries import default_queries
+
+
+@dataclass(frozen=True, slots=True)
+class TokenCheck:
+    shop_id: str
+    token_sha256: str
+    expires_at: datetime | None
+    api_scopes: frozenset[str]
+    mall_id: str | None
+    payload: dict[str, Any]
+    checked_at: datetime
+
+
+class TokenChecks:
+    def __init__(self, pool: asyncpg.Pool, *, queries: Mapping[str, str] | None = None) -> None:
+        self._pool = pool
+        self._q = default_queries() if queries is None else queries
+
+    async def get(self, shop_id: str) -> TokenCheck | None:
+        row = await self._pool.fetchrow(self._q["get_token_check"], shop_id)
+        return None if row is None else _check(row)
+
+    async def all(self) -> list[TokenCheck]:
+        return [_check(r) for r in await self._pool.fetch(self._q["list_token_checks"])]
+
+    async def save(self, check: TokenCheck) -> None:
+        await self._pool.execute(
+            self._q["save_token_check"],
+            check.shop_id,
+            check.token_sha256,
+            check.expires_at,
+            sorted(check.api_scopes),
+            check.mall_id,
+            check.payload,
+            check.checked_at,
+        )
+
+
+def _check(row: asyncpg.Record) -> TokenCheck:
+    return TokenCheck(
+        shop_id=row["shop_id"],
+        token_sha256=row["token_sha256"],
+        expires_at=row["expires_at"],
+        api_scopes=frozenset(row["api_scopes"]),
+        mall_id=row["mall_id"],
+        payload=row["payload"],
+        checked_at=row["checked_at"],
+    )

@@ -1,0 +1,125 @@
+"""Access-token checks (interface.md, "Access tokens"): each shop's token is asked about
+(``bg.open.accesstoken.info.get``) at most once a day per token; the answer is kept in
+Postgres, and a shop whose token lacks an API type the engine needs fails before any other
+call, with a message naming the missing types.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from engine.store.token_checks import TokenCheck, TokenChecks
+from engine.temu.api import TemuShopApi
+from engine.temu.limiter import Lane
+from engine.temu.token_info import missing_scopes
+
+log = logging.getLogger(__name__)
+
+CHECK_EVERY = timedelta(days=1)
+WARN_BEFORE = timedelta(days=14)
+
+
+class MissingScopes(Exception):
+    """The shop's token was not granted every API type the engine calls for it."""
+
+    def __init__(self, shop_id: str, missing: list[str]) -> None:
+        self.shop_id = shop_id
+        self.missing = missing
+        super().__init__(
+            f"shop {shop_id}: the access token is not authorized for {', '.join(missing)}; "
+            "have the seller authorize these API types for the app, then update the token"
+        )
+
+
+@dataclass(frozen=True)
+class TokenStatus:
+    shop_id: str
+    expires_at: datetime | None
+    missing: list[str]
+    checked_at: datetime
+    asked_temu: bool  # False when a stored answer for this token, under a day old, served
+
+
+class TokenChecker:
+    def __init__(
+        self,
+        checks: TokenChecks,
+        needed: Iterable[str],
+        *,
+        every: timedelta = CHECK_EVERY,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._checks = checks
+        self._needed = frozenset(needed)
+        self._every = every
+        self._clock = clock
+
+    async def check(self, api: TemuShopApi, *, lane: Lane = Lane.INCREMENTAL) -> TokenStatus:
+        """The token's expiry and missing scopes; calls Temu only when no answer about this
+        very token is younger than a day. Temu's errors (an expired token: ShopAuthError)
+        propagate to the caller, which treats them like any other failure of the shop."""
+        now = self._clock()
+        last = await self._checks.get(api.shop_id)
+        fresh = (
+            last is not None
+            and last.token_sha256 == api.token_fingerprint
+            and timedelta(0) <= now - last.checked_at < self._every
+        )
+        if last is None or not fresh:
+            info = await api.access_token_info(lane=lane)
+            last = TokenCheck(
+                shop_id=api.shop_id,
+                token_sha256=api.token_fingerprint,
+                expires_at=info.expires_at,
+                api_scopes=info.api_scopes,
+                mall_id=info.mall_id,
+                payload=info.raw,
+                checked_at=now,
+            )
+            await self._checks.save(last)
+        status = TokenStatus(
+            shop_id=api.shop_id,
+            expires_at=last.expires_at,
+            missing=missing_scopes(last.api_scopes, self._needed),
+            checked_at=last.checked_at,
+            asked_temu=not fresh,
+        )
+        if status.expires_at is not None and status.expires_at - now < WARN_BEFORE:
+            log.warning(
+                "the access token expires at %s",
+                iso_utc(status.expires_at),
+                extra={"shop": api.shop_id},
+            )
+        return status
+
+    async def require(self, api: TemuShopApi, *, lane: Lane = Lane.INCREMENTAL) -> TokenStatus:
+        """:meth:`check`, raising MissingScopes when a needed API type was not granted."""
+        status = await self.check(api, lane=lane)
+        if status.missing:
+            raise MissingScopes(api.shop_id, status.missing)
+        return status
+
+
+def iso_utc(dt: datetime) -> str:
+    return dt.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def status_fields(check: TokenCheck | None, needed: Iterable[str]) -> dict[str, Any]:
+    """The ``status --json`` fields of one shop: null when never checked."""
+    if check is None:
+        return {"token_expires_at": None, "token_missing_scopes": None}
+    return {
+        "token_expires_at": None if check.expires_at is None else iso_utc(check.expires_at),
+        "token_missing_scopes": missing_scopes(check.api_scopes, needed),
+    }
+
+
+def expires_soon(check: TokenCheck | None, now: datetime) -> bool:
+    """For ``status``'s warning: a known expiry within 14 days (or already past)."""
+    if check is None or check.expires_at is None:
+        return False
+    return check.expires_at - now < WARN_BEFORE
