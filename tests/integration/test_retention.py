@@ -196,6 +196,24 @@ async def test_changes_the_planner_has_not_read_are_kept(pool: asyncpg.Pool) -> 
     assert got.changes_read == 7
 
 
+async def test_a_busy_changes_table_never_makes_the_sync_wait_long(pool: asyncpg.Pool) -> None:
+    await add_changes(pool, 5, 100)
+    await pool.execute("SELECT setval('changes_id_seq', 1000000)")
+    await add_changes(pool, 1, 0)
+    pruner = Pruner(pool, policy(lock_timeout_s=0.2), clock=lambda: NOW)
+    async with pool.acquire() as reader, reader.transaction():
+        # A long read (a report, a pg_dump) holds `changes`: partition DDL gives up quickly.
+        await reader.fetchval("SELECT count(*) FROM changes")
+        t0 = time.monotonic()
+        report = await pruner.prune()
+        assert time.monotonic() - t0 < 2.0
+        assert report.busy == ["changes layout", "changes_p0000000000000000001"]
+        assert report.removed["changes"] == 5, "the rows still go, by plain deletes"
+    report = await pruner.prune()
+    assert report.busy == [] and report.dropped_partitions == ["changes_p0000000000000000001"]
+    assert await ages(pool) == [0]
+
+
 # -- beside a backfill and reconciler passes ------------------------------------------------------
 
 
