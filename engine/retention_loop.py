@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from engine.store.retention import Pruner, PruneReport
+from engine.store.retention import PruneReport
 
 log = logging.getLogger(__name__)
 
@@ -53,40 +55,42 @@ class RetentionMetrics:
         self._duration.set(report.elapsed_s)
 
 
+class Prunes(Protocol):
+    async def prune(self, *, dry_run: bool = False) -> PruneReport: ...
+
+
 class RetentionLoop:
     def __init__(
         self,
-        pruner: Pruner,
+        pruner: Prunes,
         *,
         interval_s: float,
         observe: Callable[[PruneReport, float], None] | None = None,
-        clock: Callable[[], float] | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._pruner = pruner
         self._interval = interval_s
         self._observe = observe
-        loop_clock: Callable[[], float] = clock or (lambda: asyncio.get_running_loop().time())
-        self._clock = loop_clock
+        self._wall = wall_clock
 
-    async def run_once(self, wall_time: float) -> PruneReport:
+    async def run_once(self) -> PruneReport:
         report = await self._pruner.prune()
-        level = logging.INFO if report.total or report.conversion or report.busy else logging.DEBUG
-        log.log(level, "%s", report.summary())
+        quiet = not (report.total or report.conversion or report.busy)
+        log.log(logging.DEBUG if quiet else logging.INFO, "%s", report.summary())
         if self._observe is not None:
-            self._observe(report, wall_time)
+            self._observe(report, self._wall())
         return report
 
-    async def run(self, stop: asyncio.Event, wall_clock: Callable[[], float]) -> None:
-        """Until ``stop``: a run, then the rest of the interval (a failed run is logged and
-        tried again next time: retention must never take the daemon down)."""
+    async def run(self, stop: asyncio.Event) -> None:
+        """Until ``stop``: a run, then the rest of the interval. A failed run is logged and
+        tried again next time: retention must never take the daemon down."""
+        loop = asyncio.get_running_loop()
         while not stop.is_set():
-            started = self._clock()
+            started = loop.time()
             try:
-                await self.run_once(wall_clock())
-            except asyncio.CancelledError:
-                raise
+                await self.run_once()
             except Exception as exc:  # logged; tried again at the next tick
                 log.warning("retention run failed: %s: %s", type(exc).__name__, exc)
-            wait = max(0.0, self._interval - (self._clock() - started))
+            wait = max(0.0, self._interval - (loop.time() - started))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), wait)
