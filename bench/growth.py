@@ -62,6 +62,11 @@ async def sizes(pool: asyncpg.Pool) -> dict[str, dict[str, float]]:
     return out
 
 
+async def wal_since(pool: asyncpg.Pool, lsn: Any) -> float:
+    n = await pool.fetchval("SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), $1)", lsn)
+    return round(float(n) / MIB, 2)
+
+
 def minus(a: dict[str, dict[str, float]], b: dict[str, dict[str, float]]) -> dict[str, Any]:
     return {t: {k: round(a[t][k] - b[t][k], 2) for k in a[t]} for t in a}
 
@@ -139,15 +144,20 @@ async def planner_at(url: str, millions: int, passes: int) -> dict[str, Any]:
         # The cutoff falls just after the first partition's newest row (rows span a year).
         days = max(1, int(365 * (n - 1_000_000) / n) - 1)
         policy = RetentionPolicy(changes_days=days, hold_for_planner=False, max_batches=0)
-        t2 = time.perf_counter()
+        wal = "SELECT pg_current_wal_insert_lsn()"
+        w0, t2 = await pool.fetchval(wal), time.perf_counter()
         report = await Pruner(pool, policy).prune()
-        drop_s = time.perf_counter() - t2
+        drop_s, drop_wal = time.perf_counter() - t2, await wal_since(pool, w0)
+        # The same amount removed by DELETE, and the VACUUM it needs before the space is reused.
         first_left = int(await pool.fetchval("SELECT min(id) FROM changes"))
-        t3 = time.perf_counter()
+        w1, t3 = await pool.fetchval(wal), time.perf_counter()
         deleted = await pool.execute(
             "DELETE FROM changes WHERE id >= $1 AND id < $1 + 1000000", first_left
         )
         delete_s = time.perf_counter() - t3
+        t4 = time.perf_counter()
+        await pool.execute("VACUUM changes")
+        vacuum_s, delete_wal = time.perf_counter() - t4, await wal_since(pool, w1)
     finally:
         await pool.close()
         await conn.execute(f"DROP SCHEMA {quote_ident(schema)} CASCADE")
@@ -165,7 +175,10 @@ async def planner_at(url: str, millions: int, passes: int) -> dict[str, Any]:
             "partitions_dropped": len(report.dropped_partitions),
             "rows_dropped": report.removed.get("changes", 0),
             "drop_run_s": round(drop_s, 3),
+            "drop_wal_mib": drop_wal,
             "delete_1m_rows_s": round(delete_s, 3),
+            "vacuum_after_delete_s": round(vacuum_s, 3),
+            "delete_and_vacuum_wal_mib": delete_wal,
             "delete_result": deleted,
         },
     }
