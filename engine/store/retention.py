@@ -205,6 +205,18 @@ class Pruner:
     async def prune(self, *, dry_run: bool = False) -> PruneReport:
         t0 = time.monotonic()
         report = PruneReport(dry_run=dry_run)
+        async with self._pool.acquire() as lock:
+            if not await lock.fetchval(self._q["retention_try_lock"]):
+                report.busy.append("another prune is running")
+                return report
+            try:
+                await self._run(report, dry_run)
+            finally:
+                await lock.fetchval(self._q["retention_unlock"])
+        report.elapsed_s = time.monotonic() - t0
+        return report
+
+    async def _run(self, report: PruneReport, dry_run: bool) -> None:
         p = self._policy
         if not dry_run:
             await self._maintain_layout(report)
@@ -234,8 +246,6 @@ class Pruner:
             report.removed["webhook_events"] = await self._batched(
                 name, self._cutoff(p.webhook_events_days), dry_run
             )
-        report.elapsed_s = time.monotonic() - t0
-        return report
 
     # -- changes --------------------------------------------------------------------------------
 

@@ -2,6 +2,14 @@
 -- commits on its own, so no prune holds locks for long or builds one huge transaction.
 -- {name} placeholders are identifiers filled in (quoted) by the caller.
 
+-- name: retention_try_lock
+-- One prune at a time per schema (several daemons share a database): a session lock, so a
+-- run that dies with its connection frees it.
+SELECT pg_try_advisory_lock(hashtext('temu-sync-retention:' || current_schema())) AS got;
+
+-- name: retention_unlock
+SELECT pg_advisory_unlock(hashtext('temu-sync-retention:' || current_schema()));
+
 -- name: retention_changes_layout
 -- 'p' partitioned, 'r' plain; the validated/unvalidated bound of the large-table procedure.
 SELECT c.relkind::text AS kind,
@@ -19,8 +27,8 @@ SELECT changes_next_id() AS next_id;
 SELECT changes_add_partitions($1::bigint, $2::integer) AS made;
 
 -- name: retention_changes_add_bound
--- Step 1 of converting a large plain `changes`: a CHECK every future id up to the swap will
--- satisfy ($1, far past the next id). NOT VALID: no scan, a lock of a few milliseconds.
+-- Step 1 of converting a large plain `changes`: a CHECK every id written until the swap will
+-- satisfy ({bound}, far past the next id). NOT VALID: no scan, a lock of a few milliseconds.
 ALTER TABLE changes ADD CONSTRAINT changes_legacy_bound CHECK (id < {bound}) NOT VALID;
 
 -- name: retention_changes_validate_bound
@@ -151,8 +159,9 @@ WITH gone AS (
 SELECT count(*) AS n FROM gone;
 
 -- name: retention_events_count
--- Stored webhook events; one not yet turned into a re-read (processed_at NULL, where that
--- column exists: see retention_events_pending_count) is kept whatever its age.
+-- Stored webhook events, by age (a table without processed_at). Where the table has that
+-- column, retention_events_processed_* are used instead: an event not yet turned into a
+-- re-read (processed_at NULL) is kept whatever its age.
 SELECT count(*) AS n FROM (
     SELECT 1 FROM webhook_events WHERE received_at < $1::timestamptz LIMIT $2
 ) AS s;

@@ -214,6 +214,14 @@ async def test_a_busy_changes_table_never_makes_the_sync_wait_long(pool: asyncpg
     assert await ages(pool) == [0]
 
 
+async def test_two_daemons_never_prune_at_once(pool: asyncpg.Pool) -> None:
+    await add_changes(pool, 20, 100)
+    pruners = [Pruner(pool, policy(batch_rows=1), clock=lambda: NOW) for _ in range(2)]
+    reports = await asyncio.gather(*(p.prune() for p in pruners))
+    assert sum(r.removed.get("changes", 0) for r in reports) == 20
+    assert [r.busy for r in reports].count(["another prune is running"]) == 1
+
+
 # -- beside a backfill and reconciler passes ------------------------------------------------------
 
 
