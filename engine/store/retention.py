@@ -125,7 +125,7 @@ class ChangesLayout:
         *,
         queries: Mapping[str, str] | None = None,
         lock_timeout_s: float = 1.0,
-        swap_lock_timeout_s: float = 5.0,
+        swap_lock_timeout_s: float = 2.0,
     ) -> None:
         self._pool = pool
         self._q = default_queries() if queries is None else queries
@@ -144,6 +144,13 @@ class ChangesLayout:
                 self._q["retention_changes_add_partitions"], size, PARTITIONS_AHEAD
             )
         return list(made or [])
+
+    async def summarize_closed(self) -> int:
+        """BRIN-summarizes the partitions no new id can reach; returns the ranges summarized."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await _lock_timeout(conn, self._lock_timeout)
+            n = await conn.fetchval(self._q["retention_summarize_closed"])
+        return int(n or 0)
 
     async def convert(self, size: int) -> list[ConversionStep]:
         """Runs what is left of the conversion; each step is its own transaction, so an
@@ -256,6 +263,7 @@ class Pruner:
             report.created_partitions = await self.layout.ensure_partitions(
                 self._policy.changes_partition_rows
             )
+            await self.layout.summarize_closed()
         except asyncpg.LockNotAvailableError:
             report.busy.append("changes layout")
 
