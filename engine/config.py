@@ -329,17 +329,8 @@ def _array_of_tables(source: str, doc: Mapping[str, Any], name: str) -> list[Map
 def parse_config(
     doc: Mapping[str, Any], source: str, env: Mapping[str, str], base_dir: Path | None = None
 ) -> Settings:
-    known = {
-        "database",
-        "apps",
-        "shops",
-        "sync",
-        "reconciler",
-        "orange_connex",
-        "http",
-        "cluster",
-        "retention",
-    }
+    known = {"database", "apps", "shops", "sync", "reconciler", "orange_connex", "http", "cluster"}
+    known.add("retention")
     extra = sorted(set(doc) - known)
     if extra:
         raise ConfigError(source, extra[0], "unknown key")
