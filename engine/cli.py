@@ -158,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     imp.add_argument("file")
 
+    pr = command("prune", help="apply [retention]: remove old changes, tasks, events")
+    pr.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
+    pr.add_argument("--json", action="store_true")
+
     command("demo", help="embedded Postgres + simulator + engine, end to end")
 
     sim = command("simulate", help="the built-in Temu + Orange Connex simulator")
@@ -175,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load(args: argparse.Namespace) -> Settings:
     settings = load_config(config_path(args.config))
-    if args.command not in ("migrate", "status") and not settings.shops:
+    if args.command not in ("migrate", "status", "prune") and not settings.shops:
         raise ConfigError(settings.source, "shops", "no [[shops]] configured")
     if getattr(args, "shops", None):
         known = {s.id for s in settings.shops}

@@ -125,6 +125,10 @@ async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return await cmd_reconcile_once(settings, as_json=args.json)
     if cmd == "labels":
         return await cmd_labels_import(settings, args.file)
+    if cmd == "prune":
+        from engine.prune import cmd_prune
+
+        return await cmd_prune(settings, dry_run=args.dry_run, as_json=args.json)
     raise CommandError(f"unknown command {cmd}", EXIT_USAGE)
 
 

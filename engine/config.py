@@ -147,6 +147,21 @@ class ClusterSettings:
 
 
 @dataclass(frozen=True)
+class RetentionSettings:
+    # How long rows are kept, in days; 0 keeps them for ever. Dead tasks wait for an operator.
+    enabled: bool = True
+    interval_s: float = 600.0
+    changes_days: int = 90
+    outbox_done_days: int = 30
+    outbox_dead_days: int = 0
+    webhook_events_days: int = 7
+    rejected_records_days: int = 90
+    # Rows per delete transaction, and ids per `changes` partition.
+    batch_rows: int = 5000
+    changes_partition_rows: int = 1_000_000
+
+
+@dataclass(frozen=True)
 class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     apps: tuple[AppSettings, ...] = ()
@@ -156,6 +171,7 @@ class Settings:
     orange_connex: OrangeConnexSettings = field(default_factory=OrangeConnexSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
     source: str = "<defaults>"
 
     def app(self, app_key: str) -> AppSettings:
@@ -331,6 +347,7 @@ def parse_config(
     doc: Mapping[str, Any], source: str, env: Mapping[str, str], base_dir: Path | None = None
 ) -> Settings:
     known = {"database", "apps", "shops", "sync", "reconciler", "orange_connex", "http", "cluster"}
+    known.add("retention")
     extra = sorted(set(doc) - known)
     if extra:
         raise ConfigError(source, extra[0], "unknown key")
@@ -455,6 +472,23 @@ def parse_config(
         raise r.err("lease_s", f"must be >= 3, got {cluster.lease_s:g}")
     r.finish()
 
+    r = _Reader(source, "retention", _table(source, doc, "retention"), env)
+    d = RetentionSettings()
+    retention = RetentionSettings(
+        enabled=r.boolean("enabled", d.enabled),
+        interval_s=r.number("interval_s", d.interval_s),
+        changes_days=r.integer("changes_days", d.changes_days),
+        outbox_done_days=r.integer("outbox_done_days", d.outbox_done_days),
+        outbox_dead_days=r.integer("outbox_dead_days", d.outbox_dead_days),
+        webhook_events_days=r.integer("webhook_events_days", d.webhook_events_days),
+        rejected_records_days=r.integer("rejected_records_days", d.rejected_records_days),
+        batch_rows=r.integer("batch_rows", d.batch_rows, 100),
+        changes_partition_rows=r.integer(
+            "changes_partition_rows", d.changes_partition_rows, 10_000
+        ),
+    )
+    r.finish()
+
     return Settings(
         database=database,
         apps=tuple(apps),
@@ -464,6 +498,7 @@ def parse_config(
         orange_connex=orange_connex,
         http=http,
         cluster=cluster,
+        retention=retention,
         source=source,
     )
 
