@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 import psutil
 
+from engine.app.runtime import Runtime
 from engine.config import (
     AppSettings,
     DatabaseSettings,
@@ -28,7 +29,6 @@ from engine.config import (
     ShopSettings,
     SyncSettings,
 )
-from engine.runtime import Runtime
 from engine.store.pool import quote_ident
 from engine.store.store import CursorAdvance
 from engine.sync.pager import StreamAdapter

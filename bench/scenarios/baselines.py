@@ -17,7 +17,7 @@ from bench.plot import Series, draw_compare
 from bench.results import new_doc, target
 from bench.scenarios.runner import BackfillRun, measured_backfill
 from bench.simproc import SimProcess, SimSpec
-from engine.runtime import Runtime
+from engine.app.runtime import Runtime
 
 NAME = "baselines"
 LIMIT = 20.0

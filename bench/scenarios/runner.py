@@ -23,7 +23,7 @@ from bench.harness import (
 )
 from bench.measures import idle_gaps, memory_trend, sliding_window_max, span_rate
 from bench.simproc import SimProcess, SimSpec
-from engine.runtime import Runtime, open_runtime
+from engine.app.runtime import Runtime, open_runtime
 
 ORDER_LIST = "bg.order.list.v2.get"
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 
+from engine.counters import RunCounters
 from engine.oc.client import OCClient, Rma
 from engine.reconcile.oc_rmas import RmaWait, open_rmas, push_each, push_message_id
 from engine.reconcile.tasks import OC_CANCEL, Done, Lease, Outcome
 from engine.store.store import Task
-from engine.summary import RunCounters
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from engine.admin import LabelRejected, SubmitResult
 from engine.reconcile.carriers import CarrierDirectory, UnknownCarrier, region_of
 from engine.reconcile.labels import LabelError, LabelRequest, parse_label
+from engine.reconcile.ports import LabelRejected, SubmitResult
 from engine.reconcile.tasks import UPLOAD_LABEL, upload_key
 from engine.reconcile.temu_side import TemuReturns
 from engine.reconcile.upload_label import label_payload
@@ -102,7 +102,7 @@ class LabelQueue:
 
 
 class ReturnLabelSubmitter:
-    """``engine.admin.LabelSubmitter`` for ``POST /returns/{sn}/fulfillment``."""
+    """``engine.reconcile.ports.LabelSubmitter`` for ``POST /returns/{sn}/fulfillment``."""
 
     def __init__(self, queue: LabelQueue, shop_ids: Sequence[str]) -> None:
         self._queue = queue

@@ -21,6 +21,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from engine.counters import RunCounters
 from engine.oc.client import OCClient, Rma, new_message_id
 from engine.reconcile.carriers import CarrierDirectory, UnknownCarrier, region_of
 from engine.reconcile.labels import LabelRequest
@@ -29,7 +30,6 @@ from engine.reconcile.tasks import UPLOAD_LABEL, Done, Lease, Outcome, Park, Wai
 from engine.reconcile.temu_side import TemuReturns, trackings
 from engine.store.reconcile_store import ReconcileStore, ReturnInfo
 from engine.store.store import Store, Task
-from engine.summary import RunCounters
 from engine.temu.errors import AftersalesStateError
 
 log = logging.getLogger(__name__)

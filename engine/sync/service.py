@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from engine.config import SyncSettings
+from engine.counters import RunCounters
 from engine.logs import log_context
 from engine.store.store import CursorAdvance, Store
-from engine.summary import RunCounters
 from engine.sync.pager import StreamAdapter
 from engine.sync.walker import WalkResult, to_datetime, walk_range
 from engine.sync.windows import SpanPlanner, Window

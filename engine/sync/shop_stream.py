@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
+from engine.counters import RunCounters
 from engine.store.store import DiffCounts, Store
-from engine.summary import RunCounters
 from engine.temu.api import TemuShopApi
 
 log = logging.getLogger(__name__)

@@ -14,9 +14,9 @@ from pathlib import Path
 import asyncpg
 import orjson
 
+from engine.app.sim_settings import config_toml_for_simulator
 from engine.sim.config import SimConfig
 from engine.sim.server import Simulator
-from engine.simwire import config_toml_for_simulator
 
 SimFactory = Callable[[SimConfig], Awaitable[Simulator]]
 ORDERS = 8_000

@@ -7,10 +7,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from engine.admin import LabelRejected, SubmitResult
 from engine.config import Secret
-from engine.http import build_app, parse_listen, start_http, stop_http
-from engine.metrics import Metrics
+from engine.daemon.http import build_app, parse_listen, start_http, stop_http
+from engine.daemon.metrics import Metrics
+from engine.reconcile.ports import LabelRejected, SubmitResult
 
 TOKEN = "admin-token-5c1b0e"
 MAX_BODY = 2048

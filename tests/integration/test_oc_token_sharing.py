@@ -13,11 +13,11 @@ from collections.abc import Awaitable, Callable
 
 import aiohttp
 
+from engine.app.sim_settings import settings_for_simulator
 from engine.oc.client import OCClient
 from engine.reconcile.oc_rmas import PgTokenStore
 from engine.sim.config import SimConfig
 from engine.sim.server import Simulator
-from engine.simwire import settings_for_simulator
 from engine.store.store import Store
 
 SimFactory = Callable[[SimConfig], Awaitable[Simulator]]

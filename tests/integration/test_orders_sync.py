@@ -13,10 +13,10 @@ from typing import Any
 import asyncpg
 import pytest
 
-from engine.runtime import Runtime, open_runtime
+from engine.app.runtime import Runtime, open_runtime
+from engine.app.sim_settings import settings_for_simulator
 from engine.sim.config import SimConfig
 from engine.sim.server import Simulator
-from engine.simwire import settings_for_simulator
 
 SimFactory = Callable[[SimConfig], Awaitable[Simulator]]
 QPS = 100  # the simulator enforces it like Temu; tests run faster than the real limit

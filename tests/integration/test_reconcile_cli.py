@@ -10,9 +10,9 @@ from pathlib import Path
 
 import orjson
 
-from engine.runtime import open_runtime
+from engine.app.runtime import open_runtime
+from engine.app.sim_settings import config_toml_for_simulator
 from engine.sim.config import SimConfig
-from engine.simwire import config_toml_for_simulator
 from tests.integration.test_reconcile_flow import (
     QPS,
     SimFactory,

@@ -18,17 +18,17 @@ from typing import Any
 import orjson
 import pytest
 
-from engine.commands import cmd_status
+from engine.app.reconciler import build_reconciler, import_labels, reconcile_once
+from engine.app.runtime import Runtime, open_runtime
+from engine.app.sim_settings import settings_for_simulator
+from engine.cli.commands import cmd_status
 from engine.config import Settings
 from engine.reconcile.executor import BLOCKED, _TaskLease
 from engine.reconcile.tasks import upload_key
 from engine.reconcile.upload_label import UploadLabel
-from engine.reconcile.wiring import build_reconciler, import_labels, reconcile_once
-from engine.runtime import Runtime, open_runtime
 from engine.sim.catalog import CARRIERS_BY_NAME
 from engine.sim.config import SimConfig
 from engine.sim.server import Simulator
-from engine.simwire import settings_for_simulator
 from engine.store.reconcile_store import ReconcileStore
 
 SimFactory = Callable[[SimConfig], Awaitable[Simulator]]

@@ -18,10 +18,10 @@ from typing import Any
 import orjson
 import pytest
 
+from engine.app.reconciler import build_reconciler, import_labels, reconcile_once
+from engine.app.runtime import Runtime, open_runtime
 from engine.oc.client import OCClient
 from engine.reconcile.oc_rmas import PgTokenStore
-from engine.reconcile.wiring import build_reconciler, import_labels, reconcile_once
-from engine.runtime import Runtime, open_runtime
 from engine.sim.config import SimConfig
 from engine.sim.data import logistics_entry
 from engine.sim.server import Simulator

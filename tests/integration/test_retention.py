@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from engine.reconcile.wiring import reconcile_once
-from engine.runtime import Runtime, open_runtime
+from engine.app.reconciler import reconcile_once
+from engine.app.runtime import Runtime, open_runtime
 from engine.sim.config import SimConfig
 from engine.sim.server import Simulator
 from engine.store.reconcile_store import ReconcileStore

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from engine.runtime import Runtime, open_runtime
+from engine.app.runtime import Runtime, open_runtime
+from engine.app.sim_settings import settings_for_simulator
 from engine.sim.config import SimConfig
 from engine.sim.server import Simulator
-from engine.simwire import settings_for_simulator
 from engine.sync.returns import needs_logistics
 
 SimFactory = Callable[[SimConfig], Awaitable[Simulator]]

@@ -17,9 +17,9 @@ from typing import Any
 import asyncpg
 import orjson
 
+from engine.app.sim_settings import config_toml_for_simulator
 from engine.sim.config import SimConfig
 from engine.sim.server import Simulator
-from engine.simwire import config_toml_for_simulator
 from engine.store.pool import quote_ident
 from tests.e2e.daemon_harness import REPO
 

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import asyncpg
 
-from engine.runtime import open_runtime
+from engine.app.runtime import open_runtime
+from engine.app.sim_settings import settings_for_simulator
 from engine.sim.config import SimConfig
 from engine.sim.server import Simulator
-from engine.simwire import settings_for_simulator
 from engine.store.pool import quote_ident
 from tests.fixtures_db import new_schema_name
 from tests.reliability.harness import (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.cluster import ClusterTiming, _owner_pid, fair_share
+from engine.cluster.keeper import ClusterTiming, _owner_pid, fair_share
 from engine.config import ConfigError, parse_config
 
 

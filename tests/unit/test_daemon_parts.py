@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from engine.health import HealthBoard
-from engine.supervisor import Backoff, Supervisor, sleep_rest_of
+from engine.daemon.health import HealthBoard
+from engine.daemon.supervisor import Backoff, Supervisor, sleep_rest_of
 
 
 class Clock:

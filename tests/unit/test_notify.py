@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.notify import Notifier, watchdog_interval
+from engine.daemon.notify import Notifier, watchdog_interval
 
 
 def _receiver(address: str) -> socket.socket:
@@ -63,12 +63,12 @@ def test_unset_socket_is_a_no_op() -> None:
 
 
 def test_unreachable_socket_never_raises(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level("DEBUG", logger="engine.notify")
+    caplog.set_level("DEBUG", logger="engine.daemon.notify")
     n = Notifier(str(tmp_path / "nobody-listens"))
     assert n.enabled
     assert n.watchdog() is False
     assert n.watchdog() is False
-    assert len([r for r in caplog.records if r.name == "engine.notify"]) == 1
+    assert len([r for r in caplog.records if r.name == "engine.daemon.notify"]) == 1
 
 
 def test_non_unix_address_disables() -> None:

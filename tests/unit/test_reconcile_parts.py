@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from engine.app.reconciler import poll_schedule, rma_wait_schedule
 from engine.oc.client import OCAuthError, OCBusinessError, OCError, Rma
 from engine.reconcile.carriers import CarrierDirectory, UnknownCarrier, region_of
 from engine.reconcile.executor import (
@@ -18,7 +19,6 @@ from engine.reconcile.oc_rmas import RmaWait, open_rmas, push_message_id
 from engine.reconcile.tasks import Done, Park, Retry, Wait
 from engine.reconcile.temu_side import TemuReturn, trackings
 from engine.reconcile.upload_label import LabelProblem, _schedule, _warehouse, normalize_mode
-from engine.reconcile.wiring import poll_schedule, rma_wait_schedule
 from engine.temu.errors import AppNotOwned, TransportError, error_for
 
 CARRIERS = [{"carrierId": 1, "carrierName": "UPS"}, {"carrierId": 2, "carrierName": "FedEx"}]

@@ -8,7 +8,7 @@ import logging
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from engine.retention_loop import RetentionLoop, RetentionMetrics
+from engine.daemon.retention_loop import RetentionLoop, RetentionMetrics
 from engine.store.retention import PruneReport
 
 
@@ -36,7 +36,7 @@ async def test_a_failed_run_is_logged_and_the_next_one_goes_on(
     pruner = FakePruner(fail_first=1)
     loop = RetentionLoop(pruner, interval_s=0.01, observe=metrics.observe, wall_clock=lambda: 1e9)
     stop = asyncio.Event()
-    caplog.set_level(logging.INFO, logger="engine.retention_loop")
+    caplog.set_level(logging.INFO, logger="engine.daemon.retention_loop")
     task = asyncio.create_task(loop.run(stop))
     for _ in range(200):
         if pruner.calls >= 3:

@@ -213,8 +213,8 @@ def test_repr_has_no_token() -> None:
 
 async def test_child_lines_without_a_total_are_paged_until_a_short_page() -> None:
     """The docs show no total for child lines: a full page must not be taken for the last."""
+    from engine.counters import RunCounters
     from engine.store.store import Store
-    from engine.summary import RunCounters
     from engine.sync.returns import LINES_PAGE_SIZE, ReturnsAdapter
 
     def lines(start: int, n: int) -> list[dict[str, Any]]:

@@ -3,7 +3,7 @@ after the move)."""
 
 from __future__ import annotations
 
-from engine.commands import (
+from engine.cli.commands import (
     _DATABASE_ERRORS,
     EXIT_OK,
     _database_error,

@@ -14,7 +14,12 @@ from urllib.parse import parse_qs, urlsplit
 import asyncpg
 import orjson
 
-from engine.cluster import (
+from engine.app.reconciler import reconcile_once
+from engine.app.runtime import Runtime
+from engine.app.runtime import open_database as _open_database
+from engine.app.runtime import open_runtime as _open_runtime
+from engine.cli.progress import BackfillProgress
+from engine.cluster.keeper import (
     AppsBusy,
     ClusterTiming,
     Identity,
@@ -23,12 +28,7 @@ from engine.cluster import (
     take_leases_once,
 )
 from engine.config import Settings
-from engine.progress import BackfillProgress
 from engine.reconcile.executor import BLOCKED
-from engine.reconcile.wiring import reconcile_once
-from engine.runtime import Runtime
-from engine.runtime import open_database as _open_database
-from engine.runtime import open_runtime as _open_runtime
 from engine.store.leases import DaemonRow, Lease, LeaseStore
 from engine.store.migrate import migrate
 from engine.store.pool import create_pool
@@ -118,7 +118,7 @@ async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if cmd == "run":
         if args.once:
             return await cmd_run_once(settings, as_json=args.json)
-        from engine.daemon import run_daemon
+        from engine.daemon.main import run_daemon
 
         return await run_daemon(settings)
     if cmd == "reconcile":
@@ -126,7 +126,7 @@ async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if cmd == "labels":
         return await cmd_labels_import(settings, args.file)
     if cmd == "prune":
-        from engine.prune import cmd_prune
+        from engine.cli.prune import cmd_prune
 
         return await cmd_prune(settings, dry_run=args.dry_run, as_json=args.json)
     raise CommandError(f"unknown command {cmd}", EXIT_USAGE)
@@ -243,7 +243,7 @@ async def _reconcile_pass(rt: Runtime) -> None:
 
 
 async def cmd_labels_import(settings: Settings, path: str) -> int:
-    from engine.reconcile.wiring import import_labels
+    from engine.app.reconciler import import_labels
 
     rt = await open_runtime(settings)
     try:
@@ -378,7 +378,7 @@ def _outbox_line(outbox: dict[str, Any]) -> str:
 
 
 async def demo(args: argparse.Namespace) -> int:
-    from engine.demo import run_demo
+    from engine.cli.demo import run_demo
 
     return await run_demo()
 

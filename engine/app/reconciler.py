@@ -23,7 +23,7 @@ from pathlib import Path
 
 import asyncpg
 
-from engine.admin import LabelRejected, LabelSubmitter
+from engine.app.runtime import Runtime
 from engine.oc.client import OCClient
 from engine.reconcile.carriers import CarrierDirectory
 from engine.reconcile.executor import ExecStats, Executor, exponential_backoff
@@ -32,11 +32,11 @@ from engine.reconcile.oc_cancel import OcCancel
 from engine.reconcile.oc_rmas import PgTokenStore, RmaWait
 from engine.reconcile.oc_tracking import OcTracking
 from engine.reconcile.planner import Planner, PlanStats
+from engine.reconcile.ports import LabelRejected, LabelSubmitter
 from engine.reconcile.submit import LabelQueue, ReturnLabelSubmitter
 from engine.reconcile.tasks import Handler
 from engine.reconcile.temu_side import TemuReturns
 from engine.reconcile.upload_label import UploadLabel
-from engine.runtime import Runtime
 from engine.store.reconcile_store import ReconcileStore
 from engine.store.store import Store
 

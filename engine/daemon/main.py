@@ -29,17 +29,17 @@ from typing import Any, NoReturn, TypeVar
 
 import asyncpg
 
-from engine.cluster import ClusterTiming, Identity, LeaseKeeper, OwnedShopsStore
+from engine.app.reconciler import build_reconciler, label_submitter, reconciler_loop
+from engine.app.runtime import RequestObserver, Runtime, open_runtime
+from engine.cluster.keeper import ClusterTiming, Identity, LeaseKeeper, OwnedShopsStore
 from engine.config import Settings
-from engine.health import HealthBoard
-from engine.http import build_app, start_http, stop_http
+from engine.daemon.health import HealthBoard
+from engine.daemon.http import build_app, start_http, stop_http
+from engine.daemon.metrics import OUTBOX_STATES, Metrics
+from engine.daemon.notify import Notifier, watchdog_interval, watchdog_pinger
+from engine.daemon.supervisor import Backoff, Supervisor, sleep_or_stop, sleep_rest_of
 from engine.logs import redact
-from engine.metrics import OUTBOX_STATES, Metrics
-from engine.notify import Notifier, watchdog_interval, watchdog_pinger
-from engine.reconcile.wiring import build_reconciler, label_submitter, reconciler_loop
-from engine.runtime import RequestObserver, Runtime, open_runtime
 from engine.store.leases import LeaseStore
-from engine.supervisor import Backoff, Supervisor, sleep_or_stop, sleep_rest_of
 from engine.sync.service import INCREMENTAL, ShopHandle, SyncService
 
 __all__ = ["DaemonOptions", "run_daemon"]

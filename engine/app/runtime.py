@@ -17,11 +17,11 @@ import aiohttp
 import asyncpg
 
 from engine.config import Settings
+from engine.counters import RunCounters, build_summary
 from engine.store.embedded import EmbeddedPostgres
 from engine.store.migrate import migrate
 from engine.store.pool import create_pool
 from engine.store.store import Store
-from engine.summary import RunCounters, build_summary
 from engine.sync.orders import OrdersAdapter
 from engine.sync.pager import StreamAdapter
 from engine.sync.returns import ReturnsAdapter

@@ -12,12 +12,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from engine.app.reconciler import reconcile_once
+from engine.app.runtime import Runtime, open_runtime
+from engine.app.sim_settings import settings_for_simulator
 from engine.config import Settings
-from engine.reconcile.wiring import reconcile_once
-from engine.runtime import Runtime, open_runtime
 from engine.sim.config import SimConfig
 from engine.sim.server import Simulator
-from engine.simwire import settings_for_simulator
 
 DEMO_SCHEMA = "temu_sync_demo"
 ORDERS_PER_SHOP = 4000

@@ -15,9 +15,9 @@ from typing import Any, Protocol
 import orjson
 from aiohttp import web
 
-from engine.admin import LabelRejected, LabelSubmitter, SubmitResult
 from engine.config import Secret
-from engine.metrics import Metrics
+from engine.daemon.metrics import Metrics
+from engine.reconcile.ports import LabelRejected, LabelSubmitter, SubmitResult
 
 __all__ = [
     "HealthSource",

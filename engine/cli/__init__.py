@@ -218,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = _merge_global_options(build_parser().parse_args(argv))
-    from engine import commands
+    from engine.cli import commands
 
     if args.command in ("demo", "simulate"):
         setup_logging(args.log_format, args.verbose, ())

@@ -1,0 +1,1 @@
+"""Several daemons, one database: app leases, fair share, one-shot leases."""
