@@ -115,7 +115,7 @@ class ReconcilerSettings:
     lease_s: int = 300
     # How many more times an OC cancel/tracking task looks for an RMA that OC does not have yet
     # (the merchant may open it after Temu's event) before it ends as "no_rma". Looks come
-    # after 5, 10, 20, 40 minutes, then hourly (reconcile.wiring.rma_wait_schedule): 30 span
+    # after 5, 10, 20, 40 minutes, then hourly (engine.retry.rma_wait_schedule): 30 span
     # about a day.
     rma_wait_polls: int = 30
 

@@ -27,8 +27,9 @@ from bench.measures import percentile, span_rate
 from bench.plot import RunPlot, draw
 from bench.results import new_doc, target
 from bench.simproc import SimProcess, SimSpec
-from engine.app.reconciler import reconcile_once, reconciler_loop
+from engine.app.reconciler import reconcile_once
 from engine.app.runtime import Runtime, open_runtime
+from engine.daemon.reconciler_loop import reconciler_loop
 from engine.sync.service import SyncService
 
 NAME = "mixed"

@@ -17,7 +17,7 @@ import aiohttp
 import asyncpg
 
 from engine.config import Settings
-from engine.counters import RunCounters, build_summary
+from engine.counters import RowObserver, RunCounters, build_summary
 from engine.store.embedded import EmbeddedPostgres
 from engine.store.migrate import migrate
 from engine.store.pool import create_pool
@@ -36,6 +36,18 @@ log = logging.getLogger(__name__)
 RequestObserver = Callable[[str, str, str], None]
 
 
+@dataclass(frozen=True)
+class Observers:
+    """What the process that opens a Runtime wants to hear of, and the gate every Temu send
+    passes (a daemon sharing the database: refused unless this process holds the app's
+    lease). One-shot commands pass none."""
+
+    request: RequestObserver | None = None  # (api_type, app_key, outcome) per request
+    rows: RowObserver | None = None  # rows written, per entity
+    oc_token_refresh: Callable[[], None] | None = None
+    send_gate: Callable[[str], Callable[[], None]] | None = None  # app_key -> gate
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -49,9 +61,7 @@ class Runtime:
     shop_apis: dict[str, TemuShopApi]
     embedded: EmbeddedPostgres | None = None
     started: float = field(default_factory=time.monotonic)
-    # Called after each Orange Connex token refresh; whoever builds the OC client passes it
-    # on as the client's ``on_token_refresh`` (the daemon points it at a metrics counter).
-    on_oc_token_refresh: Callable[[], None] | None = None
+    observers: Observers = field(default_factory=Observers)
 
     def sync_service(self) -> SyncService:
         shops = []
@@ -114,7 +124,7 @@ async def open_database(settings: Settings) -> tuple[str, EmbeddedPostgres | Non
 async def open_runtime(
     settings: Settings,
     *,
-    observer: RequestObserver | None = None,
+    observers: Observers | None = None,
     apply_migrations: bool = True,
 ) -> Runtime:
     url, embedded = await open_database(settings)
@@ -135,12 +145,17 @@ async def open_runtime(
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
         raise
-    stats = CallStats(observer=observer)
+    observers = observers or Observers()
+    stats = CallStats(observer=observers.request)
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=200, enable_cleanup_closed=True),
         trace_configs=[send_fence()],
     )
-    pacers = {a.app_key: AppPacer(a.qps) for a in settings.apps}
+    gate = observers.send_gate
+    pacers = {
+        a.app_key: AppPacer(a.qps, gate=None if gate is None else gate(a.app_key))
+        for a in settings.apps
+    }
     transports = {
         a.app_key: TemuTransport(session, a, pacers[a.app_key], stats) for a in settings.apps
     }
@@ -153,9 +168,10 @@ async def open_runtime(
         store=Store(pool),
         session=session,
         stats=stats,
-        counters=RunCounters(),
+        counters=RunCounters(observer=observers.rows),
         pacers=pacers,
         transports=transports,
         shop_apis=shop_apis,
         embedded=embedded,
+        observers=observers,
     )

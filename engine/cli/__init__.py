@@ -17,12 +17,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from engine.config import ConfigError, Settings, config_path, load_config
+from engine.errors import ExitCode
 from engine.logs import setup_logging
 
 log = logging.getLogger("engine.cli")
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a Ctrl-C
 
 EPILOG = """\
 exit codes:
@@ -65,7 +64,7 @@ def _timestamp(text: str) -> datetime:
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # argparse exits 2 already; keep its message short
         self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message}\n")
 
 
 def version() -> str:
@@ -213,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _main(argv)
     except KeyboardInterrupt:  # Ctrl-C anywhere, even while parsing or loading config
-        return EXIT_INTERRUPTED
+        return ExitCode.INTERRUPTED
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -229,26 +228,26 @@ def _main(argv: Sequence[str] | None) -> int:
         try:
             return _run(handler(args))
         except KeyboardInterrupt:
-            return EXIT_INTERRUPTED
+            return ExitCode.INTERRUPTED
     try:
         settings = _load(args)
     except ConfigError as exc:
         print(f"temu-sync: configuration error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     except UsageError as exc:
         print(f"temu-sync: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     setup_logging(args.log_format, args.verbose, settings.secrets())
     try:
         return _run(commands.dispatch(args, settings))
     except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+        return ExitCode.INTERRUPTED
     except commands.CommandError as exc:
         log.error("%s", exc)
         return exc.exit_code
     except Exception as exc:  # the last line of defence: a clear message, not a traceback
         log.error("failed: %s", exc, exc_info=args.verbose > 0)
-        return EXIT_FAILURE
+        return ExitCode.FAILURE
 
 
 if __name__ == "__main__":  # pragma: no cover

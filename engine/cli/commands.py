@@ -11,23 +11,18 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import asyncpg
 import orjson
 
 from engine.app.reconciler import reconcile_once
-from engine.app.runtime import Runtime
+from engine.app.runtime import Observers, Runtime
 from engine.app.runtime import open_database as _open_database
 from engine.app.runtime import open_runtime as _open_runtime
 from engine.cli.progress import BackfillProgress
-from engine.cluster.keeper import (
-    AppsBusy,
-    ClusterTiming,
-    Identity,
-    LeaseKeeper,
-    refuse_if_daemon_owns,
-    take_leases_once,
-)
+from engine.cluster.identity import Identity
+from engine.cluster.keeper import ClusterTiming, Holdings, LeaseKeeper
+from engine.cluster.oneshot import AppsBusy, refuse_if_daemon_owns, take_leases_once
 from engine.config import Settings
+from engine.errors import DATABASE_ERRORS, ExitCode
 from engine.reconcile.executor import BLOCKED
 from engine.store.leases import DaemonRow, Lease, LeaseStore
 from engine.store.migrate import migrate
@@ -36,17 +31,14 @@ from engine.store.reconcile_store import ReconcileStore
 
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 
 
 class CommandError(Exception):
-    def __init__(self, message: str, exit_code: int = EXIT_FAILURE) -> None:
+    def __init__(self, message: str, exit_code: int = ExitCode.FAILURE) -> None:
         super().__init__(message)
         self.exit_code = exit_code
 
 
-# What asyncpg raises when Postgres is unreachable, refuses us or is not what the URL says.
-_DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 def database_target(url: str) -> str:
@@ -75,20 +67,20 @@ def _database_error(settings: Settings, exc: BaseException) -> CommandError:
         parts = urlsplit(settings.database.url)
         if parts.password:
             reason = reason.replace(parts.password, "***")
-    return CommandError(f"cannot use Postgres at {where}: {reason}", EXIT_FAILURE)
+    return CommandError(f"cannot use Postgres at {where}: {reason}", ExitCode.FAILURE)
 
 
-async def open_runtime(settings: Settings) -> Runtime:
+async def open_runtime(settings: Settings, observers: Observers | None = None) -> Runtime:
     try:
-        return await _open_runtime(settings)
-    except _DATABASE_ERRORS as exc:
+        return await _open_runtime(settings, observers=observers)
+    except DATABASE_ERRORS as exc:
         raise _database_error(settings, exc) from None
 
 
 async def open_database(settings: Settings) -> tuple[str, Any]:
     try:
         return await _open_database(settings)
-    except _DATABASE_ERRORS as exc:
+    except DATABASE_ERRORS as exc:
         raise _database_error(settings, exc) from None
 
 
@@ -102,9 +94,9 @@ def _exit_for(rt: Runtime, shops: list[str] | None = None) -> int:
     failed (nothing completed, so it is a failure, not a partial result)."""
     failed = rt.counters.shops_failed
     if not failed:
-        return EXIT_OK
+        return ExitCode.OK
     selected = set(shops if shops is not None else (s.id for s in rt.settings.shops))
-    return EXIT_FAILURE if selected <= failed else EXIT_PARTIAL
+    return ExitCode.FAILURE if selected <= failed else ExitCode.PARTIAL
 
 
 async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
@@ -129,7 +121,7 @@ async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from engine.cli.prune import cmd_prune
 
         return await cmd_prune(settings, dry_run=args.dry_run, as_json=args.json)
-    raise CommandError(f"unknown command {cmd}", EXIT_USAGE)
+    raise CommandError(f"unknown command {cmd}", ExitCode.USAGE)
 
 
 async def cmd_migrate(settings: Settings) -> int:
@@ -137,7 +129,7 @@ async def cmd_migrate(settings: Settings) -> int:
     try:
         try:
             pool = await create_pool(url, settings.database.schema, min_size=1, max_size=2)
-        except _DATABASE_ERRORS as exc:
+        except DATABASE_ERRORS as exc:
             raise _database_error(settings, exc) from None
         try:
             applied = await migrate(pool, settings.database.schema)
@@ -150,18 +142,21 @@ async def cmd_migrate(settings: Settings) -> int:
         print(f"applied {len(applied)} migration(s): {', '.join(applied)}")
     else:
         print("schema is up to date")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 async def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
     streams = ["orders", "returns"] if args.stream == "all" else [args.stream]
     if args.until is not None and args.until <= args.since:
-        raise CommandError("--until must be after --since", EXIT_USAGE)
-    rt = await open_runtime(settings)
+        raise CommandError("--until must be after --since", ExitCode.USAGE)
+    # Every Temu send of the backfill passes its app's lease (held by the keeper below).
+    identity = Identity.of_this_process()
+    holdings = Holdings(identity.owner, ClusterTiming(settings.cluster.lease_s))
+    rt = await open_runtime(settings, Observers(send_gate=holdings.gate))
     keeper: LeaseKeeper | None = None
     try:
         shops = args.shops or [s.id for s in settings.shops]
-        keeper = await _lease_apps(rt, shops)
+        keeper = await _lease_apps(rt, shops, identity, holdings)
         service = rt.sync_service()
         end = args.until or datetime.now(UTC)
         progress = BackfillProgress(
@@ -184,7 +179,9 @@ async def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
         await rt.close()
 
 
-async def _lease_apps(rt: Runtime, shops: list[str]) -> LeaseKeeper:
+async def _lease_apps(
+    rt: Runtime, shops: list[str], identity: Identity, holdings: Holdings
+) -> LeaseKeeper:
     """A backfill paces each app in this process: it takes the apps' leases like a daemon
     (without registering as one), so a daemon cannot sync the same app meanwhile. It waits
     for a lease left by another one-shot run and refuses when a running daemon owns one."""
@@ -193,13 +190,12 @@ async def _lease_apps(rt: Runtime, shops: list[str]) -> LeaseKeeper:
         keeper = await take_leases_once(
             LeaseStore(rt.pool),
             apps,
-            Identity.of_this_process(),
-            timing=ClusterTiming(rt.settings.cluster.lease_s),
+            identity,
+            timing=holdings.timing,
+            holdings=holdings,
         )
     except AppsBusy as exc:
         raise CommandError(str(exc)) from None
-    for app_key in apps:
-        rt.pacers[app_key].gate = keeper.gate(app_key)
     return keeper
 
 
@@ -243,7 +239,7 @@ async def _reconcile_pass(rt: Runtime) -> None:
 
 
 async def cmd_labels_import(settings: Settings, path: str) -> int:
-    from engine.app.reconciler import import_labels
+    from engine.cli.labels import import_labels
 
     rt = await open_runtime(settings)
     try:
@@ -315,7 +311,7 @@ async def cmd_status(settings: Settings, *, as_json: bool) -> int:
             "outbox": {k: conv(v) for k, v in outbox.items()},
         }
         print_json_summary(doc)
-        return EXIT_OK
+        return ExitCode.OK
     print(
         f"{'shop':<16} {'stream':<8} {'kind':<28} {'cursor':<26} {'lag':>10}  "
         f"{'last success':<14} last error"
@@ -341,7 +337,7 @@ async def cmd_status(settings: Settings, *, as_json: bool) -> int:
             f"  {outbox['blocked']} pending task(s) blocked, latest "
             f"{outbox['blocked_latest_key']}: {outbox['blocked_latest_error']}"
         )
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _print_cluster(apps: list[Lease], daemons: list[DaemonRow], now: float) -> None:
@@ -398,4 +394,4 @@ async def simulate(args: argparse.Namespace) -> int:
         drift_rate=args.drift,
     )
     await serve_forever(args.listen, config)
-    return EXIT_OK
+    return ExitCode.OK

@@ -1,16 +1,14 @@
-"""``temu-sync prune [--dry-run] [--json]``: one retention run, now (belongs in ``engine/cli/``
-after the move)."""
+"""``temu-sync prune [--dry-run] [--json]``: one retention run, now."""
 
 from __future__ import annotations
 
 from engine.cli.commands import (
-    _DATABASE_ERRORS,
-    EXIT_OK,
     _database_error,
     open_database,
     print_json_summary,
 )
 from engine.config import Settings
+from engine.errors import DATABASE_ERRORS, ExitCode
 from engine.store.migrate import migrate
 from engine.store.pool import create_pool
 from engine.store.retention import Pruner, RetentionPolicy
@@ -29,12 +27,12 @@ async def cmd_prune(settings: Settings, *, dry_run: bool, as_json: bool) -> int:
     try:
         try:
             pool = await create_pool(url, settings.database.schema, min_size=1, max_size=2)
-        except _DATABASE_ERRORS as exc:
+        except DATABASE_ERRORS as exc:
             raise _database_error(settings, exc) from None
         try:
             await migrate(pool, settings.database.schema)
             report = await Pruner(pool, policy_for(settings)).prune(dry_run=dry_run)
-        except _DATABASE_ERRORS as exc:
+        except DATABASE_ERRORS as exc:
             raise _database_error(settings, exc) from None
         finally:
             await pool.close()
@@ -44,4 +42,4 @@ async def cmd_prune(settings: Settings, *, dry_run: bool, as_json: bool) -> int:
     print(report.summary())
     if as_json:
         print_json_summary(report.as_dict())
-    return EXIT_OK
+    return ExitCode.OK

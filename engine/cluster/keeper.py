@@ -29,45 +29,31 @@ import asyncio
 import contextlib
 import logging
 import math
-import os
 import random
-import socket
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-import asyncpg
-
-from engine.store.leases import DaemonRow, Lease, LeaseStore
-from engine.store.store import Store, Task
+from engine.cluster.identity import Identity, owner_pid, pid_alive
+from engine.errors import DATABASE_ERRORS
+from engine.retry import sleep_or_stop
+from engine.store.leases import DaemonRow, LeaseStore
 from engine.temu.errors import AppNotOwned
 
 __all__ = [
     "AppHooks",
-    "AppsBusy",
     "ClusterTiming",
-    "Identity",
+    "Holdings",
     "LeaseKeeper",
-    "OwnedShopsStore",
     "fair_share",
-    "take_leases_once",
 ]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-DB_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    ConnectionError,
-    TimeoutError,
-    OSError,
-)
 # Temu counts requests per sliding second: the gap between two owners must exceed it.
 MIN_MARGIN_S = 1.5
 COOLDOWN_S = 1.2
@@ -105,49 +91,6 @@ class ClusterTiming:
         return min(1.0, self.renew_every_s)
 
 
-def _local_id(host: str) -> str:
-    """Same value for processes that can see each other's pids (same boot, same pid
-    namespace); anything else gets a unique value, so it never judges a foreign pid."""
-    try:
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-        ns = os.stat("/proc/self/ns/pid").st_ino
-    except OSError:
-        return f"{host}:{uuid.uuid4().hex}"
-    return f"{boot}:{ns}"
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # e.g. EPERM: it exists, owned by someone else
-    return True
-
-
-@dataclass(frozen=True)
-class Identity:
-    owner: str
-    host: str
-    pid: int
-    local_id: str
-    listen: str = ""
-
-    @classmethod
-    def of_this_process(cls, listen: str = "") -> Identity:
-        host = socket.gethostname()
-        pid = os.getpid()
-        return cls(f"{host}:{pid}:{uuid.uuid4().hex[:8]}", host, pid, _local_id(host), listen)
-
-
-def _owner_pid(owner: str) -> int | None:
-    parts = owner.rsplit(":", 2)
-    if len(parts) != 3 or not parts[1].isdigit():
-        return None
-    return int(parts[1])
-
-
 class AppHooks(Protocol):
     """What the daemon does when an app becomes its own or stops being so."""
 
@@ -158,10 +101,6 @@ class AppHooks(Protocol):
         ...
 
 
-class AppsBusy(Exception):
-    """A one-shot command needs an app a running daemon owns."""
-
-
 @dataclass
 class _Held:
     deadline: float  # monotonic: stop sending before deadline - margin
@@ -169,6 +108,34 @@ class _Held:
     # Taken from a process found dead: it may have sent its last request just before dying,
     # so we wait out the rate limit's window before our first (monotonic).
     not_before: float = 0.0
+
+
+@dataclass
+class Holdings:
+    """The app leases this process holds, as its pacers' send gates see them. Built before
+    the runtime (whose pacers take ``gate``) and handed to the ``LeaseKeeper`` that fills it."""
+
+    owner: str
+    timing: ClusterTiming = field(default_factory=ClusterTiming)
+    clock: Callable[[], float] = time.monotonic
+    held: dict[str, _Held] = field(default_factory=dict)
+
+    def owns(self, app_key: str) -> bool:
+        held = self.held.get(app_key)
+        if held is None:
+            return False
+        return held.not_before <= self.clock() < held.deadline - self.timing.margin_s
+
+    def gate(self, app_key: str) -> Callable[[], None]:
+        """For ``AppPacer(gate=...)``: refuses a send for an app this process does not own."""
+
+        def check() -> None:
+            if not self.owns(app_key):
+                raise AppNotOwned(
+                    "(lease)", 0, f"app {app_key} is not leased to this process ({self.owner})"
+                )
+
+        return check
 
 
 @dataclass
@@ -188,9 +155,13 @@ class LeaseKeeper:
     clock: Callable[[], float] = time.monotonic
     is_alive: Callable[[int], bool] = pid_alive
     rng: random.Random = field(default_factory=random.Random)
+    holdings: Holdings | None = None
 
     def __post_init__(self) -> None:
-        self._held: dict[str, _Held] = {}
+        if self.holdings is None:
+            self.holdings = Holdings(self.identity.owner, self.timing, self.clock)
+        self._holdings: Holdings = self.holdings
+        self._held = self._holdings.held
         self._releasing: dict[str, asyncio.Task[None]] = {}
         self._live: list[DaemonRow] = []
         self._dead_local: set[str] = set()
@@ -207,25 +178,14 @@ class LeaseKeeper:
         return self.identity.owner
 
     def owns(self, app_key: str) -> bool:
-        held = self._held.get(app_key)
-        if held is None:
-            return False
-        return held.not_before <= self.clock() < held.deadline - self.timing.margin_s
+        return self._holdings.owns(app_key)
 
     @property
     def owned(self) -> list[str]:
         return sorted(a for a in self._held if self.owns(a))
 
     def gate(self, app_key: str) -> Callable[[], None]:
-        """For ``AppPacer.gate``: refuses a send for an app this process does not own."""
-
-        def check() -> None:
-            if not self.owns(app_key):
-                raise AppNotOwned(
-                    "(lease)", 0, f"app {app_key} is not leased to this process ({self.owner})"
-                )
-
-        return check
+        return self._holdings.gate(app_key)
 
     def snapshot(self) -> dict[str, Any]:
         """For /healthz and `status`: who am I, what do I own since when, who else runs."""
@@ -245,6 +205,15 @@ class LeaseKeeper:
         return fair_share(len(self.apps), max(1, len(self._live)))
 
     # -- lifecycle ------------------------------------------------------------------------
+    def ready_at(self) -> float:
+        """Monotonic time from which every held app may send (after a dead holder's window)."""
+        return max((h.not_before for h in self._held.values()), default=0.0)
+
+    def keep_renewing(self) -> None:
+        """Renews the held leases in the background until ``close()`` (one-shot commands)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="lease-keeper")
+
     async def start(self) -> None:
         """First round at once (so a lone daemon owns everything before READY), then the
         background round every L/3 and a watch on the deadlines."""
@@ -285,7 +254,7 @@ class LeaseKeeper:
                 log.info("released app leases: %s", ", ".join(sorted(mine)))
             if self.daemon:
                 await asyncio.wait_for(self.store.remove_daemon(self.owner), release_timeout_s)
-        except DB_ERRORS as exc:
+        except DATABASE_ERRORS as exc:
             log.warning("could not release leases (they expire on their own): %s", exc)
 
     async def _run(self) -> None:
@@ -294,8 +263,8 @@ class LeaseKeeper:
             while not self._stop.is_set():
                 ok = await self._tick_logged()
                 delay = self.timing.renew_every_s if ok else self.timing.retry_s
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), delay)
+                if await sleep_or_stop(self._stop, delay):
+                    break
         finally:
             watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -304,7 +273,7 @@ class LeaseKeeper:
     async def _tick_logged(self) -> bool:
         try:
             await self.tick()
-        except DB_ERRORS as exc:
+        except DATABASE_ERRORS as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
             log.warning("lease round failed: %s", self.last_error)
             await self.check_deadlines()
@@ -367,7 +336,7 @@ class LeaseKeeper:
         )
         alive = []
         for d in live:
-            if d.owner != self.owner and self._dead_here(d.owner, d.local_id):
+            if d.owner != self.owner and self.is_dead_here(d.owner, d.local_id):
                 log.info("daemon %s is gone (no such process here); not waiting for it", d.owner)
                 await self._call(self.store.remove_daemon(d.owner))
                 continue
@@ -378,12 +347,13 @@ class LeaseKeeper:
         if self.rng.random() < 0.05:
             await self._call(self.store.prune_daemons(KEEP_DEAD_S))
 
-    def _dead_here(self, owner: str, local_id: str) -> bool:
+    def is_dead_here(self, owner: str, local_id: str) -> bool:
+        """Whether ``owner`` ran on this machine and its process is gone."""
         if local_id != self.identity.local_id:
             return False
         if owner in self._dead_local:
             return True
-        pid = _owner_pid(owner)
+        pid = owner_pid(owner)
         if pid is None or pid == self.identity.pid or self.is_alive(pid):
             return False
         self._dead_local.add(owner)
@@ -413,17 +383,18 @@ class LeaseKeeper:
             lease = leases.get(app)
             if lease is None or not lease.live or lease.owner == self.owner:
                 candidates.append((app, None))
-            elif self._dead_here(lease.owner, lease.owner_local):
+            elif self.is_dead_here(lease.owner, lease.owner_local):
                 candidates.append((app, lease.owner))
         # Random order: daemons starting together rarely race for the same row.
         self.rng.shuffle(candidates)
         for app, replacing in candidates:
             if wanted <= 0:
                 return
-            if await self._take(app, replacing):
+            if await self.take(app, replacing):
                 wanted -= 1
 
-    async def _take(self, app: str, replacing: str | None = None) -> bool:
+    async def take(self, app: str, replacing: str | None = None) -> bool:
+        """Tries to take ``app``'s lease (``replacing``: a dead holder's); True when taken."""
         sent = self.clock()
         lease = await self._call(
             self.store.acquire(
@@ -466,7 +437,7 @@ class LeaseKeeper:
             if self._held.pop(app, None) is not None:
                 await self._call(self.store.release([app], self.owner, cooldown_s=COOLDOWN_S))
                 log.info("released the lease of app %s", app, extra={"app_key": app})
-        except DB_ERRORS as exc:
+        except DATABASE_ERRORS as exc:
             log.warning("could not release app %s (its lease expires on its own): %s", app, exc)
         finally:
             self._releasing.pop(app, None)
@@ -478,87 +449,3 @@ class LeaseKeeper:
         log.error("lost the lease of app %s: %s; stopping its loops", app, why)
         if self.hooks is not None and app not in self._releasing:
             await self.hooks.stop_app(app, graceful=False)
-
-
-class OwnedShopsStore(Store):
-    """The reconciler's claims, limited to shops of apps this process owns (plus tasks of no
-    shop, which never call Temu): a task's Temu calls then go through the one pacer of its
-    app, the owner's."""
-
-    def __init__(self, pool: asyncpg.Pool, shops: Callable[[], Sequence[str]]) -> None:
-        super().__init__(pool)
-        self._shops = shops
-
-    async def claim(
-        self,
-        kinds: Sequence[str],
-        *,
-        limit: int,
-        lease_s: float,
-        owner: str,
-        shop_ids: Sequence[str] | None = None,
-    ) -> list[Task]:
-        shops = list(self._shops()) if shop_ids is None else list(shop_ids)
-        return await super().claim(kinds, limit=limit, lease_s=lease_s, owner=owner, shop_ids=shops)
-
-
-async def take_leases_once(
-    store: LeaseStore,
-    apps: Iterable[str],
-    identity: Identity,
-    *,
-    timing: ClusterTiming,
-    give_up_after_s: float | None = None,
-    clock: Callable[[], float] = time.monotonic,
-) -> LeaseKeeper:
-    """For one-shot commands (backfill): takes the leases of ``apps`` and keeps them renewed
-    until ``close()``. Raises AppsBusy naming the owner when a live daemon holds one; waits
-    for a lease held by another one-shot run (or a just-killed one) to expire."""
-    keeper = LeaseKeeper(store, sorted(set(apps)), identity, timing=timing, daemon=False)
-    deadline = clock() + (timing.lease_s * 2 if give_up_after_s is None else give_up_after_s)
-    try:
-        for app in keeper.apps:
-            replacing: str | None = None
-            while not await keeper._take(app, replacing):
-                lease = next((x for x in await store.leases() if x.app_key == app), None)
-                if lease is not None and keeper._dead_here(lease.owner, lease.owner_local):
-                    replacing = lease.owner  # a killed run on this machine: no need to wait
-                    continue
-                daemons = {d.owner: d for d in await store.daemons() if d.live}
-                if lease is not None and lease.live and lease.owner in daemons:
-                    raise AppsBusy(_busy_message(app, lease))
-                if clock() > deadline:
-                    raise AppsBusy(f"app {app}: its lease did not become free in time")
-                log.info("app %s is leased to %s; waiting for it", app, _who(lease))
-                await asyncio.sleep(min(1.0, timing.renew_every_s))
-        # Leases taken from a dead run start only after the rate limit's window.
-        ready = max((h.not_before for h in keeper._held.values()), default=0.0)
-        await asyncio.sleep(max(0.0, ready - clock()))
-    except BaseException:
-        await keeper.close()
-        raise
-    keeper._task = asyncio.create_task(keeper._run(), name="lease-keeper")
-    return keeper
-
-
-def _who(lease: Lease | None) -> str:
-    return "nobody" if lease is None else f"{lease.owner} (until {lease.expires_at:%H:%M:%S})"
-
-
-def _busy_message(app: str, lease: Lease, command: str = "the backfill") -> str:
-    return (
-        f"app {app} is owned by the running daemon {lease.owner} (host {lease.owner_host}) "
-        f"since {lease.acquired_at.isoformat(timespec='seconds')}; two processes calling "
-        "Temu for one app would exceed its rate limit. Stop that daemon (or every daemon "
-        f"that could take the app) and run {command} again."
-    )
-
-
-async def refuse_if_daemon_owns(store: LeaseStore, apps: Iterable[str], command: str) -> None:
-    """One-shot passes (``run --once``, ``reconcile --once``) take no lease, so they must not
-    run beside a daemon that paces the same app: that would double the app's request rate."""
-    wanted = set(apps)
-    daemons = {d.owner for d in await store.daemons() if d.live}
-    for lease in await store.leases():
-        if lease.app_key in wanted and lease.live and lease.owner in daemons:
-            raise AppsBusy(_busy_message(lease.app_key, lease, command))

@@ -4,7 +4,6 @@ it in ``/metrics``. (Belongs with the daemon's loops: ``engine/daemon/`` after t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -12,6 +11,8 @@ from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from engine.errors import describe
+from engine.retry import sleep_rest_of
 from engine.store.retention import PruneReport
 
 log = logging.getLogger(__name__)
@@ -84,13 +85,11 @@ class RetentionLoop:
     async def run(self, stop: asyncio.Event) -> None:
         """Until ``stop``: a run, then the rest of the interval. A failed run is logged and
         tried again next time: retention must never take the daemon down."""
-        loop = asyncio.get_running_loop()
         while not stop.is_set():
-            started = loop.time()
+            started = time.monotonic()
             try:
                 await self.run_once()
             except Exception as exc:  # logged; tried again at the next tick
-                log.warning("retention run failed: %s: %s", type(exc).__name__, exc)
-            wait = max(0.0, self._interval - (loop.time() - started))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), wait)
+                log.warning("retention run failed: %s", describe(exc))
+            if await sleep_rest_of(stop, self._interval, started):
+                return

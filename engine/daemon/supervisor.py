@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from engine.logs import log_context
+from engine.retry import Backoff, sleep_or_stop
 
-__all__ = ["Backoff", "Supervisor", "TaskFn", "sleep_or_stop", "sleep_rest_of"]
+__all__ = ["Supervisor", "TaskFn"]
 
 log = logging.getLogger(__name__)
 
@@ -26,48 +25,8 @@ TaskFn = Callable[[asyncio.Event], Awaitable[None]]
 CrashHook = Callable[[str, BaseException], None]
 
 
-@dataclass(frozen=True)
-class Backoff:
-    """Exponential delays: ``base``, ``base*factor``, ... capped at ``cap``, with jitter so
-    loops that failed together (a database restart) do not retry in lockstep."""
-
-    base: float
-    cap: float
-    factor: float = 2.0
-    jitter: float = 0.1
-
-    def delay(self, failures: int, rng: Callable[[], float] = random.random) -> float:
-        """Delay after the ``failures``-th consecutive failure (1 = the first)."""
-        exponent = max(0, failures - 1)
-        # Bounded exponent: factor**exponent would overflow after months of failures.
-        raw = self.base * self.factor ** min(exponent, 64)
-        capped = min(self.cap, raw)
-        return capped * (1 - self.jitter * rng())
-
-
-async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
-    """Sleeps ``seconds`` unless ``stop`` is set first; True when stopping."""
-    if stop.is_set():
-        return True
-    if seconds <= 0:
-        return False
-    try:
-        await asyncio.wait_for(stop.wait(), seconds)
-    except TimeoutError:
-        return False
-    return True
-
-
-async def sleep_rest_of(
-    stop: asyncio.Event,
-    interval: float,
-    started: float,
-    clock: Callable[[], float] = time.monotonic,
-) -> bool:
-    """The drift-free tick (arq's): the next round starts ``interval`` after this one started,
-    not after it ended, so a 30 s poll stays a 30 s poll however long the pass took. A pass
-    longer than the interval is followed at once by the next. True when stopping."""
-    return await sleep_or_stop(stop, interval - (clock() - started))
+# Restarts of a crashed task: from a second up to ten minutes.
+_RESTART = Backoff(base=1.0, cap=600.0)
 
 
 class Supervisor:
@@ -77,7 +36,7 @@ class Supervisor:
         self,
         stop: asyncio.Event,
         *,
-        restart: Backoff = Backoff(base=1.0, cap=600.0),
+        restart: Backoff = _RESTART,
         on_crash: CrashHook | None = None,
         healthy_after_s: float = 300.0,
         clock: Callable[[], float] = time.monotonic,

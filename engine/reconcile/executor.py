@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.errors import describe
 from engine.logs import redact
 from engine.oc.client import OCAuthError, OCError
 from engine.reconcile.tasks import Done, Handler, LeaseLost, Outcome, Park, Retry, Wait
@@ -56,20 +57,6 @@ class _TaskLease:
         )
         if not ok:
             raise LeaseLost(f"task {self._task.id} is no longer leased by {self._task.owner}")
-
-
-def exponential_backoff(base_s: float, cap_s: float) -> Callable[[int], float]:
-    """Delay before try ``attempts + 1``: base, 2*base, 4*base, ... up to cap."""
-
-    def delay(attempts: int) -> float:
-        return float(min(cap_s, base_s * 2 ** max(0, attempts - 1)))
-
-    return delay
-
-
-def describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text if type(exc).__name__ in text else f"{type(exc).__name__}: {text}"
 
 
 def outcome_of_error(

@@ -1,6 +1,6 @@
 """Postgres side of running several daemons on one database: the ``daemons`` heartbeat table
 and the per-app leases (``sql/queries/leases.sql``). No policy here: who takes what and when
-is ``engine/cluster.py``'s business."""
+is ``engine/cluster/``'s business."""
 
 from __future__ import annotations
 

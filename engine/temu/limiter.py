@@ -88,6 +88,7 @@ class AppPacer:
         margin_s: float = DEFAULT_MARGIN_S,
         excess_cap_s: float = DEFAULT_EXCESS_CAP_S,
         clock: Callable[[], float] = time.monotonic,
+        gate: Callable[[], None] | None = None,
     ) -> None:
         if qps <= 0:
             raise ValueError("qps must be > 0")
@@ -120,10 +121,10 @@ class AppPacer:
         self._waiters: list[tuple[int, int, asyncio.Future[Send]]] = []
         self._order = itertools.count()
         self._dispatcher: asyncio.Task[None] | None = None
-        # Set by a daemon sharing the database with others: raises when this process no
+        # From a daemon sharing the database with others: raises when this process no
         # longer holds the app's lease. Checked after the wait, right before the send, since
         # the lease can be lost while a call is queued here.
-        self.gate: Callable[[], None] | None = None
+        self.gate = gate
 
     @property
     def pace(self) -> float:

@@ -14,6 +14,7 @@ import aiohttp
 import orjson
 
 from engine.config import AppSettings
+from engine.retry import full_jitter
 from engine.temu import stats as outcomes
 from engine.temu.errors import (
     AppNotOwned,
@@ -185,11 +186,11 @@ class TemuTransport:
             # The pacer already slowed down and queues the retry; the first retries only
             # de-synchronise callers, later ones back off so a throttling storm (a gateway
             # refusing everything for a while) is outlasted rather than exhausting the tries.
-            cap = min(self._backoff_max_s, self._rate_limited_backoff_s * 2.0 ** (failures - 1))
-            return self._rng() * cap
+            return full_jitter(
+                self._rate_limited_backoff_s, self._backoff_max_s, failures, self._rng
+            )
         # Full jitter: concurrent callers that failed together don't retry together.
-        cap = min(self._backoff_max_s, self._backoff_base_s * 2.0 ** (failures - 1))
-        return self._rng() * cap
+        return full_jitter(self._backoff_base_s, self._backoff_max_s, failures, self._rng)
 
     async def _send(
         self, api_type: str, body: bytes, secrets: tuple[str, str], timestamp: int, send: Send

@@ -9,7 +9,9 @@ from datetime import timedelta
 import asyncpg
 import pytest
 
-from engine.cluster.keeper import ClusterTiming, Identity, LeaseKeeper, OwnedShopsStore
+from engine.cluster.claims import OwnedShopsStore
+from engine.cluster.identity import Identity
+from engine.cluster.keeper import ClusterTiming, LeaseKeeper
 from engine.store.leases import LeaseStore
 from engine.store.store import Store
 from engine.temu.errors import AppNotOwned
@@ -237,7 +239,7 @@ async def test_dead_local_daemon_is_replaced_without_waiting(pool: asyncpg.Pool)
 
 
 async def test_one_shot_refuses_an_app_a_daemon_owns(pool: asyncpg.Pool) -> None:
-    from engine.cluster.keeper import AppsBusy, take_leases_once
+    from engine.cluster.oneshot import AppsBusy, take_leases_once
 
     store = LeaseStore(pool)
     daemon = LeaseKeeper(store, ["a1"], ident("d"), timing=ClusterTiming(30.0))
@@ -247,7 +249,7 @@ async def test_one_shot_refuses_an_app_a_daemon_owns(pool: asyncpg.Pool) -> None
 
 
 async def test_one_shot_waits_for_another_runs_lease(pool: asyncpg.Pool) -> None:
-    from engine.cluster.keeper import take_leases_once
+    from engine.cluster.oneshot import take_leases_once
 
     store = LeaseStore(pool)
     # Another backfill (not a daemon) on another machine, its lease about to expire.

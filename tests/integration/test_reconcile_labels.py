@@ -13,11 +13,13 @@ import aiohttp
 import orjson
 import pytest
 
-from engine.app.reconciler import import_labels, label_submitter, reconciler_loop
+from engine.app.reconciler import label_submitter
 from engine.app.runtime import Runtime, open_runtime
+from engine.cli.labels import import_labels
 from engine.config import Secret
 from engine.daemon.http import build_app, start_http, stop_http
 from engine.daemon.metrics import Metrics
+from engine.daemon.reconciler_loop import reconciler_loop
 from engine.sim.config import SimConfig
 from engine.sim.server import Simulator
 from tests.integration.test_reconcile_flow import (

@@ -18,8 +18,9 @@ from typing import Any
 import orjson
 import pytest
 
-from engine.app.reconciler import build_reconciler, import_labels, reconcile_once
+from engine.app.reconciler import build_reconciler, reconcile_once
 from engine.app.runtime import Runtime, open_runtime
+from engine.cli.labels import import_labels
 from engine.oc.client import OCClient
 from engine.reconcile.oc_rmas import PgTokenStore
 from engine.sim.config import SimConfig

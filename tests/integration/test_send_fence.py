@@ -43,7 +43,6 @@ async def test_a_send_fenced_after_its_grant_never_leaves(
 ) -> None:
     url, seen = router
     app = AppSettings(app_key="ak", app_secret=Secret("s"), base_url=url)
-    pacer = AppPacer(20)
     checks: list[bool] = []
     owned = [True, True]  # (at the grant, just before the write)
 
@@ -53,7 +52,7 @@ async def test_a_send_fenced_after_its_grant_never_leaves(
         if not allowed:
             raise AppNotOwned("(lease)", 0, "app ak is not leased to this process")
 
-    pacer.gate = gate
+    pacer = AppPacer(20, gate=gate)
     stats = CallStats()
     async with aiohttp.ClientSession(trace_configs=[send_fence()]) as session:
         transport = TemuTransport(session, app, pacer, stats)

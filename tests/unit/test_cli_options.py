@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from engine import cli
+from engine.errors import ExitCode
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -56,4 +57,4 @@ def test_ctrl_c_exits_130(monkeypatch: pytest.MonkeyPatch) -> None:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(cli, "_run", interrupted)
-    assert cli.main(["simulate"]) == cli.EXIT_INTERRUPTED == 130
+    assert cli.main(["simulate"]) == ExitCode.INTERRUPTED == 130

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.cluster.keeper import ClusterTiming, _owner_pid, fair_share
+from engine.cluster.identity import owner_pid
+from engine.cluster.keeper import ClusterTiming, fair_share
 from engine.config import ConfigError, parse_config
 
 
@@ -28,9 +29,9 @@ def test_timing_keeps_a_gap_of_more_than_the_rate_window(lease_s: float) -> None
     assert t.renew_every_s * 3 == pytest.approx(lease_s)
 
 
-def test_owner_pid() -> None:
-    assert _owner_pid("host-1:4242:abcd1234") == 4242
-    assert _owner_pid("garbage") is None
+def testowner_pid() -> None:
+    assert owner_pid("host-1:4242:abcd1234") == 4242
+    assert owner_pid("garbage") is None
 
 
 def test_cluster_config() -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from engine.daemon.health import HealthBoard
-from engine.daemon.supervisor import Backoff, Supervisor, sleep_rest_of
+from engine.daemon.supervisor import Supervisor
+from engine.retry import Backoff, sleep_rest_of
 
 
 class Clock:

@@ -6,19 +6,19 @@ from typing import Any
 
 import pytest
 
-from engine.app.reconciler import poll_schedule, rma_wait_schedule
+from engine.app.reconciler import EAGER_POLLS, POLL_CAP_S, RMA_FIRST_LOOK_S
 from engine.oc.client import OCAuthError, OCBusinessError, OCError, Rma
 from engine.reconcile.carriers import CarrierDirectory, UnknownCarrier, region_of
 from engine.reconcile.executor import (
     BLOCKED,
     CONFIG_WAIT_S,
-    exponential_backoff,
     outcome_of_error,
 )
 from engine.reconcile.oc_rmas import RmaWait, open_rmas, push_message_id
 from engine.reconcile.tasks import Done, Park, Retry, Wait
 from engine.reconcile.temu_side import TemuReturn, trackings
 from engine.reconcile.upload_label import LabelProblem, _schedule, _warehouse, normalize_mode
+from engine.retry import exponential_backoff, poll_schedule, rma_wait_schedule
 from engine.temu.errors import AppNotOwned, TransportError, error_for
 
 CARRIERS = [{"carrierId": 1, "carrierName": "UPS"}, {"carrierId": 2, "carrierName": "FedEx"}]
@@ -105,7 +105,7 @@ def test_only_open_rmas_count() -> None:
 def test_backoff_doubles_up_to_the_cap_and_polls_start_eager() -> None:
     backoff = exponential_backoff(15, 100)
     assert [backoff(n) for n in (1, 2, 3, 4)] == [15, 30, 60, 100]
-    polls = poll_schedule(15)
+    polls = poll_schedule(15, eager=EAGER_POLLS, cap_s=POLL_CAP_S)
     assert [polls(n) for n in range(6)] == [0, 0, 0, 15, 30, 60]
 
 
@@ -185,11 +185,11 @@ def test_trackings_are_distinct_in_temu_order_with_the_first_carrier_named() -> 
 
 
 def test_looking_for_a_missing_rma_is_bounded() -> None:
-    wait = RmaWait(rma_wait_schedule(), max_polls=4)
+    wait = RmaWait(rma_wait_schedule(RMA_FIRST_LOOK_S, POLL_CAP_S), max_polls=4)
     outcomes = [wait.outcome("RA-1", n) for n in range(5)]
     assert [type(o) for o in outcomes] == [Wait, Wait, Wait, Wait, Done]
     # Never at the next pass: the OC budget belongs to label uploads; minutes, then hours.
     assert [o.delay_s for o in outcomes[:4] if isinstance(o, Wait)] == [300, 600, 1200, 2400]
-    assert rma_wait_schedule()(29) == 3600
+    assert rma_wait_schedule(RMA_FIRST_LOOK_S, POLL_CAP_S)(29) == 3600
     assert [o.patch for o in outcomes[:2] if isinstance(o, Wait)] == [{"polls": 1}, {"polls": 2}]
     assert outcomes[4] == Done({"outcome": "no_rma", "polls": 4})

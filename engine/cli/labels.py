@@ -1,0 +1,46 @@
+"""``temu-sync labels import FILE``: queue return labels from JSON lines.
+
+Exit codes: 0 the file was processed (bad lines are reported ``line N: reason`` on stderr and
+skipped; an empty file is nothing to do); 1 no line could be queued; 2 the file cannot be read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from engine.app.reconciler import label_queue
+from engine.app.runtime import Runtime
+from engine.errors import ExitCode
+from engine.reconcile.labels import parse_label_lines
+from engine.reconcile.ports import LabelRejected
+
+__all__ = ["import_labels"]
+
+log = logging.getLogger(__name__)
+
+
+async def import_labels(rt: Runtime, path: str) -> int:
+    try:
+        data = await asyncio.to_thread(Path(path).read_bytes)
+    except OSError as exc:
+        print(f"cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
+        return ExitCode.USAGE
+    good, bad = parse_label_lines(data, [s.id for s in rt.settings.shops])
+    queue = label_queue(rt)
+    queued = 0
+    for line_no, req in good:
+        try:
+            result = await queue.queue(req)
+        except LabelRejected as exc:
+            bad.append((line_no, exc.reason))
+            continue
+        queued += 1
+        if result.duplicate:
+            log.info("line %d: the same label was already queued", line_no)
+    for line_no, reason in sorted(bad):
+        print(f"line {line_no}: {reason}", file=sys.stderr)
+    print(f"{queued} label(s) queued, {len(bad)} line(s) refused")
+    return ExitCode.FAILURE if bad and not queued else ExitCode.OK

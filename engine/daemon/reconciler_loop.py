@@ -1,0 +1,102 @@
+"""The daemon's reconciler loop: a pass on every NOTIFY of the outbox channel and every
+``reconciler.interval_s``, until stopped; a pass cut off by shutdown gets a short grace."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import asyncpg
+
+from engine.app.reconciler import build_reconciler
+from engine.app.runtime import Runtime
+from engine.reconcile.reconciler import Reconciler
+
+__all__ = ["CHANNEL", "STOP_GRACE_S", "reconciler_loop"]
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "temu_sync_outbox"
+STOP_GRACE_S = 5.0
+
+
+@contextlib.asynccontextmanager
+async def _listening(pool: asyncpg.Pool, wake: asyncio.Event) -> AsyncIterator[None]:
+    """LISTEN on the outbox channel on a pooled connection held for the loop's lifetime.
+
+    Without it (the connection broke) the loop still runs on its timer.
+    """
+
+    def on_notify(*_: object) -> None:
+        wake.set()
+
+    conn: asyncpg.pool.PoolConnectionProxy | None = None
+    try:
+        conn = await pool.acquire()
+        await conn.add_listener(CHANNEL, on_notify)
+    except Exception as exc:
+        log.warning("reconciler: LISTEN %s failed (%s); running on the timer only", CHANNEL, exc)
+    try:
+        yield
+    finally:
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.remove_listener(CHANNEL, on_notify)
+            with contextlib.suppress(Exception):
+                await pool.release(conn)
+
+
+async def _sleep_until(stop: asyncio.Event, wake: asyncio.Event, seconds: float) -> None:
+    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+
+
+async def _pass_or_stop(reconciler: Reconciler, stop: asyncio.Event) -> None:
+    work = asyncio.ensure_future(reconciler.run_pass())
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({work, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if not work.done():
+            # Let in-flight tasks book their outcome; what is cut off is re-taken after the
+            # lease, and an interrupted upload is re-read before any second try.
+            await asyncio.wait({work}, timeout=STOP_GRACE_S)
+            work.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await work
+            return
+        work.result()
+    finally:
+        stopper.cancel()
+        if not work.done():
+            # Cancelled from outside (daemon shutdown): never leave the pass running on a pool
+            # and session that are about to close.
+            work.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await work
+
+
+async def reconciler_loop(
+    rt: Runtime, stop: asyncio.Event, *, reconciler: Reconciler | None = None
+) -> None:
+    """Passes on NOTIFY temu_sync_outbox and every ``reconciler.interval_s``, until ``stop``."""
+    reconciler = reconciler or build_reconciler(rt)
+    interval = max(0.05, rt.settings.reconciler.interval_s)
+    wake = asyncio.Event()
+    async with _listening(rt.pool, wake):
+        while not stop.is_set():
+            wake.clear()
+            try:
+                await _pass_or_stop(reconciler, stop)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reconciler pass failed; next try in %.1fs", interval)
+            if stop.is_set():
+                break
+            await _sleep_until(stop, wake, interval)

@@ -1,0 +1,26 @@
+"""The reconciler: a pass plans the tasks that changes call for, then runs the due ones."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.reconcile.executor import ExecStats, Executor
+from engine.reconcile.planner import Planner, PlanStats
+
+__all__ = ["PassStats", "Reconciler"]
+
+
+@dataclass
+class PassStats:
+    plan: PlanStats
+    run: ExecStats
+
+
+class Reconciler:
+    def __init__(self, planner: Planner, executor: Executor) -> None:
+        self.planner = planner
+        self.executor = executor
+
+    async def run_pass(self) -> PassStats:
+        plan = await self.planner.plan()
+        return PassStats(plan, await self.executor.run_due())
