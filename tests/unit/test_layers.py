@@ -3,7 +3,7 @@
 Layers, each importing only from layers below it (and from itself):
   cli > daemon > app > reconcile, sync, cluster > temu, oc, store > root leaves.
 The root leaves (config, logs, counters, retry, errors) import nothing else from engine, except
-that errors may use logs' redactor. `sim` stands apart: only `app` and `cli` import it, and it
+that errors may use logs' redactor (config is a package of two modules, still one leaf). `sim` stands apart: only `app` and `cli` import it, and it
 never imports temu or oc (it is the other side of their wire).
 """
 
@@ -99,7 +99,7 @@ def test_the_engine_keeps_its_layers() -> None:
 
 def test_every_package_is_in_the_layer_map() -> None:
     packages = {p.name for p in ENGINE.iterdir() if (p / "__init__.py").exists()}
-    assert packages - set(RANK) - {"sim"} == set()
+    assert packages - set(RANK) - LEAVES - {"sim"} == set()
 
 
 @pytest.mark.parametrize(

@@ -12,11 +12,39 @@ import contextlib
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from engine.config.reader import (
+    ConfigError,
+    Reader,
+    Secret,
+    array_of_tables,
+    table,
+)
+
+__all__ = [
+    "LOGISTIC_MODES",
+    "REGION_URLS",
+    "AppSettings",
+    "ClusterSettings",
+    "ConfigError",
+    "DatabaseSettings",
+    "HttpSettings",
+    "OrangeConnexSettings",
+    "ReconcilerSettings",
+    "RetentionSettings",
+    "Secret",
+    "Settings",
+    "ShopSettings",
+    "SyncSettings",
+    "config_path",
+    "load_config",
+    "parse_config",
+]
 
 REGION_URLS = {
     "us": "https://openapi-b-us.temu.com/openapi/router",
@@ -24,42 +52,6 @@ REGION_URLS = {
     "global": "https://openapi-b-global.temu.com/openapi/router",
 }
 LOGISTIC_MODES = ("dropOff", "pickUp")
-
-
-class ConfigError(Exception):
-    """A configuration problem; the message names the file and key, never a secret value."""
-
-    def __init__(self, source: str, key: str, problem: str) -> None:
-        self.source = source
-        self.key = key
-        self.problem = problem
-        super().__init__(f"{source}: {key}: {problem}")
-
-
-class Secret:
-    """A string that never shows itself in repr/str, so it cannot leak through logs."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def get(self) -> str:
-        return self._value
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-    def __repr__(self) -> str:
-        return "Secret('***')" if self._value else "Secret('')"
-
-    __str__ = __repr__
 
 
 @dataclass(frozen=True)
@@ -191,172 +183,24 @@ class Settings:
         return [s for s in out if s]
 
 
-# ---------------------------------------------------------------------------------------------
-# Loading
-
-
-class _Reader:
-    """Reads one TOML table, tracking which keys were consumed so leftovers are reported."""
-
-    def __init__(
-        self, source: str, prefix: str, table: Mapping[str, Any], env: Mapping[str, str]
-    ) -> None:
-        self.source = source
-        self.prefix = prefix
-        self.table = dict(table)
-        self.env = env
-        self.seen: set[str] = set()
-
-    def key(self, name: str) -> str:
-        return f"{self.prefix}.{name}" if self.prefix else name
-
-    def err(self, name: str, problem: str) -> ConfigError:
-        return ConfigError(self.source, self.key(name), problem)
-
-    def _raw(self, name: str) -> Any:
-        self.seen.add(name)
-        return self.table.get(name)
-
-    def string(self, name: str, default: str | None = None) -> str:
-        v = self._raw(name)
-        if v is None:
-            if default is None:
-                raise self.err(name, "required key is missing")
-            return default
-        if not isinstance(v, str):
-            raise self.err(name, f"must be a string, got {type(v).__name__}")
-        return v
-
-    def boolean(self, name: str, default: bool) -> bool:
-        v = self._raw(name)
-        if v is None:
-            return default
-        if not isinstance(v, bool):
-            raise self.err(name, f"must be true or false, got {type(v).__name__}")
-        return v
-
-    def integer(self, name: str, default: int, minimum: int = 0) -> int:
-        v = self._raw(name)
-        if v is None:
-            return default
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise self.err(name, f"must be an integer, got {type(v).__name__}")
-        if v < minimum:
-            raise self.err(name, f"must be >= {minimum}, got {v}")
-        return v
-
-    def number(self, name: str, default: float, minimum: float = 0.0) -> float:
-        v = self._raw(name)
-        if v is None:
-            return default
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            raise self.err(name, f"must be a number, got {type(v).__name__}")
-        if v <= minimum:
-            raise self.err(name, f"must be > {minimum}, got {v}")
-        return float(v)
-
-    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
-        v = self.string(name, default)
-        for c in choices:
-            if v.lower() == c.lower():
-                return c
-        raise self.err(name, f"must be one of {', '.join(choices)}, got {v!r}")
-
-    def timestamp(self, name: str, default: datetime) -> datetime:
-        v = self._raw(name)
-        if v is None:
-            return default
-        if isinstance(v, datetime):
-            dt = v
-        elif isinstance(v, str):
-            try:
-                dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
-            except ValueError:
-                raise self.err(name, f"must be an ISO 8601 timestamp, got {v!r}") from None
-        else:
-            raise self.err(name, f"must be a timestamp string, got {type(v).__name__}")
-        return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
-
-    def secret(self, name: str, required: bool) -> Secret:
-        """A secret given as ``name``, ``name_env`` or ``name_file`` (exactly one)."""
-        forms = [n for n in (name, f"{name}_env", f"{name}_file") if n in self.table]
-        self.seen.update({name, f"{name}_env", f"{name}_file"})
-        if len(forms) > 1:
-            raise self.err(name, f"give only one of {', '.join(forms)}")
-        if not forms:
-            if required:
-                raise self.err(
-                    name, f"required secret is missing (set {name}, {name}_env or {name}_file)"
-                )
-            return Secret("")
-        form = forms[0]
-        raw = self.table[form]
-        if not isinstance(raw, str):
-            raise self.err(form, f"must be a string, got {type(raw).__name__}")
-        if form == name:
-            value = raw
-        elif form.endswith("_env"):
-            if raw not in self.env:
-                raise self.err(form, f"environment variable {raw} is not set")
-            value = self.env[raw]
-        else:
-            path = self.credential_path(raw)
-            try:
-                value = path.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                hint = ""
-                if not path.is_absolute():
-                    hint = " (a relative path is read from $CREDENTIALS_DIRECTORY, not set here)"
-                raise self.err(form, f"cannot read file {path}: {exc.strerror}{hint}") from None
-        if required and not value:
-            raise self.err(form, "secret is empty")
-        return Secret(value)
-
-    def credential_path(self, raw: str) -> Path:
-        """A relative ``*_file`` path names a systemd credential (``LoadCredential=NAME:...``)
-        when systemd set ``$CREDENTIALS_DIRECTORY`` (the service, or a ``systemd-run -p
-        LoadCredential=`` one-off command), so one config serves both; otherwise it stays
-        relative to the working directory."""
-        path = Path(raw)
-        creds = self.env.get("CREDENTIALS_DIRECTORY", "")
-        if creds and not path.is_absolute():
-            return Path(creds) / path
-        return path
-
-    def finish(self) -> None:
-        extra = sorted(set(self.table) - self.seen)
-        if extra:
-            raise self.err(extra[0], "unknown key")
-
-
-def _table(source: str, doc: Mapping[str, Any], name: str) -> Mapping[str, Any]:
-    v = doc.get(name, {})
-    if not isinstance(v, dict):
-        raise ConfigError(source, name, "must be a table")
-    return v
-
-
-def _array_of_tables(source: str, doc: Mapping[str, Any], name: str) -> list[Mapping[str, Any]]:
-    v = doc.get(name, [])
-    if not isinstance(v, list) or not all(isinstance(t, dict) for t in v):
-        raise ConfigError(source, name, f"must be an array of tables ([[{name}]])")
-    return v
+# Per-app defaults (an app needs its key and secret, so no whole default instance).
+_APP = AppSettings(app_key="", app_secret=Secret(""))
 
 
 def parse_config(
     doc: Mapping[str, Any], source: str, env: Mapping[str, str], base_dir: Path | None = None
 ) -> Settings:
-    known = {"database", "apps", "shops", "sync", "reconciler", "orange_connex", "http", "cluster"}
-    known.add("retention")
+    known = {f.name for f in fields(Settings)} - {"source"}
     extra = sorted(set(doc) - known)
     if extra:
         raise ConfigError(source, extra[0], "unknown key")
 
-    r = _Reader(source, "database", _table(source, doc, "database"), env)
-    data_dir = Path(r.string("data_dir", ".temu-sync"))
+    r = Reader(source, "database", table(source, doc, "database"), env)
+    dd = DatabaseSettings()
+    data_dir = Path(r.string("data_dir", str(dd.data_dir)))
     if base_dir is not None and not data_dir.is_absolute():
         data_dir = base_dir / data_dir
-    schema = r.string("schema", "temu_sync")
+    schema = r.string("schema", dd.schema)
     if not schema.isidentifier():
         raise r.err("schema", f"must be a plain identifier, got {schema!r}")
     database = DatabaseSettings(
@@ -365,36 +209,36 @@ def parse_config(
         url=r.secret("url", required=False).get(),
         schema=schema,
         data_dir=data_dir,
-        pool_min=r.integer("pool_min", 1, 1),
-        pool_max=r.integer("pool_max", 10, 1),
+        pool_min=r.integer("pool_min", dd.pool_min, 1),
+        pool_max=r.integer("pool_max", dd.pool_max, 1),
     )
     r.finish()
 
     apps: list[AppSettings] = []
-    for i, t in enumerate(_array_of_tables(source, doc, "apps")):
-        r = _Reader(source, f"apps[{i}]", t, env)
+    for i, t in enumerate(array_of_tables(source, doc, "apps")):
+        r = Reader(source, f"apps[{i}]", t, env)
         app_key = r.string("app_key")
         if not app_key:
             raise r.err("app_key", "must not be empty")
         if any(a.app_key == app_key for a in apps):
             raise r.err("app_key", f"duplicate app_key {app_key!r}")
-        region = r.choice("region", "us", tuple(REGION_URLS))
+        region = r.choice("region", _APP.region, tuple(REGION_URLS))
         apps.append(
             AppSettings(
                 app_key=app_key,
                 app_secret=r.secret("app_secret", required=True),
                 region=region,
-                base_url=r.string("base_url", ""),
-                qps=r.number("qps", 20.0),
-                timeout_s=r.number("timeout_s", 30.0),
-                max_attempts=r.integer("max_attempts", 8, 1),
+                base_url=r.string("base_url", _APP.base_url),
+                qps=r.number("qps", _APP.qps),
+                timeout_s=r.number("timeout_s", _APP.timeout_s),
+                max_attempts=r.integer("max_attempts", _APP.max_attempts, 1),
             )
         )
         r.finish()
 
     shops: list[ShopSettings] = []
-    for i, t in enumerate(_array_of_tables(source, doc, "shops")):
-        r = _Reader(source, f"shops[{i}]", t, env)
+    for i, t in enumerate(array_of_tables(source, doc, "shops")):
+        r = Reader(source, f"shops[{i}]", t, env)
         shop_id = r.string("id")
         if not shop_id:
             raise r.err("id", "must not be empty")
@@ -410,17 +254,18 @@ def parse_config(
         )
         r.finish()
 
-    r = _Reader(source, "sync", _table(source, doc, "sync"), env)
+    r = Reader(source, "sync", table(source, doc, "sync"), env)
+    ds = SyncSettings()
     sync = SyncSettings(
-        orders=r.boolean("orders", True),
-        returns=r.boolean("returns", True),
-        start=r.timestamp("start", SyncSettings.start),
-        poll_interval_s=r.number("poll_interval_s", 30.0),
-        overlap_s=r.integer("overlap_s", 600),
-        safety_lag_s=r.integer("safety_lag_s", 30),
-        orders_page_size=r.integer("orders_page_size", 100, 1),
-        returns_page_size=r.integer("returns_page_size", 200, 1),
-        backfill_window_s=r.integer("backfill_window_s", 86400, 60),
+        orders=r.boolean("orders", ds.orders),
+        returns=r.boolean("returns", ds.returns),
+        start=r.timestamp("start", ds.start),
+        poll_interval_s=r.number("poll_interval_s", ds.poll_interval_s),
+        overlap_s=r.integer("overlap_s", ds.overlap_s),
+        safety_lag_s=r.integer("safety_lag_s", ds.safety_lag_s),
+        orders_page_size=r.integer("orders_page_size", ds.orders_page_size, 1),
+        returns_page_size=r.integer("returns_page_size", ds.returns_page_size, 1),
+        backfill_window_s=r.integer("backfill_window_s", ds.backfill_window_s, 60),
     )
     if sync.orders_page_size > 100:
         raise r.err("orders_page_size", "Temu allows at most 100")
@@ -428,51 +273,54 @@ def parse_config(
         raise r.err("returns_page_size", "Temu allows at most 200")
     r.finish()
 
-    r = _Reader(source, "reconciler", _table(source, doc, "reconciler"), env)
+    r = Reader(source, "reconciler", table(source, doc, "reconciler"), env)
+    dr = ReconcilerSettings()
     reconciler = ReconcilerSettings(
-        enabled=r.boolean("enabled", True),
-        interval_s=r.number("interval_s", 15.0),
-        max_attempts=r.integer("max_attempts", 10, 1),
-        logistic_mode=r.choice("logistic_mode", "dropOff", LOGISTIC_MODES),
-        lease_s=r.integer("lease_s", 300, 5),
-        rma_wait_polls=r.integer("rma_wait_polls", ReconcilerSettings.rma_wait_polls, 0),
+        enabled=r.boolean("enabled", dr.enabled),
+        interval_s=r.number("interval_s", dr.interval_s),
+        max_attempts=r.integer("max_attempts", dr.max_attempts, 1),
+        logistic_mode=r.choice("logistic_mode", dr.logistic_mode, LOGISTIC_MODES),
+        lease_s=r.integer("lease_s", dr.lease_s, 5),
+        rma_wait_polls=r.integer("rma_wait_polls", dr.rma_wait_polls, 0),
     )
     r.finish()
 
-    r = _Reader(source, "orange_connex", _table(source, doc, "orange_connex"), env)
-    oc_enabled = r.boolean("enabled", False)
+    r = Reader(source, "orange_connex", table(source, doc, "orange_connex"), env)
+    do = OrangeConnexSettings()
+    oc_enabled = r.boolean("enabled", do.enabled)
     orange_connex = OrangeConnexSettings(
         enabled=oc_enabled,
-        base_url=r.string("base_url", OrangeConnexSettings.base_url),
-        oauth_base_url=r.string("oauth_base_url", OrangeConnexSettings.oauth_base_url),
-        client_id=r.string("client_id", "" if not oc_enabled else None),
+        base_url=r.string("base_url", do.base_url),
+        oauth_base_url=r.string("oauth_base_url", do.oauth_base_url),
+        client_id=r.string("client_id", do.client_id if not oc_enabled else None),
         client_key=r.secret("client_key", required=False),
         refresh_token=r.secret("refresh_token", required=oc_enabled),
-        qps=r.number("qps", 5.0),
-        timeout_s=r.number("timeout_s", 30.0),
+        qps=r.number("qps", do.qps),
+        timeout_s=r.number("timeout_s", do.timeout_s),
     )
     r.finish()
 
-    r = _Reader(source, "http", _table(source, doc, "http"), env)
-    listen = r.string("listen", "127.0.0.1:9187")
+    r = Reader(source, "http", table(source, doc, "http"), env)
+    dh = HttpSettings()
+    listen = r.string("listen", dh.listen)
     if listen and (":" not in listen or not listen.rsplit(":", 1)[1].isdigit()):
         raise r.err("listen", f"must be HOST:PORT or empty, got {listen!r}")
     http = HttpSettings(
         listen=listen,
         admin_token=r.secret("admin_token", required=False),
-        max_body_bytes=r.integer("max_body_bytes", 1_048_576, 1024),
+        max_body_bytes=r.integer("max_body_bytes", dh.max_body_bytes, 1024),
     )
     r.finish()
 
-    r = _Reader(source, "cluster", _table(source, doc, "cluster"), env)
-    cluster = ClusterSettings(lease_s=r.number("lease_s", 30.0))
+    r = Reader(source, "cluster", table(source, doc, "cluster"), env)
+    cluster = ClusterSettings(lease_s=r.number("lease_s", ClusterSettings().lease_s))
     if cluster.lease_s < 3:
         # Below that the margin kept between two owners (> 1 s, the rate limit's window)
         # would eat the whole lease.
         raise r.err("lease_s", f"must be >= 3, got {cluster.lease_s:g}")
     r.finish()
 
-    r = _Reader(source, "retention", _table(source, doc, "retention"), env)
+    r = Reader(source, "retention", table(source, doc, "retention"), env)
     d = RetentionSettings()
     retention = RetentionSettings(
         enabled=r.boolean("enabled", d.enabled),
