@@ -118,9 +118,13 @@ def add_secret(value: str) -> None:
     _redactor.add(value)
 
 
-def redact(text: str) -> str:
+def redact(text: str, extra: Iterable[str] = ()) -> str:
     """Redacts known secrets from text that leaves the process by another path (error
-    columns in Postgres, HTTP error bodies)."""
+    columns in Postgres, HTTP error bodies); ``extra`` adds secrets only the caller knows
+    (a client's own tokens), with the same rules (every spelling, longest first)."""
+    extra = [s for s in extra if s]
+    if extra:
+        return Redactor(extra)(_redactor(text))
     return _redactor(text)
 
 

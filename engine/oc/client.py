@@ -27,6 +27,7 @@ import orjson
 from aiolimiter import AsyncLimiter
 
 from engine.config import OrangeConnexSettings
+from engine.logs import redact
 from engine.oc.tokens import StoredTokens, TokenStore
 
 log = logging.getLogger("engine.oc")
@@ -682,9 +683,7 @@ class OCClient:
             self._settings.refresh_token.get(),
             self._settings.client_key.get(),
         ]
-        for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
-            text = text.replace(secret, "***")
-        return text
+        return redact(text, secrets)
 
     def _msg(self, operation: str, text: str) -> str:
         text = self._scrub(text)

@@ -12,16 +12,13 @@ import re
 from collections.abc import Iterable
 from typing import Literal
 
+from engine.logs import redact
+
 Scope = Literal["call", "shop", "app"]
 
-REDACTED = "***"
-
-
 def scrub(text: str, secrets: Iterable[str]) -> str:
-    # Longest first so a secret that contains another is removed whole.
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        text = text.replace(secret, REDACTED)
-    return text
+    """Temu error texts without the call's secrets (and any the process knows): logs.redact."""
+    return redact(text, secrets)
 
 
 class TemuError(Exception):
