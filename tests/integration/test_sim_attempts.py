@@ -86,7 +86,10 @@ async def test_a_second_cancel_is_logged_as_refused_already_cancelled(
     oc = Oc(sim_http, sim)
     await oc.refresh()
     rma = next(r for r in sim.rmas("shop-1") if r["status"] == "OPEN")
-    cancel = {"messageId": "m-1", "data": {"orderNumber": rma["orderNumber"], "operation": "CANCEL"}}
+    cancel = {
+        "messageId": "m-1",
+        "data": {"orderNumber": rma["orderNumber"], "operation": "CANCEL"},
+    }
     assert (await oc.post(cancel))[1]["success"]
     assert (await oc.post(cancel))[1]["success"]  # the same message again: replayed
     _, second = await oc.post({**cancel, "messageId": "m-2"})
