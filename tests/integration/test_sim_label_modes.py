@@ -24,7 +24,7 @@ ORDERS_PATH = "/3pp/returns/v1/query/orders"
 LABEL_PATH = "/3pp/returns/v1/query/label"
 
 
-def _ids(ret: dict[str, Any]) -> dict[str, str]:
+def _ids(ret: dict[str, Any]) -> dict[str, Any]:
     return {"parentAfterSalesSn": ret["parentAfterSalesSn"], "parentOrderSn": ret["parentOrderSn"]}
 
 
