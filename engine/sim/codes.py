@@ -16,6 +16,7 @@ APP_KEY_MISSING = 3000025
 APP_KEY_UNKNOWN = 3000026
 TOKEN_MISSING = 3000030
 TOKEN_UNKNOWN = 3000031
+TOKEN_NO_SCOPE = 3000032
 TOKEN_APP_MISMATCH = 3000033
 TOKEN_EXPIRED = 3000034
 SIGN_MISSING = 3000040
@@ -42,6 +43,9 @@ MESSAGES: dict[int, str] = {
     APP_KEY_UNKNOWN: "app_key not exists.",
     TOKEN_MISSING: "there is no access_token in body.",
     TOKEN_UNKNOWN: "access_token not exists.",
+    TOKEN_NO_SCOPE: "access_token don't have this api access, please ask for seller to "
+    # Temu's own text, fullwidth comma included (partner docs' error table).
+    "authorize this api in seller center first，and share the new access_token with you.",  # noqa: RUF001
     TOKEN_APP_MISMATCH: "access_token and app_key are not mapping.",
     TOKEN_EXPIRED: "access_token is expired or have been refreshed, please contact seller "
     "to share the new access_token with you.",
@@ -59,8 +63,9 @@ MESSAGES: dict[int, str] = {
 class ApiError(Exception):
     """A non-success answer; ``detail`` says which parameter, like Temu's own messages do."""
 
-    def __init__(self, code: int, detail: str = "") -> None:
+    def __init__(self, code: int, detail: str = "", *, reason: str = "") -> None:
         self.code = code
+        self.reason = reason  # a short machine word for the attempt log, e.g. already_uploaded
         base = MESSAGES.get(code, "ERROR")
         self.message = f"{base}: {detail}" if detail else base
         super().__init__(self.message)

@@ -15,6 +15,8 @@ ALL_FAULT_KINDS: tuple[str, ...] = (
 )
 
 YEAR_S = 365 * 24 * 3600
+# How an upload's answer is lost: the connection closes, or the answer comes too late.
+LOST_ANSWER_HOW: tuple[str, ...] = ("close", "delay")
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,10 @@ class SimShop:
     access_token: str
     orders: int = 1000
     returns: int = 100
+    # bg.open.accesstoken.info.get (engine/sim/tokens.py): None = ten years after the
+    # simulator is built / every API type the simulator serves.
+    token_expires_at: int | None = None
+    token_scopes: tuple[str, ...] | None = None
 
 
 def _default_end() -> int:
@@ -60,6 +66,15 @@ class SimConfig:
     oc_token_ttl_s: float = 3600.0
     oc_label_ready_after: int = 2
     oc_rotate_refresh: bool = True
+    # Issue 14 modes, all off by default (engine/sim/modes.py documents each).
+    oc_foreign_rmas: int = 0
+    pickup_cases: bool = False
+    refuse_mode_mismatch: bool = False
+    lost_upload_answers: int = 0
+    lost_answer_how: str = "close"
+    lost_answer_delay_s: float = 35.0
+    return_list_lag_s: float = 0.0
+    empty_carrier_lists: int = 0
 
     def __post_init__(self) -> None:
         app_keys = {a.app_key for a in self.apps}
@@ -73,6 +88,8 @@ class SimConfig:
         for shop in self.shops:
             if shop.app_key not in app_keys:
                 raise ValueError(f"shop {shop.shop_id} uses unknown app_key {shop.app_key}")
+        if self.lost_answer_how not in LOST_ANSWER_HOW:
+            raise ValueError(f"lost_answer_how must be one of {', '.join(LOST_ANSWER_HOW)}")
         unknown = set(self.fault_kinds) - set(ALL_FAULT_KINDS)
         if unknown:
             raise ValueError(f"unknown fault kinds: {sorted(unknown)}")

@@ -1,4 +1,11 @@
-"""``/_sim/*``: ground truth, stats and knobs over HTTP, for a simulator in another process."""
+"""``/_sim/*``: ground truth, stats and knobs over HTTP, for a simulator in another process.
+
+Besides truth, stats, faults and network: ``/_sim/revoke`` and ``/_sim/unrevoke`` (``{"token"}``)
+break and mend a shop's access token; ``/_sim/token`` (``{"shop", "expires_at"?, "scopes"?}``)
+changes its grant (engine/sim/tokens.py); ``/_sim/modes`` (any of engine/sim/modes.py's names)
+switches the issue 14 modes and answers them all. Truth kinds ``upload_attempts`` and
+``oc_attempts`` list every write attempt with its outcome (engine/sim/attempts.py).
+"""
 
 from __future__ import annotations
 
@@ -70,6 +77,9 @@ class Control:
             web.post("/_sim/network", _guard(self.set_network)),
             web.post("/_sim/reset-stats", _guard(self.reset_stats)),
             web.post("/_sim/revoke", _guard(self.revoke)),
+            web.post("/_sim/unrevoke", _guard(self.unrevoke)),
+            web.post("/_sim/token", _guard(self.set_token)),
+            web.post("/_sim/modes", _guard(self.set_modes)),
             web.post("/_sim/return-status", _guard(self.return_status)),
             web.post("/_sim/rma", _guard(self.open_rma)),
             web.post("/_sim/oc/expire-tokens", _guard(self.expire_oc_tokens)),
@@ -142,6 +152,24 @@ class Control:
         if not self.world.revoke_token(token):
             raise KeyError("no shop has that token")
         return _json({"ok": True})
+
+    async def unrevoke(self, request: web.Request) -> web.StreamResponse:
+        token = str((await _body(request))["token"])
+        if not self.world.unrevoke_token(token):
+            raise KeyError("no shop has that token")
+        return _json({"ok": True})
+
+    async def set_token(self, request: web.Request) -> web.StreamResponse:
+        body = await _body(request)
+        return _json(
+            self.world.set_token(
+                _shop(body), expires_at=body.get("expires_at"), scopes=body.get("scopes")
+            )
+        )
+
+    async def set_modes(self, request: web.Request) -> web.StreamResponse:
+        self.world.modes.update(await _body(request))
+        return _json(self.world.modes.snapshot())
 
     async def return_status(self, request: web.Request) -> web.StreamResponse:
         body = await _body(request)

@@ -12,7 +12,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from engine.sim.attempts import ACCEPTED, REFUSED, REPLAYED
 from engine.sim.network import Network, bad_gateway, client_gone, dropped, truncated
+from engine.sim.oc_foreign import with_foreign
 from engine.sim.oc_state import CANCELLED, OPEN, Rma
 from engine.sim.stats import SimStats
 from engine.sim.world import World
@@ -28,11 +30,35 @@ _FAULTS = ("http502", "sys4000000", "truncated", "drop", "slow")  # OC has no ra
 
 
 class _Body:
-    __slots__ = ("applied", "data")
+    __slots__ = ("applied", "data", "replayed")
 
-    def __init__(self, data: bytes, *, applied: bool = False) -> None:
+    def __init__(self, data: bytes, *, applied: bool = False, replayed: bool = False) -> None:
         self.data = data
         self.applied = applied
+        self.replayed = replayed
+
+
+# OC error codes -> the attempt log's refusal reasons (engine/sim/attempts.py).
+_REASONS = {"RMA_ALREADY_CANCELLED": "already_cancelled"}
+
+
+def _push_key(raw: bytes) -> dict[str, Any]:
+    """What a POST was about, read leniently: the attempt log keeps even a malformed one."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        body = None
+    if not isinstance(body, dict):
+        body = {}
+    data = body.get("data")
+    if not isinstance(data, dict):
+        data = {}
+    return {
+        "messageId": body.get("messageId"),
+        "orderNumber": data.get("orderNumber"),
+        "operation": data.get("operation"),
+        "trackingNumber": data.get("trackingNumber"),
+    }
 
 
 class OcError(Exception):
@@ -117,22 +143,42 @@ class OcApi:
     async def _serve(self, request: web.Request, name: str, *, write: bool) -> web.StreamResponse:
         raw = await request.read()
         await self.network.to_server()
-        answer = await self._answer(request, name, raw, write=write)
+        request_id = self._request_id()
+        note: dict[str, Any] = {}  # the attempt's outcome, logged for writes only
+        answer = await self._answer(request, name, raw, request_id, note)
+        if write:
+            self._log_attempt(raw, request_id, note)
         await self.network.to_client()
         return answer
 
+    def _log_attempt(self, raw: bytes, request_id: str, note: dict[str, Any]) -> None:
+        key = _push_key(raw)
+        rma = self.oc.rmas.get(str(key["orderNumber"]))
+        self.world.attempts.record(
+            "oc",
+            shop_id=None if rma is None else rma.shop_id,
+            outcome=note.get("outcome", REFUSED),
+            reason=note.get("reason", ""),
+            error_code=note.get("code"),
+            at=self.world.clock(),
+            request_id=request_id,
+            referenceNumber=None if rma is None else rma.reference_number,
+            **key,
+        )["answerLost"] = note.get("lost", False)
+
     async def _answer(
-        self, request: web.Request, name: str, raw: bytes, *, write: bool
+        self, request: web.Request, name: str, raw: bytes, request_id: str, note: dict[str, Any]
     ) -> web.StreamResponse:
         self.stats.oc_requests[name] += 1
-        request_id = self._request_id()
         if not self.oc.tokens.valid(request.headers.get("Access-Token")):
             self.stats.oc_unauthorized += 1
+            note.update(reason="unauthorized", code="401")
             err = OcError("401", "access token invalid or expired", business=False)
             return _json(oc_envelope(request_id, None, err), 401)
         fault = self.network.pick(_FAULTS)
         if fault is not None:
             self.stats.oc_faults[fault] += 1
+            note.update(reason=f"fault:{fault}")
         if fault == "http502":
             return bad_gateway()
         if fault == "drop":
@@ -146,16 +192,21 @@ class OcApi:
             await asyncio.sleep(self.network.slow_s)
             if client_gone(request):
                 return dropped(request)
+        note.clear()
         try:
             body = self._dispatch(request, name, raw, request_id)
         except OcError as err:
+            note.update(reason=_REASONS.get(err.code, f"error:{err.code}"), code=err.code)
             return _json(oc_envelope(request_id, None, err))
         except Exception:
             log.exception("simulator bug answering OC %s", name)
+            note.update(reason="error:SYSTEM_ERROR", code="SYSTEM_ERROR")
             internal = OcError("SYSTEM_ERROR", "internal error", business=False)
             return _json(oc_envelope(request_id, None, internal))
-        if write and body.applied and self.network.drop_after_apply():
+        note.update(outcome=REPLAYED if body.replayed else ACCEPTED, code="")
+        if body.applied and self.network.drop_after_apply():
             self.stats.faults_after_apply += 1
+            note.update(lost=True)
             return dropped(request)
         return _json(body.data)
 
@@ -165,6 +216,7 @@ class OcApi:
             _required(q, "messageId")
             ref = _required(q, "referenceNumber")
             rmas = self.oc.by_reference.get(ref, [])
+            rmas = with_foreign(self.oc, ref, rmas, self.world.modes.oc_foreign_rmas)
             return _Body(oc_envelope(request_id, [r.summary() for r in rmas]))
         if name == "query/label":
             q = request.query
@@ -212,7 +264,8 @@ class OcApi:
         message_id = _required(body, "messageId")
         previous = self.oc.answered.get(message_id)
         if previous is not None:
-            return _Body(previous)  # a retry of an applied message: same answer, no effect
+            # A retry of an applied message: same answer, no effect.
+            return _Body(previous, replayed=True)
         data = body["data"]
         rma = self._rma(data, "orderNumber")
         operation = _required(data, "operation")

@@ -173,6 +173,20 @@ class Simulator:
     def revoke_token(self, token: str) -> bool:
         return self.world.revoke_token(token)
 
+    def unrevoke_token(self, token: str) -> bool:
+        return self.world.unrevoke_token(token)
+
+    def set_token(
+        self, shop_id: str, *, expires_at: int | None = None, scopes: list[str] | None = None
+    ) -> dict[str, Any]:
+        """A shop's token grant: expiry (Unix seconds) and/or granted API types."""
+        return self.world.set_token(shop_id, expires_at=expires_at, scopes=scopes)
+
+    def set_modes(self, **modes: Any) -> dict[str, Any]:
+        """Switches issue 14 modes (engine/sim/modes.py); answers them all."""
+        self.world.modes.update(modes)
+        return self.world.modes.snapshot()
+
     def open_rma(self, shop_id: str, sn: str, *, status: str = "OPEN") -> dict[str, Any]:
         return self.world.open_rma(shop_id, sn, status=status)
 
@@ -202,6 +216,20 @@ class Simulator:
 
     def oc_pushes(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self.world.truth("oc_pushes", None)
+        return result
+
+    def upload_attempts(self, shop_id: str | None = None) -> list[dict[str, Any]]:
+        """Every label-upload attempt with its outcome, refused ones included."""
+        result: list[dict[str, Any]] = self.world.truth("upload_attempts", shop_id)
+        return result
+
+    def oc_attempts(self, shop_id: str | None = None) -> list[dict[str, Any]]:
+        """Every OC cancel/rma POST with its outcome, refused and replayed ones included."""
+        result: list[dict[str, Any]] = self.world.truth("oc_attempts", shop_id)
+        return result
+
+    def pickup_cases(self, shop_id: str | None = None) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.world.truth("pickup_cases", shop_id)
         return result
 
     def rmas(self, shop_id: str | None = None) -> list[dict[str, Any]]:

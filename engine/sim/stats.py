@@ -60,6 +60,7 @@ class SimStats:
         self.drift_by_shop: Counter[str] = Counter()
         self.faults: Counter[str] = Counter()
         self.faults_after_apply = 0
+        self.lost_answers = 0  # lost_upload_answers mode (engine/sim/modes.py)
         self.oc_requests: Counter[str] = Counter()
         self.oc_unauthorized = 0
         self.oc_refreshes = 0
@@ -73,6 +74,7 @@ class SimStats:
             "drift_by_shop": dict(self.drift_by_shop),
             "faults": dict(sorted(self.faults.items())),
             "faults_after_apply": self.faults_after_apply,
+            "lost_answers": self.lost_answers,
             "oc": {
                 "requests": dict(sorted(self.oc_requests.items())),
                 "unauthorized": self.oc_unauthorized,

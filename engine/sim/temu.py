@@ -14,7 +14,9 @@ import orjson
 from aiohttp import web
 
 from engine.sim import codes
+from engine.sim.attempts import ACCEPTED, REFUSED
 from engine.sim.codes import MESSAGES, ApiError
+from engine.sim.data import ShopData
 from engine.sim.network import Network, bad_gateway, client_gone, dropped, truncated
 from engine.sim.ratelimit import SlidingWindow
 from engine.sim.signature import sign_matches
@@ -101,17 +103,24 @@ class TemuRouter:
         try:
             api_type, shop = self._authenticate(params, app.app_secret, app_key)
         except ApiError as err:
+            self._attempt(params, None, request_id, REFUSED, err.reason or "token", err.code)
             return self._error(app_stats, request_id, err)
 
+        limited = None
+        fault = None
         if self.network.storming(app_key, arrival):
-            return self._rate_limited(app_stats, request_id, arrival, storm=True)
-        fault = self.network.pick()
-        if fault == "ratelimit_storm":
-            self.stats.faults[fault] += 1
-            self.network.start_storm(app_key, arrival)
-            return self._rate_limited(app_stats, request_id, arrival, storm=True)
-        if self.windows[app_key].try_accept(arrival) is None:
-            return self._rate_limited(app_stats, request_id, arrival, storm=False)
+            limited = True
+        else:
+            fault = self.network.pick()
+            if fault == "ratelimit_storm":
+                self.stats.faults[fault] += 1
+                self.network.start_storm(app_key, arrival)
+                limited = True
+            elif self.windows[app_key].try_accept(arrival) is None:
+                limited = False
+        if limited is not None:
+            self._attempt(params, shop, request_id, REFUSED, "rate_limited", codes.RATE_LIMITED)
+            return self._rate_limited(app_stats, request_id, arrival, storm=limited)
         app_stats.note_accepted(api_type, arrival, self._epoch(arrival))
 
         if fault is not None:
@@ -125,26 +134,79 @@ class TemuRouter:
             drift_wanted=fault is None and api_type in LIST_TYPES and self.network.drift_now(),
         )
         if fault in _PRE_API_FAULTS:
+            self._attempt(params, shop, request_id, REFUSED, f"fault:{fault}")
             return self._fault(request, fault, api_type, call)
         if fault == "slow":
             await asyncio.sleep(self.network.slow_s)
             if client_gone(request):
+                self._attempt(params, shop, request_id, REFUSED, "fault:slow")
                 return dropped(request)  # the client gave up: nothing was applied
         try:
             result = HANDLERS[api_type](call)
         except ApiError as err:
+            reason = err.reason or f"error:{err.code}"
+            self._attempt(params, shop, request_id, REFUSED, reason, err.code)
             return self._error(app_stats, request_id, err)
         except Exception:
             log.exception("simulator bug answering %s", api_type)
+            self._attempt(params, shop, request_id, REFUSED, "error:4000000", 4000000)
             return self._error(app_stats, request_id, ApiError(codes.SYSTEM_EXCEPTION))
         finally:
             if call.drifted:
                 self.stats.drift_events += len(call.drifted)
                 self.stats.drift_by_shop[shop.shop.shop_id] += len(call.drifted)
+        attempt = self._attempt(params, shop, request_id, ACCEPTED, "", codes.SUCCESS)
+        answer = _json(envelope(request_id, result))
         if api_type in MUTATING_TYPES and self.network.drop_after_apply():
             self.stats.faults_after_apply += 1
+            return await self._lose(attempt, request, None)
+        if api_type in MUTATING_TYPES and self.world.modes.take_lost_answer():
+            self.stats.lost_answers += 1
+            return await self._lose(attempt, request, answer)
+        return answer
+
+    def _attempt(
+        self,
+        params: dict[str, Any],
+        shop: ShopData | None,
+        request_id: str,
+        outcome: str,
+        reason: str,
+        code: int | None = None,
+    ) -> dict[str, Any] | None:
+        """Logs a write attempt (engine/sim/attempts.py); reads are not logged."""
+        if params.get("type") not in MUTATING_TYPES:
+            return None
+        if shop is None:
+            shop = self.world.by_token.get(str(params.get("access_token")))
+        return self.world.attempts.record(
+            "temu",
+            shop_id=None if shop is None else shop.shop.shop_id,
+            outcome=outcome,
+            reason=reason,
+            error_code=code,
+            at=self.world.clock(),
+            request_id=request_id,
+            apiType=params.get("type"),
+            parentAfterSalesSn=params.get("parentAfterSalesSn"),
+            parentOrderSn=params.get("parentOrderSn"),
+        )
+
+    async def _lose(
+        self, attempt: dict[str, Any] | None, request: web.Request, answer: web.Response | None
+    ) -> web.StreamResponse:
+        """An applied write whose answer never reaches the client: the connection closes now
+        (``answer`` None, or lost_answer_how "close"), or the answer waits past its timeout."""
+        if attempt is not None:
+            attempt["answerLost"] = True
+        modes = self.world.modes
+        if answer is None or modes.lost_answer_how == "close":
             return dropped(request)
-        return _json(envelope(request_id, result))
+        await asyncio.sleep(modes.lost_answer_delay_s)
+        if client_gone(request):
+            return dropped(request)
+        # A client that waited this long gets it after all, but it was lost to a normal one.
+        return answer
 
     def _authenticate(self, params: dict[str, Any], secret: str, app_key: str) -> tuple[str, Any]:
         if "sign" not in params:
@@ -183,6 +245,7 @@ class TemuRouter:
             raise ApiError(codes.TOKEN_APP_MISMATCH)
         if token in self.world.revoked:
             raise ApiError(codes.TOKEN_EXPIRED)
+        self.world.grants[shop.shop.shop_id].check(api_type, now)
         return api_type, shop
 
     def _epoch(self, mono: float) -> float:

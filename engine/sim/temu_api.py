@@ -21,8 +21,10 @@ from engine.sim.codes import (
 from engine.sim.data import ShopData, logistics_entry
 from engine.sim.orders import REGION_US, STATUSES
 from engine.sim.params import opt_int, opt_str_list, refuse, req_int, req_str, window
+from engine.sim.pickup import check_mode
 from engine.sim.query import Query, Selection, page
 from engine.sim.returns import LABEL_PENDING, OP_UPLOAD_LABEL, STATUS_GROUP, ReturnRec
+from engine.sim.tokens import TOKEN_INFO, info_result
 from engine.sim.world import World
 
 _TRACKING = re.compile(r"[A-Za-z0-9-]{6,40}")
@@ -159,11 +161,12 @@ def parent_returns_list(call: Call) -> dict[str, Any]:
     )
     offset = (page_no - 1) * size
     selection, seqs = _select_page(call, "returns", query, offset, size)
-    return {
-        "total": selection.total,
-        "pageNumber": page_no,
-        "data": [table.records[s].item() for s in seqs],
-    }
+    items = [table.records[s].item() for s in seqs]
+    modes = call.world.modes
+    if modes.stale_items:  # return_list_lag_s: the list has not caught up with an upload yet
+        shop_id, now = call.shop.shop.shop_id, call.world.clock()
+        items = [modes.list_item(shop_id, i["parentAfterSalesSn"], i, now) for i in items]
+    return {"total": selection.total, "pageNumber": page_no, "data": items}
 
 
 def return_lines_list(call: Call) -> dict[str, Any]:
@@ -201,14 +204,22 @@ def parent_return_order(call: Call) -> dict[str, Any]:
     return {"logisticsInfoList": [dict(x) for x in rec.logistics]}
 
 
-def _awaiting_label(rec: ReturnRec) -> None:
+def _awaiting_label(call: Call, rec: ReturnRec) -> None:
     if rec.status != LABEL_PENDING or OP_UPLOAD_LABEL not in rec.operations:
-        raise ApiError(AFTERSALES_FORBIDDEN, "no return label can be uploaded for this return")
+        # The reason only goes to the attempt log; Temu's answer is the same either way.
+        done = (call.shop.shop.shop_id, rec.sn) in call.world.uploaded or (
+            rec.status == LABEL_PENDING and bool(rec.logistics)
+        )
+        raise ApiError(
+            AFTERSALES_FORBIDDEN,
+            "no return label can be uploaded for this return",
+            reason="already_uploaded" if done else "not_awaiting_label",
+        )
 
 
 def returnlabel_prepare(call: Call) -> dict[str, Any]:
     rec = _return_of(call, with_order=True)
-    _awaiting_label(rec)
+    _awaiting_label(call, rec)
     return {
         "availableReturnWarehouseList": [
             {"warehouseId": w.warehouse_id, "warehouseName": w.name} for w in call.shop.warehouses
@@ -291,11 +302,13 @@ def _check_schedule(p: dict[str, Any], rec: ReturnRec) -> dict[str, Any]:
 def upload_returnlabel(call: Call) -> None:
     p = call.params
     rec = _return_of(call, with_order=True)
-    _awaiting_label(rec)
+    _awaiting_label(call, rec)
     dtos = p.get("returnLabelDTOList")
     if not isinstance(dtos, list) or not dtos:
         raise ApiError(BAD_PARAMS, "returnLabelDTOList is required")
     pick_up = _is_pick_up(p, dtos)
+    if call.world.modes.refuse_mode_mismatch:
+        check_mode(rec, pick_up=pick_up)
     labels = [_check_label(call, dto, pick_up=pick_up) for dto in dtos]
     schedule = _check_schedule(p, rec) if pick_up else {}
     world = call.world
@@ -311,6 +324,9 @@ def upload_returnlabel(call: Call) -> None:
             "requestId": call.request_id,
         }
     )
+    shop_id = call.shop.shop.shop_id
+    world.uploaded.add((shop_id, rec.sn))
+    world.modes.hold_stale(shop_id, rec.sn, rec.item(), world.clock())
     rec.operations = [op for op in rec.operations if op != OP_UPLOAD_LABEL]
     rec.logistics = [logistics_entry(name, tracking) for name, tracking in labels]
     call.shop.returns.touch(rec, now)
@@ -318,10 +334,17 @@ def upload_returnlabel(call: Call) -> None:
 
 
 # -- carriers -------------------------------------------------------------------------------
+def _carriers(call: Call) -> tuple[Any, ...]:
+    # empty_carrier_lists: a momentarily empty list, as a cache miss upstream could give.
+    return () if call.world.modes.take_empty_carriers() else CARRIERS
+
+
 def return_carriers(call: Call) -> dict[str, Any]:
     req_int(call.params, "returnWarehouseRegionId1")
     return {
-        "carrierDTOList": [{"carrierId": c.carrier_id, "carrierName": c.name} for c in CARRIERS]
+        "carrierDTOList": [
+            {"carrierId": c.carrier_id, "carrierName": c.name} for c in _carriers(call)
+        ]
     }
 
 
@@ -329,9 +352,16 @@ def logistics_companies(call: Call) -> dict[str, Any]:
     return {
         "logisticsServiceProviderList": [
             {"logisticsServiceProviderId": c.carrier_id, "logisticsServiceProviderName": c.name}
-            for c in CARRIERS
+            for c in _carriers(call)
         ]
     }
+
+
+# -- access token ---------------------------------------------------------------------------
+def access_token_info(call: Call) -> dict[str, Any]:
+    shop = call.shop
+    grant = call.world.grants[shop.shop.shop_id]
+    return info_result(shop.shop.access_token, grant, mall_id=1000 + shop.index)
 
 
 HANDLERS: dict[str, Handler] = {
@@ -344,6 +374,7 @@ HANDLERS: dict[str, Handler] = {
     "temu.aftersales.upload.returnlabel": upload_returnlabel,
     "temu.aftersales.carrier.get": return_carriers,
     "bg.logistics.companies.get": logistics_companies,
+    TOKEN_INFO: access_token_info,
 }
 LIST_TYPES = frozenset({"bg.order.list.v2.get", "bg.aftersales.parentaftersales.list.get"})
 MUTATING_TYPES = frozenset({"temu.aftersales.upload.returnlabel"})

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from engine.sim.attempts import AttemptLog
 from engine.sim.catalog import tracking_number
 from engine.sim.config import SimApp, SimConfig
 from engine.sim.data import (
@@ -22,7 +23,9 @@ from engine.sim.data import (
     order_lines_count,
     pickup_slots,
 )
+from engine.sim.modes import Modes
 from engine.sim.oc_state import OPEN, OcState, OcTokens
+from engine.sim.pickup import add_pickup_cases
 from engine.sim.query import QueryCache
 from engine.sim.returns import (
     LABEL_PENDING,
@@ -32,6 +35,7 @@ from engine.sim.returns import (
     ReturnRec,
     default_operations,
 )
+from engine.sim.tokens import TokenGrant, make_grant
 
 _ORDER_TERMINAL = (3, 5)
 _RETURN_TERMINAL = (5, 6, 7)
@@ -91,8 +95,26 @@ class World:
             )
         self.by_token: dict[str, ShopData] = {s.shop.access_token: s for s in self.shops.values()}
         self.revoked: set[str] = set()
-        self.uploads: list[dict[str, Any]] = []
+        self.uploads: list[dict[str, Any]] = []  # applied uploads only; attempts has them all
+        self.attempts = AttemptLog()
+        self.uploaded: set[tuple[str, str]] = set()  # (shop_id, sn) with an applied upload
         self.cache = QueryCache()
+        self.modes = Modes.from_config(config)
+        # What a default token grant covers: every API type served. Imported here because
+        # temu_api itself needs World.
+        from engine.sim.temu_api import HANDLERS
+
+        self.api_types = tuple(HANDLERS)
+        api_types = self.api_types
+        now = self.now()
+        self.grants: dict[str, TokenGrant] = {
+            s.shop_id: make_grant(s.token_expires_at, s.token_scopes, now=now, all_types=api_types)
+            for s in config.shops
+        }
+        self.pickup_cases: list[dict[str, Any]] = []
+        if self.modes.pickup_cases:
+            for data in self.shops.values():
+                self.pickup_cases += add_pickup_cases(data, self.oc, self.end_ts)
 
     def now(self) -> int:
         return int(self.clock())
@@ -108,6 +130,34 @@ class World:
             return False
         self.revoked.add(token)
         return True
+
+    def unrevoke_token(self, token: str) -> bool:
+        """The seller re-authorised: a revoked token works again (its grant is unchanged)."""
+        if token not in self.by_token:
+            return False
+        self.revoked.discard(token)
+        return True
+
+    def set_token(
+        self,
+        shop_id: str,
+        *,
+        expires_at: int | None = None,
+        scopes: list[str] | None = None,
+        keep: bool = True,
+    ) -> dict[str, Any]:
+        """Changes a shop's token grant; with ``keep``, what is not given stays as it was."""
+        old = self.grants[self.shop(shop_id).shop.shop_id]
+        if keep:
+            expires_at = old.expires_at if expires_at is None else expires_at
+            scopes = sorted(old.scopes) if scopes is None else scopes
+        grant = make_grant(expires_at, scopes, now=self.now(), all_types=self.api_types)
+        self.grants[shop_id] = grant
+        return {
+            "shopId": shop_id,
+            "expiredTime": grant.expires_at,
+            "apiScopeList": sorted(grant.scopes),
+        }
 
     # -- mutations ------------------------------------------------------------------------
     def mutate(
@@ -262,6 +312,12 @@ class World:
             return [u for u in self.uploads if shop_id is None or u["shopId"] == shop_id]
         if kind == "oc_pushes":
             return list(self.oc.pushes)
+        if kind == "upload_attempts":
+            return self.attempts.of("temu", shop_id)
+        if kind == "oc_attempts":
+            return self.attempts.of("oc", shop_id)
+        if kind == "pickup_cases":
+            return [c for c in self.pickup_cases if shop_id is None or c["shopId"] == shop_id]
         if kind == "rmas":
             return [r for r in self.oc.truth() if shop_id is None or r["shopId"] == shop_id]
         if shop_id is None:
@@ -280,4 +336,15 @@ class World:
         raise KeyError(f"unknown truth kind {kind!r}")
 
 
-TRUTH_KINDS = ("orders", "returns", "return_lines", "logistics", "uploads", "oc_pushes", "rmas")
+TRUTH_KINDS = (
+    "orders",
+    "returns",
+    "return_lines",
+    "logistics",
+    "uploads",
+    "oc_pushes",
+    "rmas",
+    "upload_attempts",
+    "oc_attempts",
+    "pickup_cases",
+)

@@ -1,0 +1,119 @@
+"""Hostile-service modes for return labels (issue 14), all off by default.
+
+Set from ``SimConfig`` at build time and changed later through ``POST /_sim/modes`` (or
+``Simulator.set_modes``):
+
+- ``oc_foreign_rmas`` (int, 0 off): every OC ``query/orders`` answer also holds up to this
+  many RMAs of OTHER returns, the first of them FIRST in the list (ahead of the return's own
+  RMAs) with a ready label, the rest alternating open-without-label and ready-label. An engine
+  must act only on the RMA whose ``referenceNumber`` is its own return (interface.md).
+- ``pickup_cases`` (bool, build time only): each shop gets four more label-awaiting
+  pick-up returns (``returnDeliveryType`` 4): with and without buyer pick-up slots, each with
+  an OC RMA (OC label) and without (merchant label). ``/_sim/truth/pickup_cases`` names them.
+- ``refuse_mode_mismatch`` (bool): an upload whose mode (pick-up or drop-off) contradicts the
+  buyer's ``returnDeliveryType`` is refused with 130010006. temu-api.md is silent on what Temu
+  does then; refusing is the less convenient answer (it also refuses a pick-up upload on a
+  drop-off return, which interface.md already forbids the engine to send).
+- ``lost_upload_answers`` (int, 0 off): the next N label uploads that are APPLIED lose their
+  answer: ``lost_answer_how`` "close" closes the connection, "delay" answers only after
+  ``lost_answer_delay_s`` (past a client's timeout; nothing is written if it left).
+- ``return_list_lag_s`` (float, 0 off): for this long after an accepted upload, the returns
+  LIST keeps showing the return as it was (status 8 with operation 10, its old updateAt)
+  while ``parentreturnorder.get`` shows the new tracking at once.
+- ``empty_carrier_lists`` (int, 0 off): the next N carrier-list answers
+  (``temu.aftersales.carrier.get`` and ``bg.logistics.companies.get``) hold an empty list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from engine.sim.config import LOST_ANSWER_HOW, SimConfig
+
+# Modes that only shape the generated world; changing them later would change nothing.
+_BUILD_ONLY = frozenset({"pickup_cases"})
+
+
+@dataclass
+class Modes:
+    oc_foreign_rmas: int = 0
+    pickup_cases: bool = False
+    refuse_mode_mismatch: bool = False
+    lost_upload_answers: int = 0
+    lost_answer_how: str = "close"
+    lost_answer_delay_s: float = 35.0
+    return_list_lag_s: float = 0.0
+    empty_carrier_lists: int = 0
+    # (shop_id, parentAfterSalesSn) -> (list shows the old item until, the old item)
+    stale_items: dict[tuple[str, str], tuple[float, dict[str, Any]]] = field(
+        default_factory=dict, repr=False
+    )
+
+    @classmethod
+    def from_config(cls, config: SimConfig) -> Modes:
+        modes = cls()
+        modes.update({f: getattr(config, f) for f in modes.names()}, building=True)
+        return modes
+
+    @staticmethod
+    def names() -> tuple[str, ...]:
+        return tuple(f.name for f in fields(Modes) if f.name != "stale_items")
+
+    def snapshot(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.names()}
+
+    def update(self, values: dict[str, Any], *, building: bool = False) -> None:
+        """Validates everything first, so a bad request changes nothing."""
+        unknown = set(values) - set(self.names())
+        if unknown:
+            raise ValueError(f"unknown modes: {sorted(unknown)}")
+        if not building and _BUILD_ONLY & set(values):
+            raise ValueError(f"set at build time only: {sorted(_BUILD_ONLY & set(values))}")
+        clean: dict[str, Any] = {}
+        for name, value in values.items():
+            kind = type(getattr(Modes(), name))
+            if kind is bool:
+                if not isinstance(value, bool):
+                    raise ValueError(f"{name} must be true or false")
+                clean[name] = value
+            elif kind is str:
+                if value not in LOST_ANSWER_HOW:
+                    raise ValueError(f"{name} must be one of {', '.join(LOST_ANSWER_HOW)}")
+                clean[name] = value
+            else:
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    raise ValueError(f"{name} must be a number")
+                if value < 0:
+                    raise ValueError(f"{name} must not be negative")
+                clean[name] = kind(value)
+        for name, value in clean.items():
+            setattr(self, name, value)
+
+    # -- one-shot modes: each use spends one ------------------------------------------------
+    def take_lost_answer(self) -> bool:
+        if self.lost_upload_answers <= 0:
+            return False
+        self.lost_upload_answers -= 1
+        return True
+
+    def take_empty_carriers(self) -> bool:
+        if self.empty_carrier_lists <= 0:
+            return False
+        self.empty_carrier_lists -= 1
+        return True
+
+    # -- the lagging returns list ------------------------------------------------------------
+    def hold_stale(self, shop_id: str, sn: str, item: dict[str, Any], now: float) -> None:
+        if self.return_list_lag_s > 0:
+            self.stale_items[(shop_id, sn)] = (now + self.return_list_lag_s, item)
+
+    def list_item(self, shop_id: str, sn: str, fresh: dict[str, Any], now: float) -> dict[str, Any]:
+        held = self.stale_items.get((shop_id, sn))
+        if held is None:
+            return fresh
+        until, item = held
+        if now >= until:
+            del self.stale_items[(shop_id, sn)]
+            return fresh
+        return item
