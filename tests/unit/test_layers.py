@@ -2,9 +2,10 @@
 
 Layers, each importing only from layers below it (and from itself):
   cli > daemon > app > reconcile, sync, cluster > temu, oc, store > root leaves.
-The root leaves (config, logs, counters, retry, errors) import nothing else from engine, except
-that errors may use logs' redactor (config is a package of two modules, still one leaf). `sim` stands apart: only `app` and `cli` import it, and it
-never imports temu or oc (it is the other side of their wire).
+The root leaves (config, logs, counters, retry, errors) import nothing else from engine,
+except that errors may use logs' redactor (config is a package of two modules, one leaf).
+`sim` stands apart: only `app` and `cli` import it, and it never imports temu or oc (it is
+the other side of their wire).
 """
 
 from __future__ import annotations
