@@ -22,13 +22,16 @@ from engine.store.embedded import EmbeddedPostgres
 from engine.store.migrate import migrate
 from engine.store.pool import create_pool
 from engine.store.store import Store
+from engine.store.token_checks import TokenChecks
 from engine.sync.orders import OrdersAdapter
 from engine.sync.pager import StreamAdapter
 from engine.sync.returns import ReturnsAdapter
 from engine.sync.service import ShopHandle, SyncService
+from engine.sync.tokens import TokenChecker, TokenGate, TokenStatus
 from engine.temu.api import TemuShopApi
 from engine.temu.limiter import AppPacer
 from engine.temu.stats import CallStats
+from engine.temu.token_info import needed_scopes
 from engine.temu.transport import TemuTransport, send_fence
 
 log = logging.getLogger(__name__)
@@ -46,6 +49,7 @@ class Observers:
     rows: RowObserver | None = None  # rows written, per entity
     oc_token_refresh: Callable[[], None] | None = None
     send_gate: Callable[[str], Callable[[], None]] | None = None  # app_key -> gate
+    token: Callable[[TokenStatus], None] | None = None  # each access-token check
 
 
 @dataclass
@@ -85,8 +89,20 @@ class Runtime:
             }
             shops.append(ShopHandle(shop_id=shop.id, app_key=shop.app_key, adapters=adapters))
         return SyncService(
-            store=self.store, shops=shops, settings=self.settings.sync, counters=self.counters
+            store=self.store,
+            shops=shops,
+            settings=self.settings.sync,
+            counters=self.counters,
+            tokens=self.token_gate(),
         )
+
+    def token_gate(self) -> TokenGate:
+        s = self.settings
+        needed = needed_scopes(
+            orders=s.sync.orders, returns=s.sync.returns, reconciler=s.reconciler.enabled
+        )
+        checker = TokenChecker(TokenChecks(self.pool), needed)
+        return TokenGate(checker, self.shop_apis, self.observers.token)
 
     def summary(self) -> dict[str, object]:
         return build_summary(

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
-from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -23,11 +21,9 @@ from engine.cluster.keeper import ClusterTiming, Holdings, LeaseKeeper
 from engine.cluster.oneshot import AppsBusy, refuse_if_daemon_owns, take_leases_once
 from engine.config import Settings
 from engine.errors import DATABASE_ERRORS, ExitCode
-from engine.reconcile.executor import BLOCKED
-from engine.store.leases import DaemonRow, Lease, LeaseStore
+from engine.store.leases import LeaseStore
 from engine.store.migrate import migrate
 from engine.store.pool import create_pool
-from engine.store.reconcile_store import ReconcileStore
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +66,13 @@ def _database_error(settings: Settings, exc: BaseException) -> CommandError:
     return CommandError(f"cannot use Postgres at {where}: {reason}", ExitCode.FAILURE)
 
 
-async def open_runtime(settings: Settings, observers: Observers | None = None) -> Runtime:
+async def open_runtime(
+    settings: Settings, observers: Observers | None = None, *, apply_migrations: bool = True
+) -> Runtime:
     try:
-        return await _open_runtime(settings, observers=observers)
+        return await _open_runtime(
+            settings, observers=observers, apply_migrations=apply_migrations
+        )
     except DATABASE_ERRORS as exc:
         raise _database_error(settings, exc) from None
 
@@ -104,6 +104,8 @@ async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if cmd == "migrate":
         return await cmd_migrate(settings)
     if cmd == "status":
+        from engine.cli.status import cmd_status
+
         return await cmd_status(settings, as_json=args.json)
     if cmd == "backfill":
         return await cmd_backfill(settings, args)
@@ -268,109 +270,6 @@ def _report(rt: Runtime, *, as_json: bool, title: str) -> None:
     failed = summary["shops_failed"]
     if failed:
         print(f"  shops failed: {', '.join(failed)}")  # type: ignore[arg-type]
-
-
-def _ago(ts: datetime | None, now: float) -> str:
-    if ts is None:
-        return "-"
-    return f"{int(now - ts.timestamp())}s ago"
-
-
-async def cmd_status(settings: Settings, *, as_json: bool) -> int:
-    rt = await open_runtime(settings)
-    try:
-        rows = await rt.store.sync_status(
-            [s.id for s in settings.shops], rt.sync_service().enabled_streams()
-        )
-        outbox = await rt.store.outbox_summary()
-        blocked, blocked_error, blocked_key = await ReconcileStore(rt.pool).blocked(BLOCKED)
-        outbox.update(
-            blocked=blocked, blocked_latest_error=blocked_error, blocked_latest_key=blocked_key
-        )
-        leases = LeaseStore(rt.pool)
-        apps, daemons = await leases.leases(), await leases.daemons()
-    finally:
-        await rt.close()
-    now = time.time()
-    if as_json:
-
-        def conv(v: Any) -> Any:
-            return v.isoformat() if isinstance(v, datetime) else v
-
-        doc = {
-            # Which process owns which app (several daemons may share the database).
-            "apps": [{k: conv(v) for k, v in asdict(lease).items()} for lease in apps],
-            "daemons": [{k: conv(v) for k, v in asdict(d).items()} for d in daemons],
-            "streams": [
-                {
-                    **{k: conv(v) for k, v in row.items()},
-                    "lag_s": (now - row["cursor"].timestamp()) if row.get("cursor") else None,
-                }
-                for row in rows
-            ],
-            "outbox": {k: conv(v) for k, v in outbox.items()},
-        }
-        print_json_summary(doc)
-        return ExitCode.OK
-    print(
-        f"{'shop':<16} {'stream':<8} {'kind':<28} {'cursor':<26} {'lag':>10}  "
-        f"{'last success':<14} last error"
-    )
-    for row in rows:
-        cursor = row.get("cursor")
-        lag = f"{int(now - cursor.timestamp())}s" if cursor else "-"
-        print(
-            f"{row['shop_id']:<16} {row['stream']:<8} {row['kind']:<28} "
-            f"{cursor.isoformat() if cursor else '-':<26} {lag:>10}  "
-            f"{_ago(row.get('last_success_at'), now):<14} {_error_cell(row)}"
-        )
-    _print_cluster(apps, daemons, now)
-    print(_outbox_line(outbox))
-    if outbox.get("oldest_dead_error") is not None:
-        print(
-            f"  oldest dead: {outbox.get('oldest_dead_kind')} {outbox.get('oldest_dead_key')} "
-            f"({_ago(outbox.get('oldest_dead_at'), now)}): {outbox['oldest_dead_error']}"
-        )
-    if outbox["blocked"]:
-        # Pending, but no attempt will succeed until the operator fixes the configuration.
-        print(
-            f"  {outbox['blocked']} pending task(s) blocked, latest "
-            f"{outbox['blocked_latest_key']}: {outbox['blocked_latest_error']}"
-        )
-    return ExitCode.OK
-
-
-def _print_cluster(apps: list[Lease], daemons: list[DaemonRow], now: float) -> None:
-    for lease in apps:
-        state = "owned by" if lease.live else "free (lease expired), last owner"
-        print(
-            f"app {lease.app_key}: {state} {lease.owner} since "
-            f"{lease.acquired_at.isoformat(timespec='seconds')} "
-            f"(renewed {_ago(lease.heartbeat_at, now)})"
-        )
-    for d in daemons:
-        http = f", http {d.listen}" if d.listen else ""
-        print(
-            f"daemon {d.owner}: {'live' if d.live else 'GONE'}, started "
-            f"{d.started_at.isoformat(timespec='seconds')}, heartbeat "
-            f"{_ago(d.heartbeat_at, now)}{http}"
-        )
-
-
-def _error_cell(row: dict[str, Any]) -> str:
-    error = row.get("last_error")
-    if not row.get("configured", True):
-        return f"(not in config) {error or ''}".rstrip()
-    if not error:
-        synced = row.get("position") is not None or row.get("last_success_at") is not None
-        return "" if synced else "never synced"
-    # An error older than the last success is history; a current one needs attention.
-    return f"FAILING: {error}" if row.get("failing") else f"(earlier) {error}"
-
-
-def _outbox_line(outbox: dict[str, Any]) -> str:
-    counts = ", ".join(f"{outbox.get(s, 0)} {s}" for s in ("pending", "running", "done", "dead"))
-    return f"outbox: {counts}"
 
 
 async def demo(args: argparse.Namespace) -> int:

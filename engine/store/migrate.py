@@ -121,3 +121,12 @@ async def applied_migrations(conn: Connection, schema: str) -> list[str]:
         f"SELECT name FROM {quote_ident(schema)}.schema_migrations ORDER BY name"
     )
     return [r["name"] for r in rows]
+
+
+async def pending_migrations(conn: Connection | asyncpg.Pool, schema: str) -> list[str]:
+    """Migrations this package has that ``schema`` has not applied (read only, no DDL)."""
+    if isinstance(conn, asyncpg.Pool):
+        async with conn.acquire() as c:
+            return await pending_migrations(c, schema)
+    applied = set(await applied_migrations(conn, schema))
+    return [m.name for m in load_migrations() if m.name not in applied]

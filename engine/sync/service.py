@@ -19,6 +19,7 @@ from engine.counters import RunCounters
 from engine.logs import log_context
 from engine.store.store import CursorAdvance, Store
 from engine.sync.pager import StreamAdapter
+from engine.sync.tokens import MissingScopes, TokenGate
 from engine.sync.walker import WalkResult, to_datetime, walk_range
 from engine.sync.windows import SpanPlanner, Window
 from engine.temu.errors import TemuError
@@ -63,8 +64,10 @@ class SyncService:
         settings: SyncSettings,
         counters: RunCounters,
         clock: Callable[[], float] = time.time,
+        tokens: TokenGate | None = None,
     ) -> None:
         self._store = store
+        self._tokens = tokens
         self._shops = list(shops)
         self._settings = settings
         self._counters = counters
@@ -101,6 +104,28 @@ class SyncService:
                 if stream in shop.adapters:
                     pairs.append((shop, stream))
         return pairs
+
+    async def _usable(
+        self, pairs: list[tuple[ShopHandle, str]], kind: str, result: PassResult
+    ) -> list[tuple[ShopHandle, str]]:
+        """The pairs whose shop's token is good for this pass (interface.md, "Access tokens":
+        a shop missing a scope fails with the missing API types, before any other call)."""
+        if self._tokens is None:
+            return pairs
+        bad: dict[str, str] = {}
+        for shop_id in dict.fromkeys(shop.shop_id for shop, _ in pairs):
+            try:
+                await self._tokens.require(shop_id)
+            except (MissingScopes, TemuError) as exc:
+                bad[shop_id] = str(exc)
+                with log_context(shop=shop_id):
+                    log.error("access token check failed: %s", exc)
+        for shop, stream in pairs:
+            if shop.shop_id in bad:
+                result.failed[(shop.shop_id, stream)] = bad[shop.shop_id]
+                self._counters.shops_failed.add(shop.shop_id)
+                await self._store.record_error(shop.shop_id, stream, kind, bad[shop.shop_id])
+        return [(shop, stream) for shop, stream in pairs if shop.shop_id not in bad]
 
     async def _run_pair(
         self,
@@ -149,7 +174,8 @@ class SyncService:
         end = now - self._settings.safety_lag_s
         first_start = int(self._settings.start.timestamp())
         jobs = []
-        for shop, stream in self._select(shop_ids, streams):
+        pairs = await self._usable(self._select(shop_ids, streams), INCREMENTAL, result)
+        for shop, stream in pairs:
             cursor = await self._store.get_cursor(shop.shop_id, stream, INCREMENTAL)
             if cursor is None:
                 start = first_start
@@ -195,7 +221,7 @@ class SyncService:
         safe_end = int(self._clock()) - self._settings.safety_lag_s
         end = safe_end if until_ts is None else min(until_ts, safe_end)
         jobs = []
-        for shop, stream in self._select(shop_ids, streams):
+        for shop, stream in await self._usable(self._select(shop_ids, streams), kind, result):
             cursor = await self._store.get_cursor(shop.shop_id, stream, kind)
             start = since_ts if cursor is None else int(cursor.timestamp()) + 1
             jobs.append(

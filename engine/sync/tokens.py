@@ -7,7 +7,7 @@ call, with a message naming the missing types.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -123,3 +123,29 @@ def expires_soon(check: TokenCheck | None, now: datetime) -> bool:
     if check is None or check.expires_at is None:
         return False
     return check.expires_at - now < WARN_BEFORE
+
+
+class TokenGate:
+    """What the sync asks before a shop's first call of a pass: is its token good for what we
+    are about to call? One SELECT while the stored answer is fresh, a Temu call (the lowest
+    lane) once a day per token. ``MissingScopes`` / ``TemuError`` fail that shop only."""
+
+    def __init__(
+        self,
+        checker: TokenChecker,
+        apis: Mapping[str, TemuShopApi],
+        observe: Callable[[TokenStatus], None] | None = None,
+    ) -> None:
+        self._checker = checker
+        self._apis = apis
+        self._observe = observe
+
+    async def require(self, shop_id: str) -> None:
+        api = self._apis.get(shop_id)
+        if api is None:
+            return
+        status = await self._checker.check(api, lane=Lane.BACKFILL)
+        if self._observe is not None:
+            self._observe(status)
+        if status.missing:
+            raise MissingScopes(shop_id, status.missing)

@@ -1,0 +1,172 @@
+"""``temu-sync status [--json]``: per shop and stream the cursor, lag, last success and last
+error; each shop's access token; the cluster; the outbox. Reads only (never migrates)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+from engine.cli.commands import open_runtime, print_json_summary
+from engine.config import Settings
+from engine.errors import ExitCode
+from engine.reconcile.executor import BLOCKED
+from engine.store.leases import DaemonRow, Lease, LeaseStore
+from engine.store.migrate import load_migrations, pending_migrations
+from engine.store.reconcile_store import ReconcileStore
+from engine.store.token_checks import TokenCheck, TokenChecks
+from engine.sync.tokens import expires_soon, status_fields
+from engine.temu.token_info import needed_scopes
+
+__all__ = ["cmd_status"]
+
+
+def _ago(ts: datetime | None, now: float) -> str:
+    if ts is None:
+        return "-"
+    return f"{int(now - ts.timestamp())}s ago"
+
+
+async def cmd_status(settings: Settings, *, as_json: bool) -> int:
+    # `status` only reads: it never creates or upgrades the schema (that is `migrate`'s job,
+    # and a read-only role must be able to run it). It says when a migration is pending.
+    rt = await open_runtime(settings, apply_migrations=False)
+    try:
+        pending = await pending_migrations(rt.pool, settings.database.schema)
+        if pending and len(pending) == len(load_migrations()):
+            print(
+                f"schema {settings.database.schema!r} does not exist yet: run "
+                "`temu-sync migrate` first",
+                file=sys.stderr,
+            )
+            return ExitCode.FAILURE
+        if pending:
+            print(
+                f"warning: the schema needs `temu-sync migrate` ({len(pending)} pending: "
+                f"{', '.join(pending)}); figures below may be incomplete",
+                file=sys.stderr,
+            )
+        tokens = {c.shop_id: c for c in await TokenChecks(rt.pool).all()} if not pending else {}
+        rows = await rt.store.sync_status(
+            [s.id for s in settings.shops], rt.sync_service().enabled_streams()
+        )
+        outbox = await rt.store.outbox_summary()
+        blocked, blocked_error, blocked_key = await ReconcileStore(rt.pool).blocked(BLOCKED)
+        outbox.update(
+            blocked=blocked, blocked_latest_error=blocked_error, blocked_latest_key=blocked_key
+        )
+        leases = LeaseStore(rt.pool)
+        apps, daemons = await leases.leases(), await leases.daemons()
+    finally:
+        await rt.close()
+    needed = needed_scopes(
+        orders=settings.sync.orders,
+        returns=settings.sync.returns,
+        reconciler=settings.reconciler.enabled,
+    )
+    now = time.time()
+    if as_json:
+
+        def conv(v: Any) -> Any:
+            return v.isoformat() if isinstance(v, datetime) else v
+
+        doc = {
+            # Which process owns which app (several daemons may share the database).
+            "apps": [{k: conv(v) for k, v in asdict(lease).items()} for lease in apps],
+            "daemons": [{k: conv(v) for k, v in asdict(d).items()} for d in daemons],
+            "streams": [
+                {
+                    **{k: conv(v) for k, v in row.items()},
+                    "lag_s": (now - row["cursor"].timestamp()) if row.get("cursor") else None,
+                }
+                for row in rows
+            ],
+            "outbox": {k: conv(v) for k, v in outbox.items()},
+            # interface.md "Access tokens": null when never checked.
+            "shops": [
+                {"id": s.id, **status_fields(tokens.get(s.id), needed)} for s in settings.shops
+            ],
+        }
+        print_json_summary(doc)
+        return ExitCode.OK
+    print(
+        f"{'shop':<16} {'stream':<8} {'kind':<28} {'cursor':<26} {'lag':>10}  "
+        f"{'last success':<14} last error"
+    )
+    for row in rows:
+        cursor = row.get("cursor")
+        lag = f"{int(now - cursor.timestamp())}s" if cursor else "-"
+        print(
+            f"{row['shop_id']:<16} {row['stream']:<8} {row['kind']:<28} "
+            f"{cursor.isoformat() if cursor else '-':<26} {lag:>10}  "
+            f"{_ago(row.get('last_success_at'), now):<14} {_error_cell(row)}"
+        )
+    _print_tokens(settings, tokens, needed)
+    _print_cluster(apps, daemons, now)
+    print(_outbox_line(outbox))
+    if outbox.get("oldest_dead_error") is not None:
+        print(
+            f"  oldest dead: {outbox.get('oldest_dead_kind')} {outbox.get('oldest_dead_key')} "
+            f"({_ago(outbox.get('oldest_dead_at'), now)}): {outbox['oldest_dead_error']}"
+        )
+    if outbox["blocked"]:
+        # Pending, but no attempt will succeed until the operator fixes the configuration.
+        print(
+            f"  {outbox['blocked']} pending task(s) blocked, latest "
+            f"{outbox['blocked_latest_key']}: {outbox['blocked_latest_error']}"
+        )
+    return ExitCode.OK
+
+
+def _print_tokens(
+    settings: Settings, tokens: dict[str, TokenCheck], needed: frozenset[str]
+) -> None:
+    today = datetime.now(UTC)
+    for shop in settings.shops:
+        check = tokens.get(shop.id)
+        fields = status_fields(check, needed)
+        if check is None:
+            continue
+        if fields["token_missing_scopes"]:
+            print(
+                f"shop {shop.id}: the access token lacks "
+                f"{', '.join(fields['token_missing_scopes'])}"
+            )
+        if expires_soon(check, today):
+            expiry = fields["token_expires_at"]
+            print(f"warning: shop {shop.id}: the access token expires at {expiry}")
+
+
+def _print_cluster(apps: list[Lease], daemons: list[DaemonRow], now: float) -> None:
+    for lease in apps:
+        state = "owned by" if lease.live else "free (lease expired), last owner"
+        print(
+            f"app {lease.app_key}: {state} {lease.owner} since "
+            f"{lease.acquired_at.isoformat(timespec='seconds')} "
+            f"(renewed {_ago(lease.heartbeat_at, now)})"
+        )
+    for d in daemons:
+        http = f", http {d.listen}" if d.listen else ""
+        print(
+            f"daemon {d.owner}: {'live' if d.live else 'GONE'}, started "
+            f"{d.started_at.isoformat(timespec='seconds')}, heartbeat "
+            f"{_ago(d.heartbeat_at, now)}{http}"
+        )
+
+
+def _error_cell(row: dict[str, Any]) -> str:
+    error = row.get("last_error")
+    if not row.get("configured", True):
+        return f"(not in config) {error or ''}".rstrip()
+    if not error:
+        synced = row.get("position") is not None or row.get("last_success_at") is not None
+        return "" if synced else "never synced"
+    # An error older than the last success is history; a current one needs attention.
+    return f"FAILING: {error}" if row.get("failing") else f"(earlier) {error}"
+
+
+def _outbox_line(outbox: dict[str, Any]) -> str:
+    counts = ", ".join(f"{outbox.get(s, 0)} {s}" for s in ("pending", "running", "done", "dead"))
+    return f"outbox: {counts}"
