@@ -30,7 +30,7 @@ from engine.sync.service import ShopHandle, SyncService
 from engine.sync.tokens import TokenChecker, TokenGate, TokenStatus
 from engine.temu.api import TemuShopApi
 from engine.temu.limiter import AppPacer
-from engine.temu.stats import CallStats
+from engine.temu.stats import CallStats, DurationObserver
 from engine.temu.token_info import needed_scopes
 from engine.temu.transport import TemuTransport, send_fence
 
@@ -45,7 +45,8 @@ class Observers:
     passes (a daemon sharing the database: refused unless this process holds the app's
     lease). One-shot commands pass none."""
 
-    request: RequestObserver | None = None  # (api_type, app_key, outcome) per request
+    request: RequestObserver | None = None  # (app_key, api_type, outcome) per request
+    request_duration: DurationObserver | None = None  # (app_key, api_type, seconds)
     rows: RowObserver | None = None  # rows written, per entity
     oc_token_refresh: Callable[[], None] | None = None
     send_gate: Callable[[str], Callable[[], None]] | None = None  # app_key -> gate
@@ -162,7 +163,7 @@ async def open_runtime(
             await asyncio.to_thread(embedded.stop)
         raise
     observers = observers or Observers()
-    stats = CallStats(observer=observers.request)
+    stats = CallStats(observer=observers.request, duration_observer=observers.request_duration)
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=200, enable_cleanup_closed=True),
         trace_configs=[send_fence()],

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
+from prometheus_client.aiohttp import make_aiohttp_handler
 
 from engine.config import Secret
 from engine.daemon.metrics import Metrics
@@ -102,11 +103,6 @@ class _Handlers:
         rest.setdefault("reason", "unhealthy")
         return _json({"status": "unhealthy", **rest}, 503)
 
-    async def metrics(self, request: web.Request) -> web.Response:
-        return web.Response(
-            body=self._metrics.render(), headers={"Content-Type": self._metrics.content_type}
-        )
-
     def _authorized(self, request: web.Request) -> bool:
         assert self._token_digest is not None
         scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
@@ -164,7 +160,8 @@ def build_app(
     app = web.Application(middlewares=[_json_errors], client_max_size=max_body_bytes)
     h = _Handlers(metrics, health, admin_token, label_submitter, max_body_bytes)
     app.router.add_get("/healthz", h.healthz)
-    app.router.add_get("/metrics", h.metrics)
+    # prometheus_client's own handler: content negotiation (OpenMetrics) and gzip included.
+    app.router.add_get("/metrics", make_aiohttp_handler(metrics.registry))
     app.router.add_post("/returns/{sn}/fulfillment", h.fulfillment)
     return app
 

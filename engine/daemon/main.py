@@ -24,7 +24,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NoReturn, TypeVar
 
-from engine.app.reconciler import build_reconciler, label_submitter
+from engine.app.reconciler import build_reconciler, label_submitter, oc_client
 from engine.app.runtime import Observers, Runtime, open_runtime
 from engine.cluster.claims import OwnedShopsStore
 from engine.cluster.identity import Identity
@@ -141,7 +141,12 @@ class Daemon:
 
         # Claims limited to this process's apps: another daemon's tasks call Temu through
         # that daemon's pacer, never through ours.
-        reconciler = build_reconciler(rt, claims=OwnedShopsStore(rt.pool, owned_shops))
+        oc = oc_client(rt)
+        if oc is not None:
+            self._metrics.export_oc(
+                lambda: {"calls": oc.calls, "retries": oc.retries, "auth_retries": oc.auth_retries}
+            )
+        reconciler = build_reconciler(rt, claims=OwnedShopsStore(rt.pool, owned_shops), oc=oc)
 
         async def reconcile(stop: asyncio.Event) -> None:
             await reconciler_loop(rt, stop, reconciler=reconciler)
@@ -331,6 +336,10 @@ async def run_daemon(
     holdings = Holdings(identity.owner, ClusterTiming(settings.cluster.lease_s))
     observers = Observers(
         request=metrics.observe_request,
+        request_duration=metrics.observe_duration,
+        token=lambda status: metrics.set_token_expiry(
+            status.shop_id, None if status.expires_at is None else status.expires_at.timestamp()
+        ),
         rows=metrics.add_rows,
         oc_token_refresh=metrics.oc_token_refreshed,
         send_gate=holdings.gate,

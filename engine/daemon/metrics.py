@@ -8,10 +8,22 @@ so the names and label sets exist in one place.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from importlib.metadata import PackageNotFoundError, version
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.registry import Collector
 
 __all__ = ["OUTBOX_STATES", "Metrics"]
 
@@ -31,18 +43,31 @@ class Metrics:
             ["app_key", "api_type", "outcome"],
             registry=r,
         )
-        self._rate_limited = Counter(
-            "temu_sync_rate_limited_total",
-            "Temu answers with the rate-limit code 4000004.",
-            ["app_key"],
+        # Rate-limit hits and retries are requests_total{outcome="rate_limited"|"retry"}: no
+        # second counter of the same events.
+        self._duration = Histogram(
+            "temu_sync_request_duration_seconds",
+            "Time from sending a Temu request to its answer (or failure), by API type.",
+            ["app_key", "api_type"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
             registry=r,
         )
-        self._retries = Counter(
-            "temu_sync_retries_total",
-            "Temu sends that failed transiently (rate limiting excluded) and were sent again.",
-            ["app_key"],
+        self._build = Gauge(
+            "temu_sync_build_info",
+            "Always 1; the labels say which temu-sync and Python run.",
+            ["version", "python"],
             registry=r,
         )
+        self._build.labels(version=_version(), python=_python()).set(1)
+        self._token_expiry = Gauge(
+            "temu_sync_token_expiry_timestamp_seconds",
+            "Unix time when a shop's Temu access token stops working (last check).",
+            ["shop"],
+            registry=r,
+        )
+        # The standard process_*, python_info and python_gc_* series, on our own registry.
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            r.register(_Shared(collector))
         self._pace = Gauge(
             "temu_sync_pace_requests_per_second",
             "Current request pace the limiter allows for the app.",
@@ -92,10 +117,18 @@ class Metrics:
     def observe_request(self, app_key: str, api_type: str, outcome: str) -> None:
         """The Temu client's observer: one call per HTTP attempt."""
         self._requests.labels(app_key=app_key, api_type=api_type, outcome=outcome).inc()
-        if outcome == "rate_limited":
-            self._rate_limited.labels(app_key=app_key).inc()
-        elif outcome == "retry":
-            self._retries.labels(app_key=app_key).inc()
+
+    def observe_duration(self, app_key: str, api_type: str, seconds: float) -> None:
+        self._duration.labels(app_key=app_key, api_type=api_type).observe(max(0.0, seconds))
+
+    def set_token_expiry(self, shop: str, expires_at: float | None) -> None:
+        if expires_at is not None:
+            self._token_expiry.labels(shop=shop).set(expires_at)
+
+    def export_oc(self, counters: Callable[[], Mapping[str, int]]) -> None:
+        """Exports the Orange Connex client's own counters (calls, retries, ...) as
+        ``temu_sync_oc_<name>_total``, read at scrape time."""
+        self.registry.register(_OcCounters(counters))
 
     def set_pace(self, app_key: str, requests_per_second: float) -> None:
         self._pace.labels(app_key=app_key).set(requests_per_second)
@@ -124,3 +157,37 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _version() -> str:
+    try:
+        return version("temu-sync")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _python() -> str:
+    import platform
+
+    return platform.python_version()
+
+
+class _Shared(Collector):
+    """Puts one of prometheus_client's process-wide collectors on our registry too."""
+
+    def __init__(self, inner: Collector) -> None:
+        self._inner = inner
+
+    def collect(self) -> Iterator[object]:  # type: ignore[override]
+        return iter(self._inner.collect())
+
+
+class _OcCounters(Collector):
+    def __init__(self, counters: Callable[[], Mapping[str, int]]) -> None:
+        self._counters = counters
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        for name, value in sorted(self._counters().items()):
+            yield CounterMetricFamily(
+                f"temu_sync_oc_{name}", f"Orange Connex client: {name.replace('_', ' ')}.", value
+            )

@@ -11,6 +11,8 @@ log = logging.getLogger(__name__)
 
 # (app_key, api_type, outcome); outcome is "ok", "rate_limited", "retry" or "error:<Class>".
 Observer = Callable[[str, str, str], None]
+# (app_key, api_type, seconds): how long one HTTP send took, answered or not.
+DurationObserver = Callable[[str, str, float], None]
 
 OK = "ok"
 RATE_LIMITED = "rate_limited"
@@ -30,6 +32,14 @@ class CallStats:
     retries: int = 0
     outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
     observer: Observer | None = None
+    duration_observer: DurationObserver | None = None
+
+    def timed(self, app_key: str, api_type: str, seconds: float) -> None:
+        if self.duration_observer is not None:
+            try:
+                self.duration_observer(app_key, api_type, seconds)
+            except Exception:
+                log.exception("call duration observer failed")
 
     def record(self, app_key: str, api_type: str, outcome: str) -> None:
         self.outcomes[(api_type, outcome)] += 1

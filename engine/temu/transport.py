@@ -112,6 +112,7 @@ class TemuTransport:
             self.stats.requests += 1
             if attempt > 1:
                 self.stats.retries += 1
+            sent_at = time.monotonic()
             try:
                 result = await self._send(api_type, body, secrets, timestamp, send)
             except AppNotOwned:
@@ -121,6 +122,7 @@ class TemuTransport:
                     self.stats.retries -= 1
                 raise
             except TemuError as exc:
+                self.stats.timed(self.app.app_key, api_type, time.monotonic() - sent_at)
                 exc.app_key = self.app.app_key
                 failures[isinstance(exc, RateLimited)] += 1
                 retry_in = self._retry_delay(
@@ -156,6 +158,7 @@ class TemuTransport:
                 if retry_in > 0:
                     await self._sleep(retry_in)
                 continue
+            self.stats.timed(self.app.app_key, api_type, time.monotonic() - sent_at)
             self.pacer.on_success()
             self.stats.record(self.app.app_key, api_type, outcomes.OK)
             log.debug("temu call ok (attempt %d)", attempt, extra=extra)

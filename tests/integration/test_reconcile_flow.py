@@ -21,8 +21,8 @@ import pytest
 from engine.app.reconciler import build_reconciler, reconcile_once
 from engine.app.runtime import Runtime, open_runtime
 from engine.app.sim_settings import settings_for_simulator
-from engine.cli.status import cmd_status
 from engine.cli.labels import import_labels
+from engine.cli.status import cmd_status
 from engine.config import Settings
 from engine.reconcile.executor import BLOCKED, _TaskLease
 from engine.reconcile.tasks import upload_key

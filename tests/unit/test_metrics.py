@@ -33,8 +33,11 @@ def test_render_contains_series_after_updates() -> None:
     labels = (("api_type", "bg.order.list.v2.get"), ("app_key", "k1"))
     assert s[(req, (*labels, ("outcome", "ok")))] == 2
     assert s[(req, (*labels, ("outcome", "error:ShopAuthError")))] == 1
-    assert s[("temu_sync_rate_limited_total", (("app_key", "k1"),))] == 1
-    assert s[("temu_sync_retries_total", (("app_key", "k1"),))] == 1
+    assert s[(req, (*labels, ("outcome", "rate_limited")))] == 1
+    assert s[(req, (*labels, ("outcome", "retry")))] == 1
+    # One counter per event: no second series of rate-limit hits or retries.
+    doubles = ("temu_sync_rate_limited_total", "temu_sync_retries_total")
+    assert not any(name in doubles for name, _ in s)
     assert s[("temu_sync_pace_requests_per_second", (("app_key", "k1"),))] == 18.5
     assert s[("temu_sync_rows_total", (("entity", "order"), ("op", "unchanged")))] == 96
     assert s[("temu_sync_rows_total", (("entity", "order"), ("op", "inserted")))] == 3
@@ -66,3 +69,24 @@ def test_instances_do_not_share_counts() -> None:
     assert ("temu_sync_loop_errors_total", (("loop", "sync"),)) not in _samples(b)
     assert b"temu_sync_loop_errors_total" in b.render()  # HELP/TYPE still there
     assert b.content_type.startswith("text/plain")
+
+
+def test_standard_collectors_build_info_histogram_and_token_expiry() -> None:
+    m = Metrics()
+    m.observe_duration("k1", "bg.order.list.v2.get", 0.3)
+    m.observe_duration("k1", "bg.order.list.v2.get", 7.0)
+    m.set_token_expiry("us-main", 1_800_000_000.0)
+    m.export_oc(lambda: {"calls": 12, "retries": 2})
+    s = _samples(m)
+    names = {name for name, _ in s}
+    assert any(n.startswith("process_") for n in names), names
+    assert "python_info" in names
+    build = [labels for name, labels in s if name == "temu_sync_build_info"]
+    assert build and dict(build[0])["version"]
+    hist = "temu_sync_request_duration_seconds"
+    labels = (("api_type", "bg.order.list.v2.get"), ("app_key", "k1"))
+    assert s[(f"{hist}_count", labels)] == 2
+    assert s[(f"{hist}_bucket", (*labels, ("le", "0.5")))] == 1
+    assert s[("temu_sync_token_expiry_timestamp_seconds", (("shop", "us-main"),))] == 1.8e9
+    assert s[("temu_sync_oc_calls_total", ())] == 12
+    assert s[("temu_sync_oc_retries_total", ())] == 2

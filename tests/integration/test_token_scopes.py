@@ -1,0 +1,90 @@
+"""Access tokens (interface.md "Access tokens"), against the simulator over real HTTP: a shop
+whose token lacks an API type the engine needs fails alone, before any list call; `status`
+shows every shop's token expiry and missing scopes, and warns of a token about to expire."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+
+from engine.app.runtime import open_runtime
+from engine.app.sim_settings import settings_for_simulator
+from engine.cli.status import cmd_status
+from engine.sim.config import SimConfig
+from engine.sim.server import Simulator
+
+SimFactory = Callable[[SimConfig], Awaitable[Simulator]]
+LIST = "bg.order.list.v2.get"
+
+
+async def test_a_shop_missing_a_scope_fails_alone_before_any_list_call(
+    sim_factory: SimFactory, pg_url: str, schema: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = SimConfig.default(orders=300, returns=0, shops=2, qps=100, seed=7)
+    sim = await sim_factory(config)
+    expires = int(time.time()) + 5 * 86400
+    sim.set_token("shop-1", expires_at=expires)
+    sim.set_token("shop-2", scopes=sorted(set(sim.world.api_types) - {LIST}))
+    settings = settings_for_simulator(
+        sim, config, database_url=pg_url, schema=schema, sync={"returns": False}
+    )
+    rt = await open_runtime(settings)
+    try:
+        result = await rt.sync_service().backfill(settings.sync.start, None)
+        assert set(result.failed) == {("shop-2", "orders")}
+        assert LIST in result.failed[("shop-2", "orders")]
+        stored = await rt.pool.fetch("SELECT shop_id, count(*) AS n FROM orders GROUP BY 1")
+        assert {r["shop_id"]: r["n"] for r in stored} == {"shop-1": 300}
+        # Temu was never asked for shop-2's orders: it would have answered 3000032.
+        errors = sim.stats()["apps"][settings.shops[1].app_key]["errors"]
+        assert "3000032" not in errors, errors
+
+        capsys.readouterr()
+        assert await cmd_status(settings, as_json=True) == 0
+        doc = orjson.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        shops = {s["id"]: s for s in doc["shops"]}
+        want = datetime.fromtimestamp(expires, UTC).isoformat().replace("+00:00", "Z")
+        assert shops["shop-1"] == {
+            "id": "shop-1",
+            "token_expires_at": want,
+            "token_missing_scopes": [],
+        }
+        assert shops["shop-2"]["token_missing_scopes"] == [LIST]
+
+        assert await cmd_status(settings, as_json=False) == 0
+        text = capsys.readouterr().out
+        assert f"warning: shop shop-1: the access token expires at {want}" in text
+        assert f"shop shop-2: the access token lacks {LIST}" in text
+    finally:
+        await rt.close()
+
+
+async def test_status_says_null_before_any_check_and_never_migrates(
+    sim_factory: SimFactory, pg_url: str, schema: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = SimConfig.default(orders=10, returns=0, shops=1, qps=100, seed=7)
+    sim = await sim_factory(config)
+    settings = settings_for_simulator(sim, config, database_url=pg_url, schema=schema)
+    capsys.readouterr()
+    assert await cmd_status(settings, as_json=True) == 0
+    doc = orjson.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert doc["shops"] == [
+        {"id": "shop-1", "token_expires_at": None, "token_missing_scopes": None}
+    ]
+    # A schema that was never migrated: status refuses to create it.
+    from dataclasses import replace
+
+    fresh = replace(settings, database=replace(settings.database, schema=schema + "_new"))
+    assert await cmd_status(fresh, as_json=True) == 1
+    assert "run `temu-sync migrate` first" in capsys.readouterr().err
+    rt = await open_runtime(settings)
+    try:
+        assert await rt.pool.fetchval(
+            "SELECT count(*) FROM pg_namespace WHERE nspname = $1", schema + "_new"
+        ) == 0
+    finally:
+        await rt.close()
