@@ -38,6 +38,13 @@ __all__ = [
 ]
 
 REDACTED = "***"
+# Shorter secrets cannot be real credentials (and match everywhere): warned about at setup.
+MIN_SECRET_LEN = 8
+# A secret is replaced only as a whole token: not when a letter or digit touches either end, so
+# a one-character "secret" cannot turn "temu-sync" into "***emu-***ync".
+_EDGE_BEFORE, _EDGE_AFTER = r"(?<![0-9A-Za-z])", r"(?![0-9A-Za-z])"
+
+log = logging.getLogger(__name__)
 
 # Every attribute a bare LogRecord has; anything else on a record came from `extra=` or from
 # the log context. `message`/`asctime` are added by Formatter.format, `taskName` by 3.12+.
@@ -73,19 +80,22 @@ class Redactor:
         for s in secrets:
             self.add(s)
 
-    def add(self, secret: str) -> None:
+    def add(self, secret: str) -> bool:
+        """Adds ``secret``; answers False when it is too short to be a real secret (it is still
+        redacted, as a whole token only)."""
         if not secret:
-            return
+            return True
         # A token can reach a log line URL-encoded (query strings) or JSON-escaped (a logged
         # request body), so those spellings are secrets too.
         forms = {secret, quote(secret, safe=""), json.dumps(secret)[1:-1]}
         with self._lock:
-            if forms <= self._secrets:
-                return
-            self._secrets |= forms
-            # Longest first, so a secret that contains another is replaced whole.
-            ordered = sorted(self._secrets, key=len, reverse=True)
-            self._pattern = re.compile("|".join(re.escape(s) for s in ordered))
+            if not forms <= self._secrets:
+                self._secrets |= forms
+                # Longest first, so a secret that contains another is replaced whole.
+                ordered = sorted(self._secrets, key=len, reverse=True)
+                alternatives = "|".join(re.escape(s) for s in ordered)
+                self._pattern = re.compile(f"{_EDGE_BEFORE}(?:{alternatives}){_EDGE_AFTER}")
+        return len(secret) >= MIN_SECRET_LEN
 
     def __call__(self, text: str) -> str:
         pattern = self._pattern
@@ -115,7 +125,17 @@ _redactor = Redactor()
 
 def add_secret(value: str) -> None:
     """Redacts ``value`` from every log line from now on (e.g. a freshly rotated token)."""
-    _redactor.add(value)
+    if not _redactor.add(value):
+        _warn_short(1)
+
+
+def _warn_short(count: int) -> None:
+    log.warning(
+        "%d secret(s) shorter than %d characters: too short to be real credentials (check the "
+        "configuration); redacted only where they stand alone",
+        count,
+        MIN_SECRET_LEN,
+    )
 
 
 def redact(text: str, extra: Iterable[str] = ()) -> str:
@@ -283,8 +303,7 @@ def setup_logging(
     """
     if fmt not in ("text", "json"):
         raise ValueError(f"log format must be 'text' or 'json', got {fmt!r}")
-    for s in secrets:
-        _redactor.add(s)
+    short = sum(1 for s in secrets if not _redactor.add(s))
 
     out = sys.stderr if stream is None else stream
     handler = logging.StreamHandler(out)
@@ -304,4 +323,6 @@ def setup_logging(
     logging.getLogger("aiohttp.access").setLevel(
         logging.DEBUG if verbosity >= 2 else logging.WARNING
     )
+    if short:
+        _warn_short(short)
     return handler

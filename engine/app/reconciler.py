@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 from engine.app.runtime import Runtime
+from engine.cluster.claims import OwnedShopsStore
 from engine.cluster.identity import new_owner_id
 from engine.oc.client import OCClient
 from engine.reconcile.carriers import CarrierDirectory
@@ -56,6 +57,11 @@ def oc_client(rt: Runtime) -> OCClient | None:
     )
 
 
+def configured_claims(rt: Runtime) -> Store:
+    shops = [shop.id for shop in rt.settings.shops]
+    return OwnedShopsStore(rt.pool, lambda: shops)
+
+
 def build_reconciler(
     rt: Runtime,
     *,
@@ -65,7 +71,8 @@ def build_reconciler(
     claims: Store | None = None,
 ) -> Reconciler:
     """``claims``: where the executor claims tasks (a daemon sharing the database passes one
-    limited to the shops of its apps); default rt.store."""
+    limited to the shops of its apps); default: tasks of the configured shops only, so a
+    one-shot pass never takes (and parks) the tasks of shops another config serves."""
     cfg = rt.settings.reconciler
     recon = ReconcileStore(rt.pool)
     oc = oc if oc is not None else oc_client(rt)
@@ -87,7 +94,7 @@ def build_reconciler(
         handlers["oc_cancel"] = OcCancel(oc=oc, counters=rt.counters, no_rma=no_rma)
         handlers["oc_tracking"] = OcTracking(oc=oc, counters=rt.counters, no_rma=no_rma)
     executor = Executor(
-        store=claims or rt.store,
+        store=claims or configured_claims(rt),
         recon=recon,
         handlers=handlers,
         owner=owner or worker_id(),

@@ -38,6 +38,7 @@ from typing import Any, Protocol, TypeVar
 
 from engine.cluster.identity import Identity, owner_pid, pid_alive
 from engine.errors import DATABASE_ERRORS
+from engine.logs import redact
 from engine.retry import sleep_or_stop
 from engine.store.leases import DaemonRow, LeaseStore
 from engine.temu.errors import AppNotOwned
@@ -195,7 +196,7 @@ class LeaseKeeper:
             "releasing": sorted(self._releasing),
             "daemons": [d.owner for d in self._live],
             "target": self.target,
-            "last_error": self.last_error,
+            "last_error": None if self.last_error is None else redact(self.last_error),
         }
 
     @property

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from engine.config.reader import (
     ConfigError,
@@ -42,6 +43,7 @@ __all__ = [
     "ShopSettings",
     "SyncSettings",
     "config_path",
+    "database_passwords",
     "load_config",
     "parse_config",
 ]
@@ -178,9 +180,29 @@ class Settings:
         out += [s.access_token.get() for s in self.shops]
         oc = self.orange_connex
         out += [oc.client_key.get(), oc.refresh_token.get(), self.http.admin_token.get()]
-        with contextlib.suppress(ValueError):
-            out.append(urlsplit(self.database.url).password or "")
+        out += database_passwords(self.database.url)
         return [s for s in out if s]
+
+
+_DSN_PASSWORD = re.compile(r"(?:^|\s)password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)")
+
+
+def database_passwords(url: str) -> list[str]:
+    """The password of a libpq URL (``user:pw@``, ``?password=``) or keyword DSN
+    (``password=pw``, quoted or not), for redaction."""
+    out: list[str] = []
+    with contextlib.suppress(ValueError):
+        parts = urlsplit(url)
+        if parts.scheme:
+            out.append(parts.password or "")
+            out += parse_qs(parts.query).get("password", [])
+            return [p for p in out if p]
+    for m in _DSN_PASSWORD.finditer(url):
+        value = m.group(1)
+        if value.startswith("'") and value.endswith("'") and len(value) >= 2:
+            value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        out.append(value)
+    return [p for p in out if p]
 
 
 # Per-app defaults (an app needs its key and secret, so no whole default instance).

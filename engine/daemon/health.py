@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from engine.logs import redact
+
 __all__ = ["HealthBoard", "LoopState"]
 
 
@@ -86,7 +88,7 @@ class HealthBoard:
     def failed(self, name: str, message: str) -> None:
         loop = self._loops[name]
         loop.failures += 1
-        loop.last_error = message
+        loop.last_error = redact(message)
         if loop.failing_since_wall is None:
             loop.failing_since_wall = self._wall()
 

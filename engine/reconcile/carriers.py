@@ -29,13 +29,20 @@ def region_of(region_id: int | None, parent_order_sn: str | None) -> int | None:
 
 
 class UnknownCarrier(ValueError):
-    def __init__(self, reason: str) -> None:
+    """``listless``: Temu listed no carrier at all for the region (a passing hiccup)."""
+
+    def __init__(self, reason: str, *, listless: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.listless = listless
 
 
 class CarrierDirectory:
-    """Carrier lists per region, fetched at most once per ``ttl_s`` (carriers rarely change)."""
+    """Carrier lists per region, fetched at most once per ``ttl_s`` (carriers rarely change).
+
+    An empty list is never cached (one empty answer would otherwise block every upload of the
+    region for hours), and a name or id missing from a cached list triggers one fresh fetch
+    before it is called unknown (a carrier Temu added since)."""
 
     def __init__(
         self, *, ttl_s: float = DEFAULT_TTL_S, clock: Callable[[], float] = time.monotonic
@@ -44,17 +51,20 @@ class CarrierDirectory:
         self._clock = clock
         self._cache: dict[int, tuple[float, CarrierList]] = {}
 
-    async def carriers(self, region_id: int, fetch: Fetch) -> CarrierList:
+    async def carriers(self, region_id: int, fetch: Fetch, *, fresh: bool = False) -> CarrierList:
         hit = self._cache.get(region_id)
-        if hit is not None and self._clock() - hit[0] < self._ttl:
+        if not fresh and hit is not None and self._clock() - hit[0] < self._ttl:
             return hit[1]
         items = await fetch(region_id)
         table = [
             (str(i["carrierId"]), str(i.get("carrierName") or ""))
             for i in items
-            if i.get("carrierId") is not None
+            if isinstance(i, dict) and i.get("carrierId") is not None
         ]
-        self._cache[region_id] = (self._clock(), table)
+        if table:
+            self._cache[region_id] = (self._clock(), table)
+        else:
+            self._cache.pop(region_id, None)
         return table
 
     async def resolve(
@@ -72,22 +82,40 @@ class CarrierDirectory:
             raise UnknownCarrier(
                 f"cannot map carrier {carrier_name!r}: the return's region is unknown"
             )
+        was_cached = region_id in self._cache
         table = await self.carriers(region_id, fetch)
-        if carrier_id:
-            if any(cid == carrier_id for cid, _ in table):
-                return carrier_id
-            raise UnknownCarrier(
-                f"unknown carrier id {carrier_id!r} for region {region_id} ({_known(table)})"
-            )
-        if not carrier_name:
-            raise UnknownCarrier("the label names no carrier")
-        mapped = map_carrier(carrier_name, table)
-        if mapped is None:
-            raise UnknownCarrier(
-                f"unknown carrier {carrier_name!r}: no single Temu carrier matches "
-                f"({_known(table)})"
-            )
-        return mapped
+        found = _lookup(table, carrier_id, carrier_name)
+        if found is None and was_cached:
+            # A miss in a cached list: one fresh look before calling it unknown.
+            table = await self.carriers(region_id, fetch, fresh=True)
+        return _checked(table, carrier_id, carrier_name, region_id)
+
+
+def _lookup(table: CarrierList, carrier_id: str | None, carrier_name: str | None) -> str | None:
+    if carrier_id:
+        return carrier_id if any(cid == carrier_id for cid, _ in table) else None
+    return map_carrier(carrier_name, table) if carrier_name else None
+
+
+def _checked(
+    table: CarrierList, carrier_id: str | None, carrier_name: str | None, region_id: int
+) -> str:
+    if carrier_id:
+        if any(cid == carrier_id for cid, _ in table):
+            return carrier_id
+        raise UnknownCarrier(
+            f"unknown carrier id {carrier_id!r} for region {region_id} ({_known(table)})",
+            listless=not table,
+        )
+    if not carrier_name:
+        raise UnknownCarrier("the label names no carrier")
+    mapped = map_carrier(carrier_name, table)
+    if mapped is None:
+        raise UnknownCarrier(
+            f"unknown carrier {carrier_name!r}: no single Temu carrier matches ({_known(table)})",
+            listless=not table,
+        )
+    return mapped
 
 
 def _known(table: CarrierList) -> str:

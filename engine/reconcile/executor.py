@@ -182,7 +182,10 @@ class Executor:
             task.id,
             reason,
             max_attempts=limit,
-            backoff_s=self._backoff(task.attempts),
+            backoff_s=max(
+                self._backoff(task.attempts),
+                outcome.delay_s if isinstance(outcome, Retry) else 0.0,
+            ),
             owner=owner,
         )
         if state == "dead":

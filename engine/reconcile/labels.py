@@ -10,7 +10,6 @@ Pure functions: no I/O, no configuration reads; the caller passes the configured
 
 from __future__ import annotations
 
-import copy
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
@@ -39,6 +38,9 @@ JETTI_FILE_FORMATS = ("pdf", "png")
 LOGISTIC_MODES = {"dropoff": "dropOff", "pickup": "pickUp"}
 
 _SHOWN = 80  # longest user value quoted back in a reason
+# A label is a flat object two levels deep; anything much deeper is not a label, and copying or
+# storing it could exhaust the stack (a ~600-deep value did).
+MAX_DEPTH = 16
 _FUZZY_MIN = 3  # shorter names match too much by prefix/contains ("u" is in every carrier)
 
 
@@ -223,6 +225,44 @@ def _shop(obj: dict[str, Any], shops: Sequence[str], *, required: bool) -> str |
     return None
 
 
+def _check_text(value: str, where: str) -> None:
+    if "\x00" in value:
+        raise LabelError(f"{where} contains U+0000 (a NUL character)")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise LabelError(f"{where} is not valid Unicode text (a lone surrogate)") from None
+
+
+def _check_value(obj: Any) -> None:
+    """Refuses what Postgres or Python cannot take, before anything else looks at it: nesting
+    past MAX_DEPTH and U+0000 in any key or string (jsonb and text refuse it). Iterative, so
+    depth itself cannot overflow the stack here."""
+    stack: list[tuple[Any, int, str]] = [(obj, 1, "")]
+    while stack:
+        value, depth, where = stack.pop()
+        if depth > MAX_DEPTH:
+            raise LabelError(f"nested too deeply (more than {MAX_DEPTH} levels)")
+        if isinstance(value, str):
+            _check_text(value, where or "a value")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                name = f"{where}.{key}" if where else str(key)
+                _check_text(str(key), "a key")
+                stack.append((item, depth + 1, name))
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1, f"{where}[{i}]") for i, item in enumerate(value))
+
+
+def _private_copy(obj: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy through JSON (depth already bounded by _check_value)."""
+    try:
+        copied: dict[str, Any] = orjson.loads(orjson.dumps(obj))
+    except (orjson.JSONEncodeError, orjson.JSONDecodeError) as exc:
+        raise LabelError(f"not a plain JSON value: {exc}") from None
+    return copied
+
+
 # --- public -------------------------------------------------------------------------------------
 
 
@@ -236,6 +276,9 @@ def parse_label(
     """
     if not isinstance(obj, dict):
         raise LabelError(f"not a JSON object (got {_json_type(obj)})")
+    _check_value(obj)
+    if parent_after_sales_sn is not None:
+        _check_text(parent_after_sales_sn, SN_KEY)
     has_ecart = ECART_KEY in obj
     jetti_keys = [k for k in JETTI_KEYS if k in obj]
     if has_ecart and jetti_keys:
@@ -263,7 +306,7 @@ def parse_label(
         logistic_mode=fields.logistic_mode,
         source=fields.source,
         # A private copy: the request is frozen, and the caller's dict may be reused.
-        raw=copy.deepcopy(obj),
+        raw=_private_copy(obj),
     )
 
 

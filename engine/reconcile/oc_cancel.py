@@ -12,7 +12,7 @@ import logging
 
 from engine.counters import RunCounters
 from engine.oc.client import OCClient, Rma
-from engine.reconcile.oc_rmas import RmaWait, open_rmas, push_each, push_message_id
+from engine.reconcile.oc_rmas import RmaWait, open_rmas, push_each, push_message_id, rmas_of
 from engine.reconcile.tasks import OC_CANCEL, Done, Lease, Outcome
 from engine.store.store import Task
 
@@ -30,9 +30,13 @@ class OcCancel:
     async def run(self, task: Task, lease: Lease) -> Outcome:
         sn = str(task.payload["sn"])
         message_id = str(task.payload["message_id"])
-        rmas = await self._oc.query_orders(sn)
+        rmas = await rmas_of(self._oc, sn)
         if not rmas:
-            return self._no_rma.outcome(sn, int(task.payload.get("polls") or 0))
+            return self._no_rma.outcome(
+                sn,
+                int(task.payload.get("polls") or 0),
+                after_sales_type=task.payload.get("after_sales_type"),
+            )
 
         async def cancel(rma: Rma) -> None:
             await self._oc.cancel_rma(

@@ -11,6 +11,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from engine.logs import add_secret
 from engine.oc.client import OCBusinessError, OCClient, Rma
 from engine.oc.tokens import StoredTokens
 from engine.reconcile.tasks import Done, Outcome, Wait
@@ -18,9 +19,36 @@ from engine.store.store import Store
 
 log = logging.getLogger(__name__)
 
+REFUND_ONLY = 1  # afterSalesType
+
 
 def open_rmas(rmas: Iterable[Rma]) -> list[Rma]:
     return sorted((r for r in rmas if r.is_open), key=lambda r: r.order_number)
+
+
+def own_rmas(sn: str, rmas: Iterable[Rma]) -> list[Rma]:
+    """The RMAs of return ``sn`` only (interface.md: an RMA is acted on only when its
+    referenceNumber equals the return's parentAfterSalesSn). OC may match the query loosely
+    and hand back other returns' RMAs too; those are logged and left alone."""
+    own: list[Rma] = []
+    foreign: list[str] = []
+    for rma in rmas:
+        if rma.reference_number.strip() == sn:
+            own.append(rma)
+        else:
+            foreign.append(f"{rma.order_number} (referenceNumber {rma.reference_number!r})")
+    if foreign:
+        log.warning(
+            "OC answered the query for return %s with other returns' RMAs, left alone: %s",
+            sn,
+            ", ".join(foreign[:10]) + (", ..." if len(foreign) > 10 else ""),
+        )
+    return own
+
+
+async def rmas_of(oc: OCClient, sn: str) -> list[Rma]:
+    """OC's RMAs whose referenceNumber is ``sn``: the only ones any task may touch."""
+    return own_rmas(sn, await oc.query_orders(sn))
 
 
 @dataclass(frozen=True)
@@ -31,7 +59,10 @@ class RmaWait:
     delay: Callable[[int], float]
     max_polls: int
 
-    def outcome(self, sn: str, polls: int) -> Outcome:
+    def outcome(self, sn: str, polls: int, *, after_sales_type: object = None) -> Outcome:
+        if after_sales_type == REFUND_ONLY:
+            # No parcel comes back, so no RMA is coming: one look (made) is enough.
+            return Done({"outcome": "no_rma", "polls": polls, "refund_only": True})
         if polls >= self.max_polls:
             return Done({"outcome": "no_rma", "polls": polls})
         return Wait(
@@ -63,7 +94,7 @@ async def push_each(
 async def still_open(oc: OCClient, sn: str, order_number: str) -> Rma | None:
     """The RMA as OC shows it now if it is still open, else None: after OC refused a push, only
     a fresh look tells "closed meanwhile" (nothing left to do) from a real refusal."""
-    for rma in await oc.query_orders(sn):
+    for rma in await rmas_of(oc, sn):
         if rma.order_number == order_number and rma.is_open:
             return rma
     return None
@@ -93,11 +124,17 @@ class PgTokenStore:
         if row is None:
             return None
         expires = row.expires_at.timestamp() if row.expires_at is not None else 0.0
+        # Rotated tokens are secrets the configuration never named: from now on every log
+        # line, error column and health answer has them redacted.
+        add_secret(row.refresh_token or "")
+        add_secret(row.access_token or "")
         return StoredTokens(row.refresh_token, row.access_token or "", expires)
 
     async def save(
         self, client_id: str, refresh_token: str, access_token: str, expires_at: float
     ) -> None:
+        add_secret(refresh_token)
+        add_secret(access_token)
         when = datetime.fromtimestamp(expires_at, UTC) if expires_at > 0 else None
         await self._store.save_oc_tokens(client_id, refresh_token, access_token or None, when)
 

@@ -12,7 +12,7 @@ import logging
 
 from engine.counters import RunCounters
 from engine.oc.client import OCClient, Rma
-from engine.reconcile.oc_rmas import RmaWait, open_rmas, push_each, push_message_id
+from engine.reconcile.oc_rmas import RmaWait, open_rmas, push_each, push_message_id, rmas_of
 from engine.reconcile.tasks import OC_TRACKING, Done, Lease, Outcome, Park
 from engine.store.store import Task
 
@@ -33,7 +33,7 @@ class OcTracking:
         tracking = str(p["tracking_number"])
         carrier = str(p.get("carrier_name") or "")
         message_id = str(p["message_id"])
-        rmas = await self._oc.query_orders(sn)
+        rmas = await rmas_of(self._oc, sn)
         if not rmas:
             return self._no_rma.outcome(sn, int(p.get("polls") or 0))
         stale = [r for r in open_rmas(rmas) if r.tracking_number != tracking]

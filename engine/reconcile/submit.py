@@ -12,12 +12,14 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import asyncpg
+
 from engine.reconcile.carriers import CarrierDirectory, UnknownCarrier, region_of
 from engine.reconcile.labels import LabelError, LabelRequest, parse_label
 from engine.reconcile.ports import LabelRejected, SubmitResult
 from engine.reconcile.tasks import UPLOAD_LABEL, upload_key
 from engine.reconcile.temu_side import TemuReturns
-from engine.reconcile.upload_label import label_payload
+from engine.reconcile.upload_label import label_payload, mode_conflict
 from engine.store.reconcile_store import LockedTask, ReconcileStore
 from engine.temu.errors import TemuError
 
@@ -38,6 +40,13 @@ class LabelQueue:
 
     async def queue(self, req: LabelRequest) -> SubmitResult:
         """Queues one validated label; raises LabelRejected (404, 409, 422) with the reason."""
+        try:
+            return await self._queue(req)
+        except asyncpg.DataError as exc:
+            # A value Postgres refuses (parse_label screens the known ones): this label only.
+            raise LabelRejected(f"the label cannot be stored: {exc}", 422) from None
+
+    async def _queue(self, req: LabelRequest) -> SubmitResult:
         sn = req.parent_after_sales_sn
         found = await self._recon.find_returns(sn, req.shop_id)
         if not found:
@@ -47,6 +56,9 @@ class LabelQueue:
             shops = ", ".join(r.shop_id for r in found)
             raise LabelRejected(f"return {sn} exists in several shops ({shops}): give shop", 422)
         info = found[0]
+        conflict = mode_conflict(req.logistic_mode, info.return_delivery_type)
+        if conflict is not None:
+            raise LabelRejected(f"return {sn}: {conflict}", 422)
         if not info.awaiting_label:
             raise LabelRejected(
                 f"return {sn} is not waiting for a label (status {info.status}, operations "
@@ -64,6 +76,10 @@ class LabelQueue:
             same = existing.payload.get("label") == label
             if existing.state in ("pending", "dead"):
                 return patch, "same" if same else "replaced"
+            if existing.state == "done" and asks_again(existing, info.update_at):
+                # Temu asks for a label again (the last one was rejected or expired): this
+                # label answers the new request; the task forgets the earlier attempt.
+                return {**patch, **fresh_request(info.update_at)}, "replaced"
             if existing.state == "done" and same:
                 return None, "same"
             return None, existing.state
@@ -95,10 +111,36 @@ class LabelQueue:
                 fetch=temu.carriers,
             )
         except UnknownCarrier as exc:
+            if exc.listless:
+                # Temu answered an empty list: a hiccup, not the label's fault. The upload task
+                # maps the carrier again (and waits while it cannot).
+                log.warning("carrier check skipped for %s: %s", req.parent_after_sales_sn, exc)
+                return
             raise LabelRejected(exc.reason, 422) from None
         except TemuError as exc:
             # Temu is unreachable now: the upload task maps and checks the carrier again.
             log.warning("carrier check skipped for %s: %s", req.parent_after_sales_sn, exc)
+
+
+def asks_again(task: LockedTask, update_at: int | None) -> bool:
+    """True when the return's updateAt is later than the request the done task answered (the
+    planner's SQL applies the same rule): Temu put it back to waiting for a label."""
+    if update_at is None:
+        return False
+    answered = task.payload.get("request_at")
+    if not isinstance(answered, int) or isinstance(answered, bool):
+        answered = task.updated_at
+    return answered is not None and update_at > answered
+
+
+def fresh_request(update_at: int | None) -> dict[str, Any]:
+    """The payload patch that makes a done task answer Temu's new request."""
+    return {
+        "attempted": False,
+        "attempt": {},
+        "polls": 0,
+        "request_at": update_at,
+    }
 
 
 class ReturnLabelSubmitter:

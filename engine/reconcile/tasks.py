@@ -34,9 +34,12 @@ class Done:
 
 @dataclass(frozen=True)
 class Retry:
-    """A failure that may pass: counts an attempt, backs off, dead after max_attempts."""
+    """A failure that may pass: counts an attempt, backs off, dead after max_attempts.
+    ``delay_s``: wait at least this long before the next try (e.g. minutes after an upload
+    whose answer was lost, so Temu's lagging returns list can catch up)."""
 
     reason: str
+    delay_s: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,11 @@ class TemuReturn:
         return [op for op in map(_int, ops) if op is not None]
 
     @property
+    def delivery_type(self) -> int | None:
+        """returnDeliveryType: 3 drop off, 4 pick up (the buyer's choice)."""
+        return _int(self.item.get("returnDeliveryType"))
+
+    @property
     def awaiting_label(self) -> bool:
         return self.status == 8 and 10 in self.operations
 

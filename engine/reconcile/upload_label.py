@@ -11,8 +11,17 @@ pending stops being polled.
 
 Never twice: the task records "upload attempted" durably (and only while it holds its lease)
 BEFORE the upload is sent. A run that finds that mark cannot know whether the earlier upload
-landed (answer lost, process killed); the re-read decides: it uploads again only if Temu still
-offers the upload operation (10).
+landed (answer lost, process killed). Temu's returns list may lag and still offer operation 10
+after the upload landed, so before any second upload the return's logistics
+(``parentreturnorder.get``) are read: the attempted tracking number there means it landed.
+An upload whose answer was lost is tried again only after minutes (UNANSWERED_RETRY_S).
+
+Mode (interface.md "Return labels"): the label's own logisticMode; else the buyer's choice on
+the return (returnDeliveryType 3 drop off, 4 pick up); else reconciler.logistic_mode. A label
+whose mode contradicts the buyer's choice is never sent.
+
+Only RMAs whose referenceNumber is this return's sn are used (``rmas_of``); a label OC
+answers for another reference is not taken either.
 """
 
 from __future__ import annotations
@@ -25,12 +34,12 @@ from engine.counters import RunCounters
 from engine.oc.client import OCClient, Rma, new_message_id
 from engine.reconcile.carriers import CarrierDirectory, UnknownCarrier, region_of
 from engine.reconcile.labels import LabelRequest
-from engine.reconcile.oc_rmas import open_rmas
-from engine.reconcile.tasks import UPLOAD_LABEL, Done, Lease, Outcome, Park, Wait
-from engine.reconcile.temu_side import TemuReturns, trackings
+from engine.reconcile.oc_rmas import open_rmas, rmas_of
+from engine.reconcile.tasks import UPLOAD_LABEL, Done, Lease, Outcome, Park, Retry, Wait
+from engine.reconcile.temu_side import TemuReturn, TemuReturns, trackings
 from engine.store.reconcile_store import ReconcileStore, ReturnInfo
 from engine.store.store import Store, Task
-from engine.temu.errors import AftersalesStateError
+from engine.temu.errors import AftersalesStateError, TemuError
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +48,12 @@ DROP_OFF, PICK_UP = "dropOff", "pickUp"
 SLOT_MODE, LATEST_MODE = 1, 3  # pickUpTimeScheduleMode
 # The upload call must finish inside the lease; the transport's timeout is far below this.
 UPLOAD_COVER_S = 120.0
+# After an upload whose answer was lost: Temu's returns list may still show the return as
+# waiting for a minute or more, so the next look comes after minutes, not at the next pass.
+UNANSWERED_RETRY_S = 300.0
+# An OC carrier Temu's list does not map (yet): look again later, without using attempts.
+CARRIER_WAIT_S = 1800.0
+BUYER_MODES = {3: DROP_OFF, 4: PICK_UP}  # returnDeliveryType
 
 
 class LabelProblem(Exception):
@@ -65,6 +80,22 @@ def normalize_mode(mode: str | None) -> str | None:
         return None
     key = mode.replace("_", "").replace("-", "").replace(" ", "").lower()
     return {"dropoff": DROP_OFF, "pickup": PICK_UP}.get(key)
+
+
+def buyer_mode(delivery_type: int | None) -> str | None:
+    """The mode the buyer chose on the return (returnDeliveryType), None when it does not say."""
+    return BUYER_MODES.get(delivery_type) if delivery_type is not None else None
+
+
+def mode_conflict(label_mode: str | None, delivery_type: int | None) -> str | None:
+    """A reason naming both when the label's mode contradicts the buyer's choice, else None."""
+    label, buyer = normalize_mode(label_mode), buyer_mode(delivery_type)
+    if label is None or buyer is None or label == buyer:
+        return None
+    return (
+        f"the label's logisticMode is {label} but the buyer chose {buyer} "
+        f"(returnDeliveryType {delivery_type})"
+    )
 
 
 class UploadLabel:
@@ -113,6 +144,16 @@ class UploadLabel:
                 return await self._settled(temu, sn, p.get("attempt") or {}, now.status)
             return Done({"outcome": "not_needed", "temu_status": now.status})
 
+        if attempted_before:
+            # The list still offers the upload, but it may lag behind an upload that landed
+            # (answer lost): the return's logistics show it at once.
+            attempt = p.get("attempt") or {}
+            shown = await self._read_back(temu, sn)
+            if attempt.get("tracking_number") in shown:
+                self._counters.labels_uploaded += 1
+                log.info("label for %s already on the return (earlier attempt landed)", sn)
+                return Done({"outcome": "uploaded", **attempt, "confirmed_by_reread": True})
+
         label = p.get("label")
         if not label:
             waiting = await self._oc_label(sn, int(p.get("polls") or 0))
@@ -127,19 +168,29 @@ class UploadLabel:
         except AftersalesStateError as exc:
             return await self._refused(temu, info, exc, {}, attempted_before)
         try:
-            params, summary = await self._params(temu, info, label, prepared)
+            params, summary = await self._params(temu, info, now, label, prepared)
+        except UnknownCarrier as exc:
+            # An empty or stale carrier list, or a carrier Temu adds later: not the task's
+            # fault, and a later pass can finish it.
+            return Wait(exc.reason, CARRIER_WAIT_S)
         except LabelProblem as exc:
             return Park(exc.reason)
 
-        await lease.save_progress(
-            {"attempted": True, "attempt": summary, "label": label}, cover_s=UPLOAD_COVER_S
-        )
+        progress = {"attempted": True, "attempt": summary, "label": label}
+        request_at = _int_or_none(now.item.get("updateAt"))
+        if request_at is not None:
+            progress["request_at"] = request_at  # which of Temu's requests this answers
+        await lease.save_progress(progress, cover_s=UPLOAD_COVER_S)
         try:
             await temu.upload(params)
         except AftersalesStateError as exc:
             return await self._refused(temu, info, exc, summary, attempted_before)
-        # Any other failure propagates: the executor retries, and the mark above makes the
-        # next run re-read before it could upload again.
+        except TemuError as exc:
+            if not exc.retryable or exc.scope != "call":
+                raise  # a refusal that proves nothing was applied: the executor's table
+            return self._unanswered(sn, exc)
+        except (OSError, TimeoutError) as exc:
+            return self._unanswered(sn, exc)
         self._counters.labels_uploaded += 1
         log.info("return label uploaded", extra={"shop": shop_id, "parent_after_sales_sn": sn})
         shown = await self._read_back(temu, sn)
@@ -147,17 +198,34 @@ class UploadLabel:
 
     # -- label source -------------------------------------------------------------------------
 
+    def _unanswered(self, sn: str, exc: BaseException) -> Outcome:
+        """The upload went out and no answer came: it may have landed. The next run reads the
+        return's logistics before anything else, minutes from now."""
+        return Retry(
+            f"label upload for {sn} sent but unanswered ({type(exc).__name__}: {exc}); "
+            "checking Temu before any second upload",
+            UNANSWERED_RETRY_S,
+        )
+
     async def _oc_label(self, sn: str, polls: int) -> dict[str, Any] | Outcome:
         if self._oc is None:
             return Park("no label: no merchant label was submitted and Orange Connex is disabled")
         wait_patch = {"polls": polls + 1}
         delay = self._poll_delay(polls)
-        rmas = open_rmas(await self._oc.query_orders(sn))
+        rmas = open_rmas(await rmas_of(self._oc, sn))
         if not rmas:
             return Wait(f"no open Orange Connex RMA references {sn} yet", delay, wait_patch)
         for rma in rmas:
             label = await self._oc.query_label(rma.order_number)
             if label is None or not (label.tracking_number and label.carrier_name):
+                continue
+            if label.reference_number is not None and label.reference_number.strip() != sn:
+                log.warning(
+                    "OC label of RMA %s names referenceNumber %r, not return %s: not used",
+                    rma.order_number,
+                    label.reference_number,
+                    sn,
+                )
                 continue
             return _oc_label_payload(rma, label.doc_url, label.tracking_number, label.carrier_name)
         return Wait(f"Orange Connex label for {sn} not ready yet", delay, wait_patch)
@@ -168,22 +236,30 @@ class UploadLabel:
         self,
         temu: TemuReturns,
         info: ReturnInfo,
+        now: TemuReturn,
         label: dict[str, Any],
         prepared: dict[str, Any],
     ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Raises LabelProblem (park) or UnknownCarrier (wait)."""
+        # The buyer's choice as Temu shows it now, else as stored.
+        delivery = now.delivery_type
+        if delivery is None:
+            delivery = info.return_delivery_type
+        conflict = mode_conflict(label.get("logistic_mode"), delivery)
+        if conflict is not None:
+            raise LabelProblem(conflict)
+        # interface.md: the label's mode, else the buyer's, else reconciler.logistic_mode (an
+        # OC label never says).
+        mode = (
+            normalize_mode(label.get("logistic_mode")) or buyer_mode(delivery) or self._default_mode
+        )
         warehouse = _warehouse(prepared, label.get("location_id"))
-        try:
-            carrier_id = await self._carriers.resolve(
-                carrier_id=label.get("carrier_id"),
-                carrier_name=label.get("carrier_name"),
-                region_id=region_of(info.region_id, info.parent_order_sn),
-                fetch=temu.carriers,
-            )
-        except UnknownCarrier as exc:
-            raise LabelProblem(exc.reason) from None
-        # interface.md: reconciler.logistic_mode is the "default for labels that do not say"
-        # (an OC label never says; it is a PDF for drop-off by default).
-        mode = normalize_mode(label.get("logistic_mode")) or self._default_mode
+        carrier_id = await self._carriers.resolve(
+            carrier_id=label.get("carrier_id"),
+            carrier_name=label.get("carrier_name"),
+            region_id=region_of(info.region_id, info.parent_order_sn),
+            fetch=temu.carriers,
+        )
         url = str(label["file_url"])
         dto: dict[str, Any] = {
             "mallWarehouseId": warehouse,
@@ -228,6 +304,11 @@ class UploadLabel:
             if attempted_before and exc.code == FORBIDDEN:
                 log.info("label for %s already on the return (earlier attempt landed)", sn)
             return await self._settled(temu, sn, attempt, now.status)
+        if exc.code == FORBIDDEN:
+            # "Not allowed now" while the list still offers the upload: the list may lag
+            # behind a change (an upload that landed, a state Temu is still moving). A later
+            # pass can settle it; retrying uses attempts, so it cannot go on for ever.
+            return Retry(f"Temu refused the label for {sn} for now: {exc}", UNANSWERED_RETRY_S)
         return Park(f"Temu refused the label for {sn}: {exc}")
 
     async def _settled(
@@ -263,6 +344,16 @@ class UploadLabel:
                 except Exception as exc:
                     log.warning("queueing the OC tracking update of %s failed: %s", sn, exc)
         return [tracking for tracking, _ in found]
+
+
+def _int_or_none(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
 
 
 def _first(items: list[str]) -> str | None:

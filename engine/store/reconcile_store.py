@@ -35,6 +35,7 @@ class ReturnInfo:
     return_delivery_type: int | None
     create_at: int | None  # Unix seconds
     region_id: int | None
+    update_at: int | None = None  # Unix seconds, as Temu last showed it
 
     @property
     def awaiting_label(self) -> bool:
@@ -48,6 +49,7 @@ class LockedTask:
     state: str
     attempts: int
     payload: dict[str, Any]
+    updated_at: int | None = None  # Unix seconds
 
 
 class ReconcileStore:
@@ -114,6 +116,7 @@ class ReconcileStore:
                 return_delivery_type=r["return_delivery_type"],
                 create_at=r["create_at"],
                 region_id=r["region_id"],
+                update_at=r["update_at"],
             )
             for r in rows
         ]
@@ -142,7 +145,12 @@ class ReconcileStore:
                 )
                 return None
             existing = LockedTask(
-                row["id"], row["kind"], row["state"], row["attempts"], dict(row["payload"] or {})
+                row["id"],
+                row["kind"],
+                row["state"],
+                row["attempts"],
+                dict(row["payload"] or {}),
+                row["updated_at"],
             )
             patch, verdict = decide(existing)
             if patch is not None:

@@ -13,31 +13,57 @@ ON CONFLICT (name) DO UPDATE SET
 -- One upload task per return that Temu says waits for a label (status 8, operation 10) and
 -- that has none yet; the label will come from Orange Connex unless a merchant label replaces
 -- it first. Served by the partial index on status 8, so the cost follows the pending returns.
+-- A return whose task is done but that Temu asks again for a label (label rejected or
+-- expired) gets that task back, once per request: a request is known by the return's
+-- updateAt, which must be later than the one the task answered (payload request_at, else the
+-- time the task finished). A list that lags behind our upload shows the OLD updateAt, so it
+-- never passes for a new request.
 -- $1 kind, $2 dedupe key prefix.
-WITH ins AS (
-    INSERT INTO outbox (kind, dedupe_key, shop_id, payload)
-    SELECT $1::text, $2::text || r.shop_id || ':' || r.parent_after_sales_sn, r.shop_id,
-           jsonb_build_object('shop_id', r.shop_id, 'sn', r.parent_after_sales_sn,
-                              'source', 'oc')
+WITH waiting AS (
+    SELECT r.shop_id, r.parent_after_sales_sn AS sn, r.update_at,
+           $2::text || r.shop_id || ':' || r.parent_after_sales_sn AS key
     FROM returns AS r
     WHERE r.status = 8 AND 10 = ANY (r.available_operations)
-      AND NOT EXISTS (
-          SELECT 1 FROM outbox AS o
-          WHERE o.dedupe_key = $2::text || r.shop_id || ':' || r.parent_after_sales_sn)
-    ORDER BY r.shop_id, r.parent_after_sales_sn
+),
+ins AS (
+    INSERT INTO outbox (kind, dedupe_key, shop_id, payload)
+    SELECT $1::text, w.key, w.shop_id,
+           jsonb_build_object('shop_id', w.shop_id, 'sn', w.sn, 'source', 'oc',
+                              'request_at', extract(epoch FROM w.update_at)::bigint)
+    FROM waiting AS w
+    WHERE NOT EXISTS (SELECT 1 FROM outbox AS o WHERE o.dedupe_key = w.key)
+    ORDER BY w.shop_id, w.sn
     ON CONFLICT (dedupe_key) DO NOTHING
     RETURNING 1
+),
+reask AS (
+    UPDATE outbox AS o SET
+        state = 'pending',
+        attempts = 0,
+        next_attempt_at = now(),
+        lease_expires_at = NULL,
+        updated_at = now(),
+        payload = (o.payload - 'label' - 'attempted' - 'attempt' - 'polls')
+            || jsonb_build_object('source', 'oc',
+                                  'request_at', extract(epoch FROM w.update_at)::bigint,
+                                  'previous_result', o.result)
+    FROM waiting AS w
+    WHERE o.dedupe_key = w.key AND o.state = 'done'
+      AND w.update_at > coalesce(
+          to_timestamp(j_bigint(o.payload -> 'request_at')), o.updated_at)
+    RETURNING 1
 )
-SELECT count(*) AS queued,
-       CASE WHEN count(*) > 0 THEN pg_notify('temu_sync_outbox', $1::text) END AS notified
-FROM ins;
+SELECT (SELECT count(*) FROM ins) + (SELECT count(*) FROM reask) AS queued,
+       CASE WHEN (SELECT count(*) FROM ins) + (SELECT count(*) FROM reask) > 0
+            THEN pg_notify('temu_sync_outbox', $1::text) END AS notified;
 
 -- name: reconcile_plan_oc_pushes
 -- Orange Connex pushes for the returns that changed since the cursor: CANCEL for a return now
 -- cancelled (6) or denied (7), UPDATE_TRACKING for each distinct non-empty trackingNumber in
 -- its reverse logistics (the whole logisticsInfoList, not only the typed columns' first entry:
 -- a return may ship in several packages), with the first carrierName given for that number.
--- Each task gets its messageId here, once, so every retry of that push reuses it. Changes
+-- after_sales_type rides along: a refund-only return (1) sends no parcel back, so OC is asked
+-- once and never waited on for an RMA. Each task gets its messageId here, once, so every retry of that push reuses it. Changes
 -- committed late with an id below the cursor (ids are taken at insert, not at commit) are
 -- caught by re-reading the last $3 seconds; re-planning is a no-op thanks to the dedupe keys.
 -- $1 cursor, $2 max changes read, $3 overlap seconds.
@@ -60,7 +86,7 @@ touched AS (
     SELECT DISTINCT shop_id, entity_key FROM late
 ),
 state AS (
-    SELECT t.shop_id, t.sn, r.status, l.payload AS logistics
+    SELECT t.shop_id, t.sn, r.status, r.after_sales_type, l.payload AS logistics
     FROM touched AS t
     JOIN returns AS r ON r.shop_id = t.shop_id AND r.parent_after_sales_sn = t.sn
     LEFT JOIN return_logistics AS l
@@ -87,6 +113,7 @@ cancels AS (
     INSERT INTO outbox (kind, dedupe_key, shop_id, payload)
     SELECT 'oc_cancel', 'oc_cancel:' || shop_id || ':' || sn, shop_id,
            jsonb_build_object('shop_id', shop_id, 'sn', sn, 'temu_status', status,
+                              'after_sales_type', after_sales_type,
                               'message_id', replace(gen_random_uuid()::text, '-', ''))
     FROM state
     WHERE status IN (6, 7)
@@ -136,6 +163,7 @@ FROM ins;
 -- region). $1 parent_after_sales_sn, $2 shop_id (NULL: any shop).
 SELECT r.shop_id, r.parent_after_sales_sn, r.parent_order_sn, r.status, r.available_operations,
        r.return_delivery_type, extract(epoch FROM r.create_at)::bigint AS create_at,
+       extract(epoch FROM r.update_at)::bigint AS update_at,
        j_int(o.payload -> 'parentOrderMap' -> 'regionId') AS region_id
 FROM returns AS r
 LEFT JOIN orders AS o ON o.shop_id = r.shop_id AND o.parent_order_sn = r.parent_order_sn
@@ -144,7 +172,8 @@ ORDER BY r.shop_id;
 
 -- name: reconcile_task_for_update
 -- $1 dedupe_key. Locks the row so a label submission and a claim cannot interleave.
-SELECT id, kind, state, attempts, payload FROM outbox WHERE dedupe_key = $1 FOR UPDATE;
+SELECT id, kind, state, attempts, payload, extract(epoch FROM updated_at)::bigint AS updated_at
+FROM outbox WHERE dedupe_key = $1 FOR UPDATE;
 
 -- name: reconcile_insert_task
 -- $1 kind, $2 dedupe_key, $3 payload, $4 shop_id.
@@ -157,16 +186,17 @@ WITH ins AS (
 SELECT id, pg_notify('temu_sync_outbox', $1::text) FROM ins;
 
 -- name: reconcile_requeue
--- A pending or dead task gets a new payload part and runs again soon; a dead one starts its
--- attempts over (its last error stays visible until the next run). $1 id, $2 payload patch.
+-- A pending, dead or done task gets a new payload part and runs again soon; a dead or done one
+-- starts its attempts over (its last error stays visible until the next run). Done is requeued
+-- only when Temu asks for a label again (the caller decides). $1 id, $2 payload patch.
 WITH up AS (
     UPDATE outbox SET
         payload = payload || $2::jsonb,
-        attempts = CASE WHEN state = 'dead' THEN 0 ELSE attempts END,
+        attempts = CASE WHEN state IN ('dead', 'done') THEN 0 ELSE attempts END,
         state = 'pending',
         next_attempt_at = now(),
         updated_at = now()
-    WHERE id = $1 AND state IN ('pending', 'dead')
+    WHERE id = $1 AND state IN ('pending', 'dead', 'done')
     RETURNING id, kind
 )
 SELECT id, pg_notify('temu_sync_outbox', kind) FROM up;

@@ -111,8 +111,8 @@ async def test_each_waiting_return_gets_one_upload_with_the_right_label(
     shop_data.returns.by_sn[pickups[1]].pickup_slots = []
     await load_from_temu(rt)
     # The merchant says "pick up" for those two (ecartAPI shape); every other label is an OC
-    # label, which does not say, so reconciler.logistic_mode (dropOff) applies to it whatever
-    # the return's returnDeliveryType (interface.md: "default for labels that do not say").
+    # label, which does not say, so the buyer's returnDeliveryType decides its mode
+    # (interface.md "Return labels": label, else buyer, else reconciler.logistic_mode).
     certificates = {sn: f"https://cdn.example.com/pickup-{sn}.jpg" for sn in pickups[:2]}
     merchant = [
         {
@@ -153,9 +153,12 @@ async def test_each_waiting_return_gets_one_upload_with_the_right_label(
             continue
         assert dto["trackingNumber"] == rma["labelTracking"]
         assert dto["carrierId"] == CARRIERS_BY_NAME[rma["labelCarrier"]].carrier_id
-        assert (
-            dto["returnLabelUrl"] == f"https://labels.oc-sim.example/{rma['orderNumber']}/label.pdf"
-        )
+        doc = f"https://labels.oc-sim.example/{rma['orderNumber']}/label.pdf"
+        if sn in pickups:
+            assert dto["pickUpCertificateImageUrl"] == doc and "returnLabelUrl" not in dto
+            assert up["pickUpTimeScheduleMode"] in (1, 3)
+            continue
+        assert dto["returnLabelUrl"] == doc
         assert "pickUpCertificateImageUrl" not in dto
         assert "pickUpTimeScheduleMode" not in up
     by_sn = {u["parentAfterSalesSn"]: u for u in uploads}
@@ -196,6 +199,11 @@ async def test_label_not_ready_at_first_is_uploaded_when_ready(
     assert (await task_by_key(rt, upload_key(SHOP, sn)))["state"] == "done"
 
 
+async def make_due(rt: Runtime) -> None:
+    """As if the waits of every pending task had passed."""
+    await rt.pool.execute("UPDATE outbox SET next_attempt_at = now() WHERE state = 'pending'")
+
+
 async def task_by_key(rt: Runtime, key: str) -> dict[str, Any]:
     row = await rt.pool.fetchrow("SELECT * FROM outbox WHERE dedupe_key = $1", key)
     assert row is not None, key
@@ -216,11 +224,17 @@ async def test_lost_upload_answer_leads_to_no_second_upload(
     assert applied, "uploads were sent"
     assert sim.stats()["faults_after_apply"] == len(applied), "and every answer was lost"
     retried = await rt.pool.fetch(
-        "SELECT * FROM outbox WHERE kind = 'upload_label' AND state = 'pending' AND attempts = 1"
+        "SELECT *, next_attempt_at > now() + interval '4 minutes' AS later FROM outbox "
+        "WHERE kind = 'upload_label' AND state = 'pending' AND attempts = 1"
     )
     assert {r["payload"]["sn"] for r in retried} == {u["parentAfterSalesSn"] for u in applied}
     assert all(r["payload"]["attempted"] for r in retried)
+    # An unanswered upload is looked at again after minutes, not at the next pass.
+    assert all(r["later"] for r in retried)
     sim.set_faults(0.0, after_apply_rate=0.0)
+    await passes(rt, 1)
+    assert len(sim.uploads()) == before + len(applied)
+    await make_due(rt)
     await passes(rt, 2)
     per_return = Counter(u["parentAfterSalesSn"] for u in sim.uploads())
     assert set(per_return.values()) == {1}

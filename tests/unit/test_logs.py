@@ -12,7 +12,17 @@ from urllib.parse import quote
 import orjson
 import pytest
 
-from engine.logs import add_secret, log_context, redact, setup_logging, syslog_priority
+from engine.config import database_passwords
+from engine.daemon.health import HealthBoard
+from engine.logs import (
+    Redactor,
+    add_secret,
+    log_context,
+    redact,
+    setup_logging,
+    syslog_priority,
+)
+from engine.reconcile.oc_rmas import PgTokenStore
 
 APP_SECRET = "appsecret-9f8e7d6c5b4a"
 ACCESS_TOKEN = "shop+token/1234567890abcdef=="
@@ -209,3 +219,60 @@ def test_json_stays_json_under_the_journal(tmp_path: Path) -> None:
 
 def test_syslog_priorities() -> None:
     assert [syslog_priority(n) for n in (5, 10, 20, 25, 30, 40, 50, 60)] == [7, 7, 6, 6, 4, 3, 2, 2]
+
+
+def test_short_secrets_are_redacted_only_as_whole_tokens() -> None:
+    r = Redactor()
+    assert r.add("t") is False and r.add("s") is False  # too short to be real: flagged
+    assert r.add("real-secret-123") is True
+    assert r("temu-sync started, token t used") == "temu-sync started, token *** used"
+    assert r("s") == "***"
+    assert r("key=real-secret-123&x=1") == "key=***&x=1"
+    # A secret inside a longer token is not a whole token: the message is left readable.
+    assert r("xreal-secret-123y") == "xreal-secret-123y"
+
+
+def test_setup_warns_about_secrets_too_short_to_be_real(setup: Setup) -> None:
+    out = io.StringIO()
+    handler = setup_logging("text", 0, ["Q7", APP_SECRET], out)
+    try:
+        logging.getLogger("engine.x").info("temu-sync Q7 ok")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    text = out.getvalue()
+    assert "1 secret(s) shorter than 8 characters" in text
+    assert "temu-sync *** ok" in text and "Q7" not in text
+
+
+@pytest.mark.parametrize(
+    ("url", "password"),
+    [
+        ("postgresql://u:pw-in-userinfo@db/x", "pw-in-userinfo"),
+        ("postgresql://u@db/x?password=pw-in-query&sslmode=require", "pw-in-query"),
+        ("host=db user=u password=pw-keyword dbname=x", "pw-keyword"),
+        ("host=db password='pw with \\' quote' dbname=x", "pw with ' quote"),
+    ],
+)
+def test_database_passwords_in_every_spelling_are_secrets(url: str, password: str) -> None:
+    assert database_passwords(url) == [password]
+    r = Redactor(database_passwords(url))
+    assert password not in r(f"connect failed: {password}")
+
+
+def test_health_and_rotated_oc_tokens_are_redacted() -> None:
+    board = HealthBoard(slack_s=10, clock=lambda: 0.0, wall=lambda: 1.7e9)
+    board.register("reconciler", 15)
+    add_secret("health-visible-secret-42")
+    board.failed("reconciler", "boom: health-visible-secret-42")
+    _, details = board.health()
+    assert "health-visible-secret-42" not in orjson.dumps(details).decode()
+
+
+async def test_rotated_oc_tokens_reach_the_redactor() -> None:
+    class _Store:
+        async def save_oc_tokens(self, *args: object) -> None:
+            return None
+
+    tokens = PgTokenStore(_Store())  # type: ignore[arg-type]
+    await tokens.save("client", "rotated-refresh-0001", "access-token-0001", 0.0)
+    assert redact("sent rotated-refresh-0001 / access-token-0001") == "sent *** / ***"

@@ -71,11 +71,36 @@ async def test_carriers_are_fetched_once_per_region_and_names_mapped() -> None:
         await d.resolve(carrier_id=None, carrier_name="Fed Ex", region_id=211, fetch=fetch) == "2"
     )
     assert await d.resolve(carrier_id="1", carrier_name=None, region_id=211, fetch=fetch) == "1"
+    assert calls == [211]  # hits come from the cache
     with pytest.raises(UnknownCarrier, match="unknown carrier id"):
         await d.resolve(carrier_id="7", carrier_name=None, region_id=211, fetch=fetch)
     with pytest.raises(UnknownCarrier, match="Pigeon"):
         await d.resolve(carrier_id=None, carrier_name="Pigeon", region_id=211, fetch=fetch)
-    assert calls == [211]
+    # Each miss in the cached list looks once more (Temu may have added the carrier since).
+    assert calls == [211, 211, 211]
+
+
+async def test_an_empty_carrier_list_is_not_cached_and_a_miss_refetches_once() -> None:
+    answers: list[list[dict[str, Any]]] = [[], CARRIERS, [{"carrierId": 1, "carrierName": "UPS"}]]
+    calls: list[int] = []
+
+    async def fetch(region: int) -> list[dict[str, Any]]:
+        calls.append(region)
+        return answers[min(len(calls) - 1, len(answers) - 1)]
+
+    d = CarrierDirectory()
+    with pytest.raises(UnknownCarrier) as empty:
+        await d.resolve(carrier_id=None, carrier_name="FedEx", region_id=211, fetch=fetch)
+    assert empty.value.listless and "lists no carriers" in empty.value.reason
+    # The empty answer was not kept: the next look fetches again.
+    assert await d.carriers(211, fetch) == [("1", "UPS"), ("2", "FedEx")]
+    assert await d.resolve(carrier_id=None, carrier_name="FedEx", region_id=211, fetch=fetch) == "2"
+    assert calls == [211, 211]
+    # Cached list without the carrier: exactly one fresh fetch, then a clear refusal.
+    with pytest.raises(UnknownCarrier, match="Pigeon") as unknown:
+        await d.resolve(carrier_id=None, carrier_name="Pigeon", region_id=211, fetch=fetch)
+    assert not unknown.value.listless
+    assert calls == [211, 211, 211]
 
 
 def test_region_comes_from_the_order_else_the_order_number() -> None:
