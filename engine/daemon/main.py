@@ -174,9 +174,10 @@ class Daemon:
         try:
             apps = self._app_loops()
             keeper = self._keeper(apps)
-            monitor = self._start_monitor(keeper)
-            # The first lease round runs now: a lone daemon owns every app before READY.
+            # The first lease round runs now: a lone daemon owns every app before READY, and
+            # the monitor's first STATUS already counts them.
             await keeper.start()
+            monitor = self._start_monitor(keeper)
             self._start_reconciler(keeper)
             # STATUS right away (not only after the first monitor round), with READY.
             await monitor.round()
