@@ -20,7 +20,7 @@ from typing import Any
 
 from engine.errors import describe
 from engine.logs import redact
-from engine.oc.client import OCAuthError, OCError
+from engine.oc.errors import OCAuthError, OCError
 from engine.reconcile.tasks import Done, Handler, LeaseLost, Outcome, Park, Retry, Wait
 from engine.store.reconcile_store import ReconcileStore
 from engine.store.store import Store, Task

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from engine.logs import add_secret
-from engine.oc.client import OCBusinessError, OCClient, Rma
+from engine.oc.client import OCClient
+from engine.oc.errors import OCBusinessError
 from engine.oc.tokens import StoredTokens
+from engine.oc.wire import Rma
 from engine.reconcile.tasks import Done, Outcome, Wait
 from engine.store.store import Store
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 
 from engine.counters import RunCounters
-from engine.oc.client import OCClient, Rma
+from engine.oc.client import OCClient
+from engine.oc.wire import Rma
 from engine.reconcile.oc_rmas import RmaWait, open_rmas, push_each, push_message_id, rmas_of
 from engine.reconcile.tasks import OC_TRACKING, Done, Lease, Outcome, Park
 from engine.store.store import Task

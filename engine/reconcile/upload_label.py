@@ -31,7 +31,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from engine.counters import RunCounters
-from engine.oc.client import OCClient, Rma, new_message_id
+from engine.oc.client import OCClient
+from engine.oc.wire import Rma, new_message_id
 from engine.reconcile.carriers import CarrierDirectory, UnknownCarrier, region_of
 from engine.reconcile.labels import LabelRequest
 from engine.reconcile.oc_rmas import open_rmas, rmas_of

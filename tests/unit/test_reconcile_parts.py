@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from engine.app.reconciler import EAGER_POLLS, POLL_CAP_S, RMA_FIRST_LOOK_S
-from engine.oc.client import OCAuthError, OCBusinessError, OCError, Rma
+from engine.oc.errors import OCAuthError, OCBusinessError, OCError
+from engine.oc.wire import Rma
 from engine.reconcile.carriers import CarrierDirectory, UnknownCarrier, region_of
 from engine.reconcile.executor import (
     BLOCKED,
