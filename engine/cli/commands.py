@@ -16,8 +16,9 @@ from engine.app.runtime import Observers, Runtime
 from engine.app.runtime import open_database as _open_database
 from engine.app.runtime import open_runtime as _open_runtime
 from engine.cli.progress import BackfillProgress
+from engine.cluster.holdings import ClusterTiming, Holdings
 from engine.cluster.identity import Identity
-from engine.cluster.keeper import ClusterTiming, Holdings, LeaseKeeper
+from engine.cluster.keeper import LeaseKeeper
 from engine.cluster.oneshot import AppsBusy, refuse_if_daemon_owns, take_leases_once
 from engine.config import Settings
 from engine.errors import DATABASE_ERRORS, ExitCode

@@ -33,20 +33,17 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
+from engine.cluster.holdings import ClusterTiming, Holdings, _Held
 from engine.cluster.identity import Identity, owner_pid, pid_alive
 from engine.errors import DATABASE_ERRORS
 from engine.logs import redact
 from engine.retry import sleep_or_stop
 from engine.store.leases import DaemonRow, LeaseStore
-from engine.temu.errors import AppNotOwned
 
 __all__ = [
     "AppHooks",
-    "ClusterTiming",
-    "Holdings",
     "LeaseKeeper",
     "fair_share",
 ]
@@ -55,8 +52,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Temu counts requests per sliding second: the gap between two owners must exceed it.
-MIN_MARGIN_S = 1.5
 COOLDOWN_S = 1.2
 # Dead daemons' rows stay visible to `status` this long after they stopped heartbeating.
 KEEP_DEAD_S = 3600.0
@@ -69,29 +64,6 @@ def fair_share(apps: int, live: int) -> int:
     return math.ceil(apps / max(1, live))
 
 
-@dataclass(frozen=True)
-class ClusterTiming:
-    lease_s: float = 30.0
-
-    @property
-    def renew_every_s(self) -> float:
-        return self.lease_s / 3
-
-    @property
-    def margin_s(self) -> float:
-        return max(MIN_MARGIN_S, self.lease_s / 4)
-
-    @property
-    def call_timeout_s(self) -> float:
-        # A renewal that hangs longer is treated as failed; there is time for another try
-        # before the margin is reached.
-        return max(0.5, self.renew_every_s / 2)
-
-    @property
-    def retry_s(self) -> float:
-        return min(1.0, self.renew_every_s)
-
-
 class AppHooks(Protocol):
     """What the daemon does when an app becomes its own or stops being so."""
 
@@ -100,43 +72,6 @@ class AppHooks(Protocol):
     async def stop_app(self, app_key: str, *, graceful: bool) -> None:
         """graceful: let in-flight work finish (a handover); else stop at once (lease lost)."""
         ...
-
-
-@dataclass
-class _Held:
-    deadline: float  # monotonic: stop sending before deadline - margin
-    since: datetime
-    # Taken from a process found dead: it may have sent its last request just before dying,
-    # so we wait out the rate limit's window before our first (monotonic).
-    not_before: float = 0.0
-
-
-@dataclass
-class Holdings:
-    """The app leases this process holds, as its pacers' send gates see them. Built before
-    the runtime (whose pacers take ``gate``) and handed to the ``LeaseKeeper`` that fills it."""
-
-    owner: str
-    timing: ClusterTiming = field(default_factory=ClusterTiming)
-    clock: Callable[[], float] = time.monotonic
-    held: dict[str, _Held] = field(default_factory=dict)
-
-    def owns(self, app_key: str) -> bool:
-        held = self.held.get(app_key)
-        if held is None:
-            return False
-        return held.not_before <= self.clock() < held.deadline - self.timing.margin_s
-
-    def gate(self, app_key: str) -> Callable[[], None]:
-        """For ``AppPacer(gate=...)``: refuses a send for an app this process does not own."""
-
-        def check() -> None:
-            if not self.owns(app_key):
-                raise AppNotOwned(
-                    "(lease)", 0, f"app {app_key} is not leased to this process ({self.owner})"
-                )
-
-        return check
 
 
 @dataclass

@@ -10,8 +10,9 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
+from engine.cluster.holdings import ClusterTiming, Holdings
 from engine.cluster.identity import Identity
-from engine.cluster.keeper import ClusterTiming, Holdings, LeaseKeeper
+from engine.cluster.keeper import LeaseKeeper
 from engine.store.leases import Lease, LeaseStore
 
 __all__ = ["AppsBusy", "refuse_if_daemon_owns", "take_leases_once"]

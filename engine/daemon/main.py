@@ -27,8 +27,9 @@ from typing import Any, NoReturn, TypeVar
 from engine.app.reconciler import build_reconciler, label_submitter, oc_client
 from engine.app.runtime import Observers, Runtime, open_runtime
 from engine.cluster.claims import OwnedShopsStore
+from engine.cluster.holdings import ClusterTiming, Holdings
 from engine.cluster.identity import Identity
-from engine.cluster.keeper import ClusterTiming, Holdings, LeaseKeeper
+from engine.cluster.keeper import LeaseKeeper
 from engine.config import Settings
 from engine.daemon.health import HealthBoard
 from engine.daemon.http import build_app, start_http, stop_http

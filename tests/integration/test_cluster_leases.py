@@ -10,8 +10,9 @@ import asyncpg
 import pytest
 
 from engine.cluster.claims import OwnedShopsStore
+from engine.cluster.holdings import ClusterTiming
 from engine.cluster.identity import Identity
-from engine.cluster.keeper import ClusterTiming, LeaseKeeper
+from engine.cluster.keeper import LeaseKeeper
 from engine.store.leases import LeaseStore
 from engine.store.store import Store
 from engine.temu.errors import AppNotOwned

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from engine.cluster.holdings import ClusterTiming
 from engine.cluster.identity import owner_pid
-from engine.cluster.keeper import ClusterTiming, fair_share
+from engine.cluster.keeper import fair_share
 from engine.config import ConfigError, parse_config
 
 
