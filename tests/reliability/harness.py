@@ -232,9 +232,43 @@ async def duplicate_inserts(conn: asyncpg.Connection, schema: str) -> list[str]:
     return problems
 
 
+# Refusals before the request reached the upload itself: nothing was attempted twice.
+GATEWAY_REFUSALS = ("rate_limited", "token", "unauthorized")
+
+
+def repeated_uploads(attempts: list[dict[str, Any]]) -> dict[str, int]:
+    """Per return, upload attempts that reached Temu's handler after one was accepted: a second
+    push for one request, whether Temu refused it (already uploaded, no longer awaiting a
+    label) or not. Gateway refusals (rate limit, token, injected faults) do not count."""
+    accepted: set[str] = set()
+    repeats: Counter[str] = Counter()
+    for a in sorted(attempts, key=lambda a: float(a.get("at") or 0)):
+        sn = str(a.get("parentAfterSalesSn"))
+        reason = str(a.get("reason") or "")
+        if reason in GATEWAY_REFUSALS or reason.startswith("fault:"):
+            continue
+        if sn in accepted:
+            repeats[sn] += 1
+        elif a.get("outcome") == "accepted":
+            accepted.add(sn)
+    return dict(repeats)
+
+
 def at_most_once(sim: Simulator) -> list[str]:
-    """Label uploads accepted more than once for a return; OC pushes applied more than once."""
+    """Label uploads accepted more than once for a return, or tried again after one was
+    accepted (refused ones included: the simulator logs every attempt); OC pushes applied
+    more than once or refused as already done."""
     problems = []
+    again_after_accept = repeated_uploads(sim.upload_attempts())
+    if again_after_accept:
+        problems.append(f"uploads tried again after one was accepted: {again_after_accept}")
+    cancelled_twice = [
+        a.get("orderNumber")
+        for a in sim.oc_attempts()
+        if a.get("outcome") == "refused" and a.get("reason") == "already_cancelled"
+    ]
+    if cancelled_twice:
+        problems.append(f"OC CANCEL sent again for: {cancelled_twice[:5]}")
     uploads = Counter(u["parentAfterSalesSn"] for u in sim.uploads())
     twice = {sn: n for sn, n in uploads.items() if n > 1}
     if twice:
