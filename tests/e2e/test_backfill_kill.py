@@ -23,21 +23,24 @@ ORDERS = 8_000
 
 
 async def _backfill(config_path: Path, since: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "engine",
-        "--config",
-        str(config_path),
-        "backfill",
-        "--since",
-        since,
-        "--stream",
-        "orders",
-        "--json",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    # Output goes to a file: a pipe nobody reads fills up and blocks the process. The child
+    # keeps its own descriptor, so ours closes right after the spawn.
+    with (config_path.parent / "backfill.log").open("ab") as log:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "engine",
+            "--config",
+            str(config_path),
+            "backfill",
+            "--since",
+            since,
+            "--stream",
+            "orders",
+            "--json",
+            stdout=log,
+            stderr=log,
+        )
 
 
 async def test_sigkill_mid_backfill_then_rerun_equals_truth(
@@ -75,7 +78,7 @@ async def test_sigkill_mid_backfill_then_rerun_equals_truth(
                     os.kill(proc.pid, signal.SIGKILL)
                     killed = True
                     break
-            await proc.wait()
+            await asyncio.wait_for(proc.wait(), 60)
             if killed:
                 assert proc.returncode == -signal.SIGKILL
                 kills += 1
@@ -83,8 +86,8 @@ async def test_sigkill_mid_backfill_then_rerun_equals_truth(
         partial = await conn.fetchval("SELECT count(*) FROM orders")
         assert partial < ORDERS
         final = await _backfill(cfg, since)
-        _, err = await final.communicate()
-        assert final.returncode == 0, err.decode()[-2000:]
+        await asyncio.wait_for(final.wait(), 90)
+        assert final.returncode == 0, (tmp_path / "backfill.log").read_text()[-2000:]
 
         want = {o["parentOrderMap"]["parentOrderSn"]: o for o in sim.truth_orders("shop-1")}
         rows = await conn.fetch("SELECT parent_order_sn, payload FROM orders")
