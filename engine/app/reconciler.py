@@ -14,7 +14,7 @@ from engine.reconcile.executor import Executor
 from engine.reconcile.oc_cancel import OcCancel
 from engine.reconcile.oc_rmas import PgTokenStore, RmaWait
 from engine.reconcile.oc_tracking import OcTracking
-from engine.reconcile.planner import Planner
+from engine.reconcile.planner import LATE_COMMIT_OVERLAP_S, Planner
 from engine.reconcile.ports import LabelSubmitter
 from engine.reconcile.reconciler import Reconciler
 from engine.reconcile.submit import LabelQueue, ReturnLabelSubmitter
@@ -102,7 +102,11 @@ def build_reconciler(
         max_attempts=cfg.max_attempts,
         backoff=exponential_backoff(base, BACKOFF_CAP_S),
     )
-    return Reconciler(Planner(recon, oc_enabled=oc is not None), executor)
+    # A change row committed late (its transaction ran long) must still be read: look back
+    # further than the longest write the statement timeout allows (a page write is a few
+    # statements).
+    overlap = max(LATE_COMMIT_OVERLAP_S, 3 * rt.settings.database.statement_timeout_s)
+    return Reconciler(Planner(recon, oc_enabled=oc is not None, overlap_s=overlap), executor)
 
 
 async def reconcile_once(rt: Runtime) -> None:

@@ -67,6 +67,8 @@ class Runtime:
     embedded: EmbeddedPostgres | None = None
     started: float = field(default_factory=time.monotonic)
     observers: Observers = field(default_factory=Observers)
+    # For the few uses that need a connection of their own, outside the pool (LISTEN).
+    database_url: str = ""
 
     def sync_service(self) -> SyncService:
         shops = []
@@ -147,11 +149,15 @@ async def open_runtime(
     url, embedded = await open_database(settings)
     pool: asyncpg.Pool | None = None
     try:
+        db = settings.database
         pool = await create_pool(
             url,
-            settings.database.schema,
-            min_size=settings.database.pool_min,
-            max_size=settings.database.pool_max,
+            db.schema,
+            min_size=db.pool_min,
+            max_size=db.pool_max,
+            statement_timeout_s=db.statement_timeout_s,
+            lock_timeout_s=db.lock_timeout_s,
+            connect_timeout_s=db.connect_timeout_s,
         )
         if apply_migrations:
             await migrate(pool, settings.database.schema)
@@ -191,4 +197,5 @@ async def open_runtime(
         shop_apis=shop_apis,
         embedded=embedded,
         observers=observers,
+        database_url=url,
     )

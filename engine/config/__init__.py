@@ -54,6 +54,10 @@ REGION_URLS = {
     "global": "https://openapi-b-global.temu.com/openapi/router",
 }
 LOGISTIC_MODES = ("dropOff", "pickUp")
+# The daemon holds connections for good or for long: the reconciler's LISTEN, the OC token
+# refresh's advisory lock (its reads and writes on the same connection), a sync write; below
+# this a pool can wedge with every connection waiting for another.
+MIN_POOL = 4
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,12 @@ class DatabaseSettings:
     data_dir: Path = Path(".temu-sync")
     pool_min: int = 1
     pool_max: int = 10
+    # Deadlines on every wait for Postgres (a lock held by someone else, a stalled server):
+    # a page write takes well under a second, so these leave room to spare and still turn a
+    # wedged write into a recorded failure that is retried.
+    statement_timeout_s: float = 60.0
+    lock_timeout_s: float = 10.0
+    connect_timeout_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -205,6 +215,21 @@ def database_passwords(url: str) -> list[str]:
     return [p for p in out if p]
 
 
+def listen_problem(listen: str) -> str | None:
+    """Why ``listen`` cannot be bound (checked at load, so a typo exits 2 naming the key
+    instead of failing at start), or None. Empty means off."""
+    if not listen:
+        return None
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        return f"must be HOST:PORT or empty, got {listen!r}"
+    if not host.strip("[]"):
+        return f"needs a host (e.g. 127.0.0.1:{port}, or 0.0.0.0:{port} for every interface)"
+    if not 1 <= int(port) <= 65535:
+        return f"port must be 1-65535, got {port}"
+    return None
+
+
 # Per-app defaults (an app needs its key and secret, so no whole default instance).
 _APP = AppSettings(app_key="", app_secret=Secret(""))
 
@@ -232,8 +257,17 @@ def parse_config(
         schema=schema,
         data_dir=data_dir,
         pool_min=r.integer("pool_min", dd.pool_min, 1),
-        pool_max=r.integer("pool_max", dd.pool_max, 1),
+        pool_max=r.integer("pool_max", dd.pool_max, MIN_POOL),
+        statement_timeout_s=r.number("statement_timeout_s", dd.statement_timeout_s),
+        lock_timeout_s=r.number("lock_timeout_s", dd.lock_timeout_s),
+        connect_timeout_s=r.number("connect_timeout_s", dd.connect_timeout_s),
     )
+    if database.pool_min > database.pool_max:
+        raise r.err(
+            "pool_min", f"must be <= pool_max ({database.pool_max}), got {database.pool_min}"
+        )
+    if database.lock_timeout_s > database.statement_timeout_s:
+        raise r.err("lock_timeout_s", "must be <= statement_timeout_s")
     r.finish()
 
     apps: list[AppSettings] = []
@@ -325,8 +359,9 @@ def parse_config(
     r = Reader(source, "http", table(source, doc, "http"), env)
     dh = HttpSettings()
     listen = r.string("listen", dh.listen)
-    if listen and (":" not in listen or not listen.rsplit(":", 1)[1].isdigit()):
-        raise r.err("listen", f"must be HOST:PORT or empty, got {listen!r}")
+    problem = listen_problem(listen)
+    if problem:
+        raise r.err("listen", problem)
     http = HttpSettings(
         listen=listen,
         admin_token=r.secret("admin_token", required=False),

@@ -42,7 +42,11 @@ MEANINGS: dict[str, str] = {
     "database.schema": "Postgres schema holding every table",
     "database.data_dir": "embedded Postgres and other local state (relative to the config file)",
     "database.pool_min": "connections kept open",
-    "database.pool_max": "connections at most",
+    "database.pool_max": "connections at most (at least 4: LISTEN, a token lock, writes)",
+    "database.statement_timeout_s": "server-side deadline of one statement; also bounds the "
+    "client's wait for an answer (plus 5 s) and the reconciler's look-back (x3)",
+    "database.lock_timeout_s": "deadline of one lock wait (a table locked by someone else)",
+    "database.connect_timeout_s": "deadline of one connection attempt",
     "apps.app_key": "the Temu app_key (required)",
     "apps.app_secret": "the app secret (required; secret)",
     "apps.region": "us, eu or global: which Temu router",

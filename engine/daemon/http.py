@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -78,18 +79,30 @@ class _Handlers:
         metrics: Metrics,
         health: HealthSource,
         admin_token: Secret,
-        label_submitter: LabelSubmitter | None,
+        label_submitter: LabelSubmitter | Callable[[], LabelSubmitter | None] | None,
         max_body_bytes: int,
     ) -> None:
         self._metrics = metrics
+        self._started = time.monotonic()
         self._health = health
         # Only the digest is kept: comparing fixed-length digests keeps the comparison
         # constant-time even in the token's length.
         self._token_digest = (
             hashlib.sha256(admin_token.get().encode()).digest() if admin_token else None
         )
-        self._submitter = label_submitter
+        # A provider when the queue appears later (the server is up before Postgres is).
+        self._submitter = (
+            label_submitter
+            if label_submitter is None or callable(label_submitter)
+            else (lambda: label_submitter)
+        )
         self._max_body = max_body_bytes
+
+    async def livez(self, request: web.Request) -> web.Response:
+        """Liveness: answered by the event loop itself, so it depends on nothing outside the
+        process (not Temu, not Orange Connex, not Postgres): a probe restarts only a wedged
+        process, never one that waits correctly for a dependency."""
+        return _json({"status": "alive", "uptime_s": round(time.monotonic() - self._started, 1)})
 
     async def healthz(self, request: web.Request) -> web.Response:
         try:
@@ -130,13 +143,16 @@ class _Handlers:
             return _error(400, f"body is not valid JSON: {exc}")
         if not isinstance(body, dict):
             return _error(400, "body must be a JSON object")
-        if self._submitter is None:
+        submitter = None if self._submitter is None else self._submitter()
+        if submitter is None:
+            if self._submitter is not None:
+                return _error(503, "starting: waiting for the database", **{"Retry-After": "5"})
             return _error(503, "label queue is not available in this process")
         sn = request.match_info["sn"].strip()
         if not sn:
             return _error(404, "missing parentAfterSalesSn")
         try:
-            result = await self._submitter.submit(sn, body)
+            result = await submitter.submit(sn, body)
         except LabelRejected as exc:
             return _error(exc.status, exc.reason)
         log.info(
@@ -154,11 +170,12 @@ def build_app(
     metrics: Metrics,
     health: HealthSource,
     admin_token: Secret,
-    label_submitter: LabelSubmitter | None,
+    label_submitter: LabelSubmitter | Callable[[], LabelSubmitter | None] | None,
     max_body_bytes: int,
 ) -> web.Application:
     app = web.Application(middlewares=[_json_errors], client_max_size=max_body_bytes)
     h = _Handlers(metrics, health, admin_token, label_submitter, max_body_bytes)
+    app.router.add_get("/livez", h.livez)
     app.router.add_get("/healthz", h.healthz)
     # prometheus_client's own handler: content negotiation (OpenMetrics) and gzip included.
     app.router.add_get("/metrics", make_aiohttp_handler(metrics.registry))

@@ -41,6 +41,7 @@ from engine.daemon.options import DaemonOptions
 from engine.daemon.reconciler_loop import reconciler_loop
 from engine.daemon.supervisor import Supervisor
 from engine.errors import STARTUP_ERRORS, ExitCode, describe
+from engine.reconcile.ports import LabelSubmitter
 from engine.retry import Backoff, sleep_or_stop
 from engine.store.leases import LeaseStore
 
@@ -64,15 +65,18 @@ class Daemon:
         options: DaemonOptions,
         identity: Identity,
         holdings: Holdings,
+        board: HealthBoard,
+        http_runner: Any = None,
     ) -> None:
         self._rt = rt
+        self._runner = http_runner
         self._stop = stop
         self._metrics = metrics
         self._notifier = notifier
         self._options = options
         self._identity = identity
         self._holdings = holdings
-        self.board = HealthBoard(slack_s=options.health_slack_s)
+        self.board = board
         self.supervisor = Supervisor(
             stop,
             restart=Backoff(base=1.0, cap=options.max_shop_backoff_s),
@@ -155,21 +159,8 @@ class Daemon:
         self.board.register("reconciler", settings.reconciler.interval_s, kind="reconciler")
         self.supervisor.start("reconciler", reconcile)
 
-    async def _start_http(self) -> Any:
-        http = self._rt.settings.http
-        if not http.listen:
-            return None
-        app = build_app(
-            metrics=self._metrics,
-            health=self.board,
-            admin_token=http.admin_token,
-            label_submitter=label_submitter(self._rt),
-            max_body_bytes=http.max_body_bytes,
-        )
-        return await start_http(app, http.listen)
-
     async def serve(self) -> int:
-        runner = await self._start_http()
+        runner = self._runner
         keeper: LeaseKeeper | None = None
         apps: AppLoops | None = None
         try:
@@ -317,6 +308,25 @@ async def open_with_retry(
     return None
 
 
+async def _start_http(
+    settings: Settings,
+    metrics: Metrics,
+    board: HealthBoard,
+    submitter: Callable[[], LabelSubmitter | None],
+) -> Any:
+    http = settings.http
+    if not http.listen:
+        return None
+    app = build_app(
+        metrics=metrics,
+        health=board,
+        admin_token=http.admin_token,
+        label_submitter=submitter,
+        max_body_bytes=http.max_body_bytes,
+    )
+    return await start_http(app, http.listen)
+
+
 async def run_daemon(
     settings: Settings,
     *,
@@ -346,7 +356,14 @@ async def run_daemon(
         oc_token_refresh=metrics.oc_token_refreshed,
         send_gate=holdings.gate,
     )
+    board = HealthBoard(slack_s=options.health_slack_s)
+    # Up before Postgres: /livez answers, /healthz says what the daemon waits for, /metrics
+    # serves; the admin API answers 503 until the label queue exists.
+    submitters: list[LabelSubmitter] = []
+    runner: Any = None
     try:
+        runner = await _start_http(settings, metrics, board, lambda: next(iter(submitters), None))
+        board.database_down("waiting for Postgres (start-up)")
         rt = await open_with_retry(
             settings,
             stop=stop,
@@ -357,7 +374,10 @@ async def run_daemon(
         if rt is None:
             notifier.stopping("stopped before the database was available")
             log.info("stopped before the database was available")
+            if runner is not None:
+                await stop_http(runner)
             return ExitCode.OK
+        submitters.append(label_submitter(rt))
         try:
             daemon = Daemon(
                 rt,
@@ -367,6 +387,8 @@ async def run_daemon(
                 options=options,
                 identity=identity,
                 holdings=holdings,
+                board=board,
+                http_runner=runner,
             )
             return await daemon.serve()
         finally:

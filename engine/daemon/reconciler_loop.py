@@ -13,6 +13,7 @@ import asyncpg
 from engine.app.reconciler import build_reconciler
 from engine.app.runtime import Runtime
 from engine.reconcile.reconciler import Reconciler
+from engine.store.pool import server_settings
 
 __all__ = ["CHANNEL", "STOP_GRACE_S", "reconciler_loop"]
 
@@ -23,18 +24,23 @@ STOP_GRACE_S = 5.0
 
 
 @contextlib.asynccontextmanager
-async def _listening(pool: asyncpg.Pool, wake: asyncio.Event) -> AsyncIterator[None]:
-    """LISTEN on the outbox channel on a pooled connection held for the loop's lifetime.
-
-    Without it (the connection broke) the loop still runs on its timer.
-    """
+async def _listening(rt: Runtime, wake: asyncio.Event) -> AsyncIterator[None]:
+    """LISTEN on the outbox channel on a connection of its own, outside the pool: a pooled
+    connection held for the loop's lifetime would leave one fewer for the writes (and with a
+    small pool, none). Without it (no connection, or it broke) the loop still runs on its
+    timer."""
 
     def on_notify(*_: object) -> None:
         wake.set()
 
-    conn: asyncpg.pool.PoolConnectionProxy | None = None
+    conn: asyncpg.Connection | None = None
     try:
-        conn = await pool.acquire()
+        db = rt.settings.database
+        conn = await asyncpg.connect(
+            rt.database_url,
+            server_settings=server_settings(db.schema),
+            timeout=db.connect_timeout_s,
+        )
         await conn.add_listener(CHANNEL, on_notify)
     except Exception as exc:
         log.warning("reconciler: LISTEN %s failed (%s); running on the timer only", CHANNEL, exc)
@@ -43,9 +49,9 @@ async def _listening(pool: asyncpg.Pool, wake: asyncio.Event) -> AsyncIterator[N
     finally:
         if conn is not None:
             with contextlib.suppress(Exception):
-                await conn.remove_listener(CHANNEL, on_notify)
-            with contextlib.suppress(Exception):
-                await pool.release(conn)
+                await asyncio.wait_for(conn.close(), 2.0)
+            if not conn.is_closed():
+                conn.terminate()
 
 
 async def _sleep_until(stop: asyncio.Event, wake: asyncio.Event, seconds: float) -> None:
@@ -88,7 +94,7 @@ async def reconciler_loop(
     reconciler = reconciler or build_reconciler(rt)
     interval = max(0.05, rt.settings.reconciler.interval_s)
     wake = asyncio.Event()
-    async with _listening(rt.pool, wake):
+    async with _listening(rt, wake):
         while not stop.is_set():
             wake.clear()
             try:

@@ -57,6 +57,11 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 """
 
 
+# The pool's client-side command timeout is meant for page writes, not for a migration that
+# rewrites a large table.
+MIGRATION_TIMEOUT_S = 6 * 3600.0
+
+
 async def _locked_step(conn: Connection, schema: str) -> None:
     """Runs inside a transaction: lock, make sure the schema exists, point search_path at it."""
     await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"temu-sync:{schema}")
@@ -70,6 +75,8 @@ async def _migrate_conn(conn: Connection, schema: str, migrations: list[Migratio
     applied_now: list[str] = []
     for mig in migrations:
         async with conn.transaction():
+            # A migration may rewrite a large table: only the lock wait keeps its deadline.
+            await conn.execute("SET LOCAL statement_timeout = 0")
             await _locked_step(conn, schema)
             row = await conn.fetchrow(
                 "SELECT checksum FROM schema_migrations WHERE name = $1", mig.name
@@ -83,7 +90,7 @@ async def _migrate_conn(conn: Connection, schema: str, migrations: list[Migratio
                         schema,
                     )
                 continue
-            await conn.execute(mig.sql)
+            await conn.execute(mig.sql, timeout=MIGRATION_TIMEOUT_S)
             await conn.execute(
                 "INSERT INTO schema_migrations (name, checksum) VALUES ($1, $2)",
                 mig.name,

@@ -69,24 +69,48 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def server_settings(schema: str) -> dict[str, str]:
-    return {
+def server_settings(
+    schema: str, *, statement_timeout_s: float = 0.0, lock_timeout_s: float = 0.0
+) -> dict[str, str]:
+    out = {
         "search_path": quote_ident(schema),
         "application_name": "temu-sync",
         # The diff statements are large but cheap; JIT compiling them costs more than it saves.
         "jit": "off",
     }
+    if statement_timeout_s > 0:
+        # Every statement and every lock wait has a deadline on the server: a lock held by a
+        # psql session or an ALTER fails the write (recorded, retried later) instead of
+        # wedging the loop; a transaction left idle is ended too.
+        out["statement_timeout"] = f"{int(statement_timeout_s * 1000)}ms"
+        out["idle_in_transaction_session_timeout"] = f"{int(statement_timeout_s * 2000)}ms"
+    if lock_timeout_s > 0:
+        out["lock_timeout"] = f"{int(lock_timeout_s * 1000)}ms"
+    return out
 
 
 async def create_pool(
-    url: str, schema: str, *, min_size: int = 1, max_size: int = 10
+    url: str,
+    schema: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    statement_timeout_s: float = 0.0,
+    lock_timeout_s: float = 0.0,
+    connect_timeout_s: float = 60.0,
 ) -> asyncpg.Pool:
+    """``statement_timeout_s`` also bounds the client's wait for an answer (plus a margin):
+    a server that accepted the connection but never answers fails the call too."""
     pool = await asyncpg.create_pool(
         url,
         min_size=min_size,
         max_size=max_size,
-        server_settings=server_settings(schema),
+        server_settings=server_settings(
+            schema, statement_timeout_s=statement_timeout_s, lock_timeout_s=lock_timeout_s
+        ),
         init=init_connection,
+        timeout=connect_timeout_s,
+        command_timeout=(statement_timeout_s + 5.0) if statement_timeout_s > 0 else None,
     )
     assert pool is not None  # only None for a pool created without awaiting
     return pool

@@ -97,6 +97,17 @@ async def test_healthz_ok_and_unhealthy(start: Start) -> None:
         assert body["reason"] == "loop sync:us-main made no progress for 900s"
 
 
+async def test_livez_stays_200_while_healthz_is_503(start: Start) -> None:
+    srv = await start()
+    srv.health.ok = False
+    srv.health.details = {"reason": "database unavailable"}
+    async with srv.session.get(f"{srv.url}/healthz") as r:
+        assert r.status == 503
+    async with srv.session.get(f"{srv.url}/livez") as r:
+        assert r.status == 200
+        assert (await r.json())["status"] == "alive"
+
+
 async def test_healthz_when_health_source_raises(start: Start) -> None:
     srv = await start()
 

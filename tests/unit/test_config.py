@@ -172,3 +172,38 @@ def test_database_url_can_come_from_env_or_file_and_its_password_is_redacted(
     text = GOOD.replace('url = "postgresql://localhost/db"', 'url_env = "NOT_SET"')
     with pytest.raises(ConfigError, match=r"database\.url_env"):
         load_config(write(tmp_path, text), env={"SHOP_TOKEN": "t"})
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "needle"),
+    [
+        ('[http]\nlisten = ":9187"\n', "http.listen", "needs a host"),
+        ('[http]\nlisten = "127.0.0.1:70000"\n', "http.listen", "1-65535"),
+        ('[http]\nlisten = "localhost"\n', "http.listen", "HOST:PORT"),
+        ("pool_min = 8\npool_max = 4\n", "database.pool_min", "<= pool_max"),
+        ("pool_max = 1\n", "database.pool_max", ">= 4"),
+        ("pool_max = 2\n", "database.pool_max", ">= 4"),
+        ("pool_max = 3\n", "database.pool_max", ">= 4"),
+        ("lock_timeout_s = 90\n", "database.lock_timeout_s", "statement_timeout_s"),
+    ],
+)
+def test_values_that_would_fail_at_start_fail_at_load(
+    tmp_path: Path, extra: str, key: str, needle: str
+) -> None:
+    if extra.startswith("[http]"):
+        text = GOOD + extra
+    else:
+        text = GOOD.replace(
+            'url = "postgresql://localhost/db"\n', 'url = "postgresql://localhost/db"\n' + extra
+        )
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text), env={"SHOP_TOKEN": "t"})
+    assert err.value.key == key
+    assert needle in str(err.value)
+
+
+def test_deadlines_have_defaults_that_fit_a_page_write(tmp_path: Path) -> None:
+    s = load_config(write(tmp_path, GOOD), env={"SHOP_TOKEN": "t"})
+    assert s.database.statement_timeout_s == 60
+    assert s.database.lock_timeout_s == 10
+    assert s.database.pool_max >= 4
