@@ -19,7 +19,7 @@ NASTY: list[tuple[str, Any, Any, Any]] = [
     ('"\\t42\\n"', 42, 42, 42),
     ('"²"', None, None, None),  # a digit to isdigit(), not to Postgres
     ('"١٢"', None, None, None),  # Arabic-Indic digits
-    ('"１２"', None, None, None),  # full-width digits
+    ('"\uff11\uff12"', None, None, None),  # full-width digits
     ('""', None, None, None),
     ('"   "', None, None, None),
     ('"-"', None, None, None),
