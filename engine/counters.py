@@ -32,6 +32,7 @@ class RunCounters:
     labels_uploaded: int = 0
     oc_updates: int = 0
     drift_events: int = 0
+    rejected: int = 0  # records set aside in rejected_records during this run
     shops_failed: set[str] = field(default_factory=set)
     observer: RowObserver | None = None
 
@@ -58,4 +59,5 @@ def build_summary(
         "labels_uploaded": counters.labels_uploaded,
         "oc_updates": counters.oc_updates,
         "shops_failed": sorted(counters.shops_failed),
+        "rejected": counters.rejected,
     }

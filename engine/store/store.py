@@ -17,7 +17,9 @@ from typing import Any
 
 import asyncpg
 
+from engine.store import isolation
 from engine.store.queries import default_queries
+from engine.store.rejected import Rejected, isolable, json_key
 
 Item = Mapping[str, Any]
 
@@ -26,12 +28,14 @@ Item = Mapping[str, Any]
 class DiffCounts:
     """Outcome of one write, over distinct keys (a key repeated in one batch counts once).
 
-    ``skipped`` counts records without their key (not stored)."""
+    ``skipped`` counts records without their key (not stored); ``rejected`` the records set
+    aside in ``rejected_records`` (those without a key included)."""
 
     inserted: int = 0
     updated: int = 0
     unchanged: int = 0
     skipped: int = 0
+    rejected: int = 0
 
     @property
     def written(self) -> int:
@@ -43,6 +47,7 @@ class DiffCounts:
             self.updated + other.updated,
             self.unchanged + other.unchanged,
             self.skipped + other.skipped,
+            self.rejected + other.rejected,
         )
 
 
@@ -89,8 +94,78 @@ class OcTokens:
     updated_at: datetime
 
 
-def _counts(total: int, inserted: int, updated: int, skipped: int) -> DiffCounts:
-    return DiffCounts(inserted, updated, total - inserted - updated, skipped)
+def _counts(total: int, inserted: int, updated: int, skipped: int, rejected: int = 0) -> DiffCounts:
+    return DiffCounts(inserted, updated, total - inserted - updated, skipped, rejected)
+
+
+def _summed(
+    rows: Sequence[asyncpg.Record], total: str, inserted: str, updated: str, skipped: str
+) -> tuple[int, int, int, int]:
+    return (
+        sum(r[total] for r in rows),
+        sum(r[inserted] for r in rows),
+        sum(r[updated] for r in rows),
+        sum(r[skipped] for r in rows),
+    )
+
+
+def _orders_without_keys(items: Sequence[Item]) -> bool:
+    """Records the set-based write would skip: they must be set aside, so the page takes the
+    careful path (a dict lookup per record, no round trip)."""
+    for item in items:
+        if json_key(item, "parentOrderMap", "parentOrderSn") is None:
+            return True
+        lines = item.get("orderList")
+        if isinstance(lines, list) and any(json_key(line, "orderSn") is None for line in lines):
+            return True
+    return False
+
+
+def _order_counts(
+    rows: Sequence[asyncpg.Record], rejected: Sequence[Rejected]
+) -> dict[str, DiffCounts]:
+    return {
+        "order": _counts(
+            *_summed(rows, "orders", "orders_inserted", "orders_updated", "orders_skipped"),
+            _rejected_of(rejected, "order"),
+        ),
+        "order_line": _counts(
+            *_summed(rows, "lines", "lines_inserted", "lines_updated", "lines_skipped"),
+            _rejected_of(rejected, "order_line"),
+        ),
+    }
+
+
+def _returns_without_keys(items: Sequence[Item], lines: Sequence[Item]) -> bool:
+    return any(json_key(i, "parentAfterSalesSn") is None for i in items) or any(
+        json_key(line, "afterSalesSn") is None for line in lines
+    )
+
+
+def _logistics_info(result: Mapping[str, Any]) -> Any:
+    info = result.get("logisticsInfoList")
+    return info if info is not None else []
+
+
+def _return_counts(
+    rows: Sequence[asyncpg.Record],
+    line_rows: Sequence[asyncpg.Record],
+    rejected: Sequence[Rejected],
+) -> dict[str, DiffCounts]:
+    return {
+        "return": _counts(
+            *_summed(rows, "total", "inserted", "updated", "skipped"),
+            _rejected_of(rejected, "return"),
+        ),
+        "return_line": _counts(
+            *_summed(line_rows, "total", "inserted", "updated", "skipped"),
+            _rejected_of(rejected, "return_line"),
+        ),
+    }
+
+
+def _rejected_of(rejected: Sequence[Rejected], entity: str) -> int:
+    return sum(1 for r in rejected if r.entity == entity)
 
 
 def _advance_args(advance: CursorAdvance | None) -> tuple[str | None, str | None, Any]:
@@ -121,21 +196,21 @@ class Store:
 
         Returns ``{"order": ..., "order_line": ...}``. Lines of an item without a
         ``parentOrderSn`` are not stored (they would have no parent)."""
-        row = await self._pool.fetchrow(
-            self._q["write_orders"], shop_id, list(page_items), *_advance_args(advance)
+        items = list(page_items)
+        if not _orders_without_keys(items):
+            try:
+                row = await self._pool.fetchrow(
+                    self._q["write_orders"], shop_id, items, *_advance_args(advance), None
+                )
+                assert row is not None
+                return _order_counts([row], [])
+            except Exception as exc:
+                if not isolable(exc):
+                    raise
+        rows, rejected = await isolation.write_orders(
+            self._pool, self._q, shop_id, items, _advance_args(advance)
         )
-        assert row is not None
-        return {
-            "order": _counts(
-                row["orders"],
-                row["orders_inserted"],
-                row["orders_updated"],
-                row["orders_skipped"],
-            ),
-            "order_line": _counts(
-                row["lines"], row["lines_inserted"], row["lines_updated"], row["lines_skipped"]
-            ),
-        }
+        return _order_counts(rows, rejected)
 
     async def write_returns(
         self,
@@ -170,23 +245,28 @@ class Store:
 
         Lines and logistics go first: if the transaction is lost, the returns still look
         changed on the next read and their lines are fetched again."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            line_row = await conn.fetchrow(self._q["write_return_lines"], shop_id, list(lines))
-            for sn, result in logistics.items():
-                info = result.get("logisticsInfoList")
-                await conn.fetchrow(
-                    self._q["write_return_logistics"], shop_id, sn, info if info is not None else []
-                )
-            row = await conn.fetchrow(
-                self._q["write_returns"], shop_id, list(items), *_advance_args(advance)
-            )
-        assert row is not None and line_row is not None
-        return {
-            "return": _counts(row["total"], row["inserted"], row["updated"], row["skipped"]),
-            "return_line": _counts(
-                line_row["total"], line_row["inserted"], line_row["updated"], line_row["skipped"]
-            ),
-        }
+        item_list, line_list = list(items), list(lines)
+        infos = {sn: _logistics_info(result) for sn, result in logistics.items()}
+        if not _returns_without_keys(item_list, line_list):
+            try:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    line_row = await conn.fetchrow(
+                        self._q["write_return_lines"], shop_id, line_list
+                    )
+                    for sn, info in infos.items():
+                        await conn.fetchrow(self._q["write_return_logistics"], shop_id, sn, info)
+                    row = await conn.fetchrow(
+                        self._q["write_returns"], shop_id, item_list, *_advance_args(advance)
+                    )
+                assert row is not None and line_row is not None
+                return _return_counts([row], [line_row], [])
+            except Exception as exc:
+                if not isolable(exc):
+                    raise
+        rows, line_rows, rejected = await isolation.write_returns_bundle(
+            self._pool, self._q, shop_id, item_list, line_list, infos, _advance_args(advance)
+        )
+        return _return_counts(rows, line_rows, rejected)
 
     async def write_return_lines(self, shop_id: str, items: Sequence[Item]) -> DiffCounts:
         """Stores elements of ``result.data`` of ``bg.aftersales.aftersales.list.get``."""

@@ -16,8 +16,10 @@ from datetime import datetime
 
 from engine.config import SyncSettings
 from engine.counters import RunCounters
+from engine.errors import describe
 from engine.logs import log_context
 from engine.store.store import CursorAdvance, Store
+from engine.sync.failures import database_lost
 from engine.sync.pager import StreamAdapter
 from engine.sync.tokens import MissingScopes, TokenGate
 from engine.sync.walker import WalkResult, to_datetime, walk_range
@@ -155,11 +157,16 @@ class SyncService:
                     if progress
                     else None,
                 )
-            except TemuError as exc:
-                log.error("sync failed: %s", exc)
-                result.failed[(shop.shop_id, stream)] = str(exc)
+            except Exception as exc:
+                # Whatever one stream raises stays that stream's failure: recorded, named in
+                # shops_failed, the other pairs go on. Only a lost database ends the pass.
+                if database_lost(exc):
+                    raise
+                message = str(exc) if isinstance(exc, TemuError) else describe(exc)
+                log.error("sync failed: %s", message, exc_info=not isinstance(exc, TemuError))
+                result.failed[(shop.shop_id, stream)] = message
                 self._counters.shops_failed.add(shop.shop_id)
-                await self._store.record_error(shop.shop_id, stream, kind, str(exc))
+                await self._store.record_error(shop.shop_id, stream, kind, message)
                 return
             result.walked[(shop.shop_id, stream)] = walked
             self._counters.drift_events += walked.drift_events

@@ -35,6 +35,7 @@ class ShopStream:
         stored (nothing identifies them), so their count is logged with the key they lack."""
         for entity, c in counts.items():
             self._counters.add_rows(entity, c.inserted, c.updated, c.unchanged)
+            self._counters.rejected += c.rejected
             if c.skipped:
                 log.warning(
                     "shop %s: skipped %d %s record(s) without %s (not stored)",

@@ -30,6 +30,7 @@ class CallStats:
     requests: int = 0
     rate_limited: int = 0
     retries: int = 0
+    tolerant_decodes: int = 0  # answers only the fallback decoder could read (decode.py)
     outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
     observer: Observer | None = None
     duration_observer: DurationObserver | None = None
@@ -40,6 +41,9 @@ class CallStats:
                 self.duration_observer(app_key, api_type, seconds)
             except Exception:
                 log.exception("call duration observer failed")
+
+    def tolerant_decode(self) -> None:
+        self.tolerant_decodes += 1
 
     def record(self, app_key: str, api_type: str, outcome: str) -> None:
         self.outcomes[(api_type, outcome)] += 1

@@ -11,11 +11,11 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
-import orjson
 
 from engine.config import AppSettings
 from engine.retry import full_jitter
 from engine.temu import stats as outcomes
+from engine.temu.decode import decode_body
 from engine.temu.errors import (
     AppNotOwned,
     RateLimited,
@@ -217,7 +217,9 @@ class TemuTransport:
             raise TransportError(
                 api_type, 0, f"{type(exc).__name__}: {exc}", secrets=secrets
             ) from None
-        return _parse_envelope(api_type, status, raw, secrets, timestamp, server_time)
+        return _parse_envelope(
+            api_type, status, raw, secrets, timestamp, server_time, self.stats.tolerant_decode
+        )
 
 
 def send_fence() -> aiohttp.TraceConfig:
@@ -257,6 +259,7 @@ def _parse_envelope(
     secrets: tuple[str, str],
     timestamp: int,
     server_time: int | None = None,
+    on_repaired: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     if status >= 500:
         raise TransportError(api_type, status, f"HTTP {status}: {_snippet(raw)}", secrets=secrets)
@@ -264,12 +267,22 @@ def _parse_envelope(
         # A gateway in front of the router may throttle with HTTP instead of 4000004.
         raise RateLimited(api_type, status, f"HTTP 429: {_snippet(raw)}", secrets=secrets)
     try:
-        envelope = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+        decoded = decode_body(raw)
+    except ValueError:
         cls = TransportError if status == 200 else UnexpectedHttpStatus
         raise cls(
             api_type, status, f"HTTP {status}, not JSON: {_snippet(raw)}", secrets=secrets
         ) from None
+    envelope = decoded.value
+    if decoded.repaired:
+        # Once per page: the tolerant decoder kept what orjson refused or bent (decode.py).
+        log.warning(
+            "%s: answer decoded tolerantly (invalid UTF-8, lone surrogate or out-of-range "
+            "number kept as close to the original as Postgres allows)",
+            api_type,
+        )
+        if on_repaired is not None:
+            on_repaired()
     if not isinstance(envelope, dict) or not isinstance(envelope.get("success"), bool):
         cls = TransportError if status == 200 else UnexpectedHttpStatus
         raise cls(

@@ -1,7 +1,8 @@
 -- name: write_orders
 -- One page of bg.order.list.v2.get items in ONE statement (so one round trip and one implicit
 -- transaction): orders, their lines, the changes rows and optionally the sync cursor.
--- $1 shop_id, $2 page items (jsonb array), $3 stream, $4 kind, $5 position (NULL $3: no cursor).
+-- $1 shop_id, $2 page items (jsonb array), $3 stream, $4 kind, $5 position (NULL $3: no cursor),
+-- $6 orderSn values of lines to leave out (NULL: none; set only when isolating a bad line).
 --
 -- Rows whose payload is unchanged are filtered out before the INSERT, so they are never
 -- locked or rewritten (no new row version, no WAL). ON CONFLICT ... WHERE repeats the check for
@@ -82,7 +83,7 @@ all_lines AS (
 lines AS (
     SELECT DISTINCT ON (lsn) lsn, parent_sn, line
     FROM all_lines
-    WHERE lsn IS NOT NULL AND changed
+    WHERE lsn IS NOT NULL AND changed AND NOT (lsn = ANY (coalesce($6::text[], '{}')))
     ORDER BY lsn, ord DESC, lord DESC
 ),
 old_l AS (

@@ -201,8 +201,9 @@ async def test_missing_keys_skipped_and_lenient_values(store: Store, pool: async
     }
     minimal = {"parentOrderMap": {"parentOrderSn": "PO-M"}}
     got = await store.write_orders(SHOP, [no_key, odd, minimal, {}])
-    assert got["order"] == DiffCounts(2, 0, 0, skipped=2)
-    assert got["order_line"] == DiffCounts(1, 0, 0, skipped=1)
+    # Records without their key are not stored; they are set aside (rejected_records).
+    assert got["order"] == DiffCounts(2, 0, 0, skipped=2, rejected=2)
+    assert got["order_line"] == DiffCounts(1, 0, 0, skipped=1, rejected=1)
     row = await pool.fetchrow("SELECT * FROM orders WHERE parent_order_sn = 'PO-S'")
     assert row["parent_order_status"] == 4
     assert row["parent_order_time"] == datetime.fromtimestamp(1711009072, UTC)  # ms read as ms

@@ -401,3 +401,31 @@ async def test_persistently_malformed_list_fails_that_shop_only(
     # The bad shop's other stream was not held up by its orders stream.
     returns = await _payloads(pg_url, schema, "returns", "parent_after_sales_sn", "bad")
     assert set(returns) == {*ODD_RETURNS, *GOOD_RETURNS}
+
+
+async def test_unexpected_exception_in_a_stream_fails_that_shop_only(
+    double: TemuDouble, pg_url: str, schema: str, tmp_path: Path
+) -> None:
+    """Issue 12: an exception that is not a TemuError (here a status that is a JSON list
+    reaching needs_logistics, or whatever else a stream may raise) must not end the other
+    shops' runs: exit 3, shops_failed names the shop, status shows the error."""
+    _fill(double)
+
+    def hook(api_type: str, p: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+        if p["access_token"] == "tok-bad" and api_type == RETURNS and result.get("data"):
+            result = {**result, "data": [{**result["data"][0], "parentAfterSalesStatus": [2]}]}
+        return result
+
+    double.hook = hook
+    cfg = _config(tmp_path, double, pg_url, schema)
+    for name, args in (
+        ("backfill", ["backfill", "--since", SINCE, "--json"]),
+        ("once", ["run", "--once", "--json"]),
+    ):
+        done = await run(tmp_path, name, ["--config", str(cfg), *args], within=120)
+        assert done.proc is not None and done.proc.returncode == 3, done.stderr[-3000:]
+        assert done.summary()["shops_failed"] == ["bad"]
+        assert await _payloads(pg_url, schema, "orders", "parent_order_sn", "good") == GOOD_ORDERS
+    status = await run(tmp_path, "status", ["--config", str(cfg), "status", "--json"], within=60)
+    text = status.stdout
+    assert "TypeError" in text and "bad" in text, text[-3000:]

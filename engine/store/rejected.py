@@ -1,0 +1,131 @@
+"""Finding and setting aside the records of a page that Postgres will not store.
+
+The diff writers store a page in one set-based statement. When that statement fails for a
+reason that belongs to the data (SQLSTATE class 22 "data exception", class 54 "program limit
+exceeded", e.g. a key too long for its index, or a parameter the driver cannot encode), the
+page is written again by halving: each half in a savepoint, down to the single records that
+still fail. Those are set aside in ``rejected_records`` in the same transaction as the rest of
+the page and the cursor, so the window moves on (interface.md, "A record that cannot be stored
+as sent"). The normal path never comes here: no extra round trip per page or per row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import orjson
+
+from engine.logs import redact
+from engine.store.pool import Connection
+
+__all__ = ["Rejected", "isolable", "isolate", "json_key", "save_rejected"]
+
+_DATA_CLASSES = ("22", "54")
+MAX_RAW_CHARS = 100_000  # what is kept of a rejected record's text (a key can be huge)
+MAX_KEY_CHARS = 500
+
+
+STREAM_OF = {
+    "order": "orders",
+    "order_line": "orders",
+    "return": "returns",
+    "return_line": "returns",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    entity: str  # 'order', 'order_line', 'return' or 'return_line'
+    entity_key: str | None
+    reason: str
+    item: Any
+
+    @property
+    def stream(self) -> str:
+        return STREAM_OF[self.entity]
+
+
+def isolable(exc: BaseException) -> bool:
+    """True for failures caused by the data sent, which halving the page can find."""
+    if isinstance(exc, asyncpg.PostgresError):
+        state = getattr(exc, "sqlstate", None) or ""
+        return state[:2] in _DATA_CLASSES
+    # The driver refusing to encode a parameter (asyncpg's client-side DataError).
+    return isinstance(exc, asyncpg.exceptions._base.DataError | ValueError | TypeError)
+
+
+def json_key(value: Any, *path: str) -> str | None:
+    """Mirrors the SQL ``nullif(item -> a ->> b, '')``: None when there is no usable key."""
+    for name in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(name)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value or None
+    return orjson.dumps(value).decode()
+
+
+Piece = Sequence[Any]
+WriteFn = Callable[[Connection, list[Any]], Awaitable[asyncpg.Record]]
+SingleFn = Callable[[Connection, Any, str], Awaitable[tuple[list[asyncpg.Record], list[Rejected]]]]
+
+
+async def isolate(
+    conn: Connection, items: list[Any], write: WriteFn, single: SingleFn
+) -> tuple[list[asyncpg.Record], list[Rejected]]:
+    """Writes ``items`` in as few pieces as the failures allow (inside the caller's
+    transaction); ``single`` decides what to do with one record that fails alone."""
+    rows: list[asyncpg.Record] = []
+    rejected: list[Rejected] = []
+    pending: list[list[Any]] = [items]
+    while pending:
+        piece = pending.pop()
+        if not piece:
+            continue
+        try:
+            async with conn.transaction():  # a savepoint inside the caller's transaction
+                rows.append(await write(conn, piece))
+            continue
+        except Exception as exc:
+            if not isolable(exc):
+                raise
+            if len(piece) == 1:
+                more_rows, more_rejected = await single(conn, piece[0], _reason(exc))
+                rows.extend(more_rows)
+                rejected.extend(more_rejected)
+                continue
+        half = len(piece) // 2
+        pending.extend((piece[half:], piece[:half]))
+    return rows, rejected
+
+
+def _reason(exc: BaseException) -> str:
+    state = getattr(exc, "sqlstate", None)
+    text = f"{type(exc).__name__}: {exc}".replace("\x00", "\ufffd")
+    return redact(f"{text} (SQLSTATE {state})" if state else text)[:2000]
+
+
+async def save_rejected(
+    conn: Connection, query: str, shop_id: str, rejected: Sequence[Rejected]
+) -> None:
+    for r in rejected:
+        raw = orjson.dumps(r.item).decode()
+        key = r.entity_key
+        digest = hashlib.sha256(
+            f"{r.entity}:{key if key is not None else raw}".encode()
+        ).hexdigest()
+        await conn.execute(
+            query,
+            shop_id,
+            r.stream,
+            digest,
+            None if key is None else key.replace("\x00", "\ufffd")[:MAX_KEY_CHARS],
+            r.reason.replace("\x00", "\ufffd"),
+            raw.replace("\\u0000", "\\ufffd")[:MAX_RAW_CHARS],
+        )

@@ -1,0 +1,68 @@
+"""The tolerant fallback decoder: what orjson refuses or bends is kept, as exactly as
+Postgres allows."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from engine.temu.decode import decode_body
+
+
+def _dumped(raw: bytes) -> bytes:
+    """What the store would send to Postgres for this body."""
+    return orjson.dumps(decode_body(raw).value)
+
+
+def test_plain_bodies_take_the_fast_path() -> None:
+    out = decode_body(b'{"a": [1, 2.5, "x"], "b": 123456789012345678}')
+    assert not out.repaired
+    assert out.value == {"a": [1, 2.5, "x"], "b": 123456789012345678}
+
+
+def test_invalid_utf8_byte_becomes_replacement_character() -> None:
+    out = decode_body(b'{"name": "caf\xe9", "n": 1}')
+    assert out.repaired
+    assert out.value == {"name": "caf\ufffd", "n": 1}
+
+
+def test_lone_surrogate_becomes_replacement_but_pairs_survive() -> None:
+    out = decode_body(b'{"a": "x\\ud83d", "b": "\\ud83d\\ude00", "\\udc00k": 1}')
+    assert out.repaired
+    assert out.value == {"a": "x\ufffd", "b": "\U0001f600", "\ufffdk": 1}
+    orjson.dumps(out.value)  # encodable again
+
+
+@pytest.mark.parametrize(
+    "number",
+    [
+        b"18446744073709551616",
+        b"-9223372036854775809",
+        b"123456789012345678901234567890",
+        b"1e400",
+        b"-1.5E+400",
+        b"1e-400",
+    ],
+)
+def test_numbers_beyond_float_or_int64_stay_exact(number: bytes) -> None:
+    out = decode_body(b'{"v": ' + number + b', "w": 7}')
+    assert out.repaired
+    assert _dumped(b'{"v": ' + number + b', "w": 7}') == b'{"v":' + number + b',"w":7}'
+    assert out.value["w"] == 7
+
+
+def test_numbers_postgres_cannot_hold_become_strings() -> None:
+    huge = b"9" * 5000
+    assert decode_body(b'{"v": ' + huge + b"}").value == {"v": huge.decode()}
+    assert decode_body(b'{"v": 1e999999}').value == {"v": "1e999999"}
+    assert decode_body(b'{"v": NaN}').value == {"v": "NaN"}
+
+
+def test_long_digit_string_is_not_a_number() -> None:
+    out = decode_body(b'{"tracking": "123456789012345678901234"}')
+    assert out.value == {"tracking": "123456789012345678901234"}
+
+
+def test_not_json_at_all_still_fails() -> None:
+    with pytest.raises(ValueError):
+        decode_body(b"<html>502</html>")
