@@ -181,9 +181,7 @@ def _opt_int(value: Any) -> int | None:
     return None
 
 
-def parse_event(
-    decrypted: str, *, code: str, app_key: str, timestamp: str | None = None
-) -> Event:
+def parse_event(decrypted: str, *, code: str, app_key: str, timestamp: str | None = None) -> Event:
     """Parses the decrypted payload; unknown fields are kept in ``raw``, missing ones are None."""
     try:
         raw = orjson.loads(decrypted)
@@ -210,9 +208,7 @@ def parse_event(
     )
 
 
-def open_message(
-    headers: Mapping[str, str], body: bytes, secrets: Mapping[str, str]
-) -> Event:
+def open_message(headers: Mapping[str, str], body: bytes, secrets: Mapping[str, str]) -> Event:
     """Verifies and decodes one POST. ``secrets``: app_key -> app_secret.
 
     Raises BadSignature (unknown app, missing headers, wrong signature) or another
