@@ -6,7 +6,7 @@ import gc
 import random
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from engine.sim.catalog import tracking_number
 from engine.sim.config import SimApp, SimConfig
@@ -69,6 +69,12 @@ def _next_return_status(rec: ReturnRec, rng: random.Random) -> int:
     return {2: 3, 3: 4 if r < 0.7 else 7, 4: 5, 9: 5}.get(s, s)
 
 
+class ChangeListener(Protocol):
+    def order_changed(self, shop_id: str, item: dict[str, Any]) -> None: ...
+
+    def return_changed(self, shop_id: str, item: dict[str, Any]) -> None: ...
+
+
 class World:
     def __init__(self, config: SimConfig, *, clock: Callable[[], float] = time.time) -> None:
         self.config = config
@@ -93,6 +99,8 @@ class World:
         self.revoked: set[str] = set()
         self.uploads: list[dict[str, Any]] = []
         self.cache = QueryCache()
+        # Told about every order or return a mutation changes (webhook delivery).
+        self.listeners: list[ChangeListener] = []
 
     def now(self) -> int:
         return int(self.clock())
@@ -144,6 +152,7 @@ class World:
                 orders.expect[seq] += DAY  # the ship-by date moved: a non-status change
             orders.touch(seq, now, status=status)
             changed.append(orders.sn(seq))
+            self._order_changed(data, seq)
         return changed
 
     def _new_orders(self, data: ShopData, count: int, now: int) -> list[str]:
@@ -154,6 +163,7 @@ class World:
             expect = now + 2 * DAY + rng.randrange(2 * DAY)
             seq = orders.add(now, expect, status, order_lines_count(rng, status))
             made.append(orders.sn(seq))
+            self._order_changed(data, seq)
         return made
 
     def _change_returns(self, data: ShopData, count: int, now: int) -> list[str]:
@@ -183,6 +193,7 @@ class World:
             if status == LABEL_PENDING and rng.random() < 0.85:
                 make_rma(data, rec, self.oc)
             made.append(rec.sn)
+            self._return_changed(data, rec)
         return made
 
     def _move_return(
@@ -216,6 +227,15 @@ class World:
         needs_rma = waiting and not chosen_by_caller and not self.oc.by_reference.get(rec.sn)
         if needs_rma and rng.random() < 0.85:
             make_rma(data, rec, self.oc)
+        self._return_changed(data, rec)
+
+    def _order_changed(self, data: ShopData, seq: int) -> None:
+        for listener in self.listeners:
+            listener.order_changed(data.shop.shop_id, data.orders.item(seq))
+
+    def _return_changed(self, data: ShopData, rec: ReturnRec) -> None:
+        for listener in self.listeners:
+            listener.return_changed(data.shop.shop_id, rec.item())
 
     def set_return_status(
         self, shop_id: str, sn: str, status: int, operations: list[int] | None = None

@@ -38,6 +38,10 @@ class StoredEvent:
     received_at: datetime
     attempts: int  # including the current claim
 
+    @property
+    def update_time_s(self) -> int | None:
+        return None if self.update_time is None else int(self.update_time.timestamp())
+
 
 @dataclass(frozen=True, slots=True)
 class Processed:
