@@ -57,7 +57,7 @@ async def world(sim_factory: SimFactory, pg_url: str, schema: str) -> AsyncItera
     malls = {("hooks-app", mall): shop for shop, mall in sim.webhooks.mall_ids.items()}
     shops = [event_shop(s.id, rt.shop_apis[s.id], rt.store, rt.counters) for s in rt.settings.shops]
     consumer = EventConsumer(
-        events=EventStore(rt.pool), shops=shops, settings=ConsumerSettings(settle_s=0.2)
+        events=EventStore(rt.pool), shops=shops, settings=ConsumerSettings(settle_s=0.2, poll_s=60)
     )
     app = create_webhook_app(
         apps={"hooks-app": SECRET},
@@ -176,3 +176,28 @@ async def test_a_refused_delivery_is_retried_and_lands_once(world: World) -> Non
     await wait_until_stored(world, "shop-2", m["orders_changed"], [])
     logged = await change_rows(pool, before, "order")
     assert sorted(logged) == sorted(f"shop-2/{sn}" for sn in m["orders_changed"])
+
+
+async def test_an_event_the_list_does_not_show_is_retried_then_left_to_polling(
+    world: World,
+) -> None:
+    """(The background consumer polls only every 60 s here, so this test drives it alone.)
+    Temu's list may lag its events: the named record must be seen before the event counts
+    as done; otherwise it is retried with backoff and finally recorded as not_found."""
+    from engine.temu.webhooks import ORDER_STATUS, parse_event
+
+    pool = world.rt.pool
+    mall = world.sim.webhooks.mall_ids["shop-1"]
+    text = f'{{"mallId": {mall}, "parentOrderSn": "PO-nowhere", "updateTime": {int(time.time())}}}'
+    events = EventStore(pool)
+    await events.insert(parse_event(text, code=ORDER_STATUS, app_key="hooks-app"), "shop-1")
+    outcomes = []
+    for _ in range(3):
+        await pool.execute("UPDATE webhook_events SET next_attempt_at = now()")
+        await world.consumer.run_once()
+        outcomes.append(await pool.fetchrow("SELECT attempts, outcome FROM webhook_events"))
+    assert [(r["attempts"], r["outcome"]) for r in outcomes] == [
+        (1, None),
+        (2, None),
+        (3, "not_found"),
+    ]
