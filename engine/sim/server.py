@@ -17,6 +17,7 @@ from engine.sim.network import Network
 from engine.sim.oc import API_PREFIX, OcApi
 from engine.sim.stats import SimStats
 from engine.sim.temu import TemuRouter
+from engine.sim.webhooks import WebhookSender, tmc_handlers
 from engine.sim.world import World
 
 TEMU_PATH = "/openapi/router"
@@ -31,7 +32,14 @@ class Simulator:
         self.world = World(config)
         self.network = Network(config, random.Random(f"{config.seed}:network"))
         self._stats = SimStats([a.app_key for a in config.apps])
-        self._temu = TemuRouter(self.world, self.network, self._stats)
+        self.webhooks = WebhookSender(
+            {a.app_key: a.app_secret for a in config.apps},
+            {s.shop_id: s.app_key for s in config.shops},
+        )
+        self.world.listeners.append(self.webhooks)
+        self._temu = TemuRouter(
+            self.world, self.network, self._stats, extra_handlers=tmc_handlers(self.webhooks)
+        )
         self._oc = OcApi(self.world, self.network, self._stats)
         self._control = Control(self.world, self.network, self._stats, self.info)
         self._runner: web.AppRunner | None = None
@@ -57,6 +65,7 @@ class Simulator:
         self._root = f"http://{shown}:{bound_port}"
 
     async def stop(self) -> None:
+        await self.webhooks.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -7,6 +7,7 @@ import itertools
 import logging
 import secrets
 import time
+from collections.abc import Mapping
 from email.utils import formatdate
 from typing import Any
 
@@ -21,7 +22,7 @@ from engine.sim.network import Network, bad_gateway, client_gone, dropped, trunc
 from engine.sim.ratelimit import SlidingWindow
 from engine.sim.signature import sign_matches
 from engine.sim.stats import AppStats, SimStats
-from engine.sim.temu_api import HANDLERS, LIST_TYPES, MUTATING_TYPES, Call
+from engine.sim.temu_api import HANDLERS, LIST_TYPES, MUTATING_TYPES, Call, Handler
 from engine.sim.world import World
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,14 @@ def _json(body: bytes) -> web.Response:
 
 
 class TemuRouter:
-    def __init__(self, world: World, network: Network, stats: SimStats) -> None:
+    def __init__(
+        self,
+        world: World,
+        network: Network,
+        stats: SimStats,
+        extra_handlers: Mapping[str, Handler] | None = None,
+    ) -> None:
+        self.handlers: dict[str, Handler] = {**HANDLERS, **(extra_handlers or {})}
         self.world = world
         self.network = network
         self.stats = stats
@@ -142,7 +150,7 @@ class TemuRouter:
                 self._attempt(params, shop, request_id, REFUSED, "fault:slow")
                 return dropped(request)  # the client gave up: nothing was applied
         try:
-            result = HANDLERS[api_type](call)
+            result = self.handlers[api_type](call)
         except ApiError as err:
             reason = err.reason or f"error:{err.code}"
             self._attempt(params, shop, request_id, REFUSED, reason, err.code)
@@ -233,7 +241,7 @@ class TemuRouter:
         api_type = params.get("type")
         if not isinstance(api_type, str) or not api_type:
             raise ApiError(codes.TYPE_MISSING)
-        if api_type not in HANDLERS:
+        if api_type not in self.handlers:
             raise ApiError(codes.TYPE_UNKNOWN, api_type)
         token = params.get("access_token")
         if not isinstance(token, str) or not token:
@@ -276,6 +284,6 @@ class TemuRouter:
         if api_type in MUTATING_TYPES:
             return envelope(call.request_id, None)
         try:
-            return envelope(call.request_id, HANDLERS[api_type](call))
+            return envelope(call.request_id, self.handlers[api_type](call))
         except ApiError as err:
             return envelope(call.request_id, None, err.code, err.message)

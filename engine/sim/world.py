@@ -6,7 +6,7 @@ import gc
 import random
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from engine.sim.attempts import AttemptLog
 from engine.sim.catalog import tracking_number
@@ -73,6 +73,12 @@ def _next_return_status(rec: ReturnRec, rng: random.Random) -> int:
     return {2: 3, 3: 4 if r < 0.7 else 7, 4: 5, 9: 5}.get(s, s)
 
 
+class ChangeListener(Protocol):
+    def order_changed(self, shop_id: str, item: dict[str, Any]) -> None: ...
+
+    def return_changed(self, shop_id: str, item: dict[str, Any]) -> None: ...
+
+
 class World:
     def __init__(self, config: SimConfig, *, clock: Callable[[], float] = time.time) -> None:
         self.config = config
@@ -103,8 +109,9 @@ class World:
         # What a default token grant covers: every API type served. Imported here because
         # temu_api itself needs World.
         from engine.sim.temu_api import HANDLERS
+        from engine.sim.webhooks import TMC_UPDATE
 
-        self.api_types = tuple(HANDLERS)
+        self.api_types = (*HANDLERS, TMC_UPDATE)
         api_types = self.api_types
         now = self.now()
         self.grants: dict[str, TokenGrant] = {
@@ -115,6 +122,8 @@ class World:
         if self.modes.pickup_cases:
             for data in self.shops.values():
                 self.pickup_cases += add_pickup_cases(data, self.oc, self.end_ts)
+        # Told about every order or return a mutation changes (webhook delivery).
+        self.listeners: list[ChangeListener] = []
 
     def now(self) -> int:
         return int(self.clock())
@@ -194,6 +203,7 @@ class World:
                 orders.expect[seq] += DAY  # the ship-by date moved: a non-status change
             orders.touch(seq, now, status=status)
             changed.append(orders.sn(seq))
+            self._order_changed(data, seq)
         return changed
 
     def _new_orders(self, data: ShopData, count: int, now: int) -> list[str]:
@@ -204,6 +214,7 @@ class World:
             expect = now + 2 * DAY + rng.randrange(2 * DAY)
             seq = orders.add(now, expect, status, order_lines_count(rng, status))
             made.append(orders.sn(seq))
+            self._order_changed(data, seq)
         return made
 
     def _change_returns(self, data: ShopData, count: int, now: int) -> list[str]:
@@ -233,6 +244,7 @@ class World:
             if status == LABEL_PENDING and rng.random() < 0.85:
                 make_rma(data, rec, self.oc)
             made.append(rec.sn)
+            self._return_changed(data, rec)
         return made
 
     def _move_return(
@@ -266,6 +278,15 @@ class World:
         needs_rma = waiting and not chosen_by_caller and not self.oc.by_reference.get(rec.sn)
         if needs_rma and rng.random() < 0.85:
             make_rma(data, rec, self.oc)
+        self._return_changed(data, rec)
+
+    def _order_changed(self, data: ShopData, seq: int) -> None:
+        for listener in self.listeners:
+            listener.order_changed(data.shop.shop_id, data.orders.item(seq))
+
+    def _return_changed(self, data: ShopData, rec: ReturnRec) -> None:
+        for listener in self.listeners:
+            listener.return_changed(data.shop.shop_id, rec.item())
 
     def set_return_status(
         self, shop_id: str, sn: str, status: int, operations: list[int] | None = None

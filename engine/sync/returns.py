@@ -64,11 +64,7 @@ class ReturnsAdapter(ShopStream):
     async def write(self, items: list[dict[str, Any]], advance: CursorAdvance | None) -> None:
         changed = set(await self._store.returns_changed(self.shop_id, items))
         changed_items = [i for i in items if self.key(i) in changed]
-        lane = (
-            Lane.BACKFILL
-            if advance is not None and advance.kind != "incremental"
-            else Lane.INCREMENTAL
-        )
+        lane = self._lane_for(advance)
         sns = [sn for sn in (self.key(i) for i in changed_items) if sn is not None]
         logistics_sns = [sn for sn, i in zip(sns, changed_items, strict=True) if needs_logistics(i)]
         # Concurrent: the app's pacer, not this loop, decides how fast calls go out.
@@ -81,6 +77,12 @@ class ReturnsAdapter(ShopStream):
             self.shop_id, items, lines=lines, logistics=logistics, advance=advance
         )
         self._book(written, {"return": "parentAfterSalesSn", "return_line": "afterSalesSn"})
+
+    def _lane_for(self, advance: CursorAdvance | None) -> Lane:
+        """The lane of the extra calls (lines, logistics) a page of returns needs."""
+        if advance is not None and advance.kind != "incremental":
+            return Lane.BACKFILL
+        return Lane.INCREMENTAL
 
     async def _fetch_lines(self, sns: Sequence[str], lane: Lane) -> list[dict[str, Any]]:
         batches = [list(sns[i : i + LINES_BATCH]) for i in range(0, len(sns), LINES_BATCH)]

@@ -28,6 +28,8 @@ RETURNLABEL_PREPARE = "temu.aftersales.returnlabel.prepare.get"
 UPLOAD_RETURNLABEL = "temu.aftersales.upload.returnlabel"
 CARRIERS = "temu.aftersales.carrier.get"
 # ACCESS_TOKEN_INFO = "bg.open.accesstoken.info.get" (engine/temu/token_info.py)
+TMC_MESSAGE_UPDATE = "bg.tmc.message.update"
+MAX_EVENT_CODES = 20  # per list, per call (temu-webhooks.md)
 
 ORDERS_MAX_PAGE_SIZE = 100
 RETURNS_MAX_PAGE_SIZE = 200
@@ -170,6 +172,30 @@ class TemuShopApi:
     async def carriers(self, region_id: int, *, lane: Lane) -> list[dict[str, Any]]:
         result = await self._call(CARRIERS, {"returnWarehouseRegionId1": region_id}, lane)
         return self._items(CARRIERS, result, "carrierDTOList", required=True)
+
+    async def update_event_subscription(
+        self,
+        permit: Sequence[str] = (),
+        cancel: Sequence[str] = (),
+        *,
+        lane: Lane = Lane.RECONCILER,
+    ) -> dict[str, Any]:
+        """Subscribes this shop to webhook events (``permitEventCodeList``) and/or cancels
+        some (``cancelEventCodeList``). At most 1 request/s is allowed for this API: use
+        ``engine.temu.subscriptions.subscribe_shops`` to space calls. Refusals raise an
+        EventSubscriptionError subclass that explains the fix."""
+        for name, codes in (("permit", permit), ("cancel", cancel)):
+            if isinstance(codes, str) or len(codes) > MAX_EVENT_CODES:
+                raise ValueError(f"{name} must be a list of at most {MAX_EVENT_CODES} event codes")
+        if not permit and not cancel:
+            raise ValueError("nothing to subscribe or cancel")
+        params: dict[str, Any] = {}
+        if permit:
+            params["permitEventCodeList"] = list(permit)
+        if cancel:
+            params["cancelEventCodeList"] = list(cancel)
+        # Setting a subscription twice leaves it the same: safe to resend.
+        return await self._call(TMC_MESSAGE_UPDATE, params, lane)
 
     async def _list(
         self,

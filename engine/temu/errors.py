@@ -177,6 +177,37 @@ class UnknownApiError(TemuError):
     pass
 
 
+class EventSubscriptionError(TemuError):
+    """``bg.tmc.message.update`` refused a subscription (temu-webhooks.md); ``explanation``
+    says in words what the seller or the developer has to do. Only that call fails: the
+    shop's sync does not depend on webhooks."""
+
+    explanation = ""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()} ({self.explanation})"
+
+
+class EventSubscriptionTooFast(EventSubscriptionError):
+    # Not retried by the transport, whose jittered backoff can be under the 1 s this API
+    # wants; the subscriber spaces its calls and tries again after a second.
+    explanation = "more than 1 request per second to bg.tmc.message.update; wait a second"
+
+
+class EventNotAuthorized(EventSubscriptionError):
+    explanation = (
+        "the shop's access token has no access to this event: the seller must authorize the "
+        "event topics in Seller Center, which issues a new access token to configure"
+    )
+
+
+class EventNotApproved(EventSubscriptionError):
+    explanation = (
+        "the app has no approved subscription to this event: set the callback URL and event "
+        "topics in Temu's Partner Platform and wait for Temu's approval"
+    )
+
+
 SUCCESS_CODE = 1000000
 
 _EXACT: dict[int, type[TemuError]] = {
@@ -188,6 +219,9 @@ _EXACT: dict[int, type[TemuError]] = {
     3000012: TimestampRejected,
     4000000: SystemBusy,
     4000004: RateLimited,
+    110020007: EventSubscriptionTooFast,
+    110020008: EventNotAuthorized,
+    110020009: EventNotApproved,
 }
 _RANGES: tuple[tuple[int, int, type[TemuError]], ...] = (
     (3000020, 3000028, AppAuthError),

@@ -56,8 +56,11 @@ class Lane(enum.IntEnum):
     """Lower value is served first when several calls wait."""
 
     RECONCILER = 0
-    INCREMENTAL = 1
-    BACKFILL = 2
+    # Re-reads asked for by a webhook event: a few calls that bring a change in seconds, so
+    # they go ahead of polling and backfill (which would find the change much later).
+    EVENTS = 1
+    INCREMENTAL = 2
+    BACKFILL = 3
 
 
 @dataclass(slots=True)

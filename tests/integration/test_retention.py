@@ -102,22 +102,20 @@ async def test_prune_removes_exactly_what_the_settings_say(pool: asyncpg.Pool) -
     await add_task(pool, "old-dead", "oc_cancel", "dead", 400, "R-gone")
     await add_task(pool, "old-pending", "oc_cancel", "pending", 400, "R-gone")
 
-    # Tables other features add, pruned by name only where they exist.
+    # The tables the hostile-data and webhook features add (migrations 0009 and 0007).
     await pool.execute(
-        "CREATE TABLE rejected_records (shop_id text, last_seen_at timestamptz NOT NULL)"
-    )
-    await pool.execute(
-        "INSERT INTO rejected_records VALUES ('a', $1), ('b', $2), ('c', $3)",
+        "INSERT INTO rejected_records (shop_id, stream, record_hash, reason, raw, last_seen_at)"
+        " VALUES ('a', 'orders', 'h1', 'r', '{}', $1), ('b', 'orders', 'h2', 'r', '{}', $2),"
+        " ('c', 'orders', 'h3', 'r', '{}', $3)",
         ago(91),
         ago(91),
         ago(89),
     )
     await pool.execute(
-        "CREATE TABLE webhook_events (id int, received_at timestamptz NOT NULL, "
-        "processed_at timestamptz)"
-    )
-    await pool.execute(
-        "INSERT INTO webhook_events VALUES (1, $1, $1), (2, $1, NULL), (3, $2, $2)",
+        "INSERT INTO webhook_events (id, event_key, app_key, shop_id, code, payload,"
+        " received_at, processed_at) VALUES"
+        " (1, 'k1', 'a', 's', 'c', '{}', $1, $1), (2, 'k2', 'a', 's', 'c', '{}', $1, NULL),"
+        " (3, 'k3', 'a', 's', 'c', '{}', $2, $2)",
         ago(8),
         ago(6),
     )

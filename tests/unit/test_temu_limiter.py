@@ -93,10 +93,12 @@ async def test_waiting_higher_lane_goes_before_queued_backfill() -> None:
     await asyncio.sleep(0)  # the backfill calls are queued first
     later = [
         asyncio.create_task(call("inc", Lane.INCREMENTAL)),
+        asyncio.create_task(call("evt", Lane.EVENTS)),
         asyncio.create_task(call("rec", Lane.RECONCILER)),
     ]
     await asyncio.wait_for(asyncio.gather(*backfill, *later), 2)
-    assert order == ["rec", "inc", "b0", "b1", "b2", "b3"]
+    # A webhook's re-read goes ahead of polling and backfill.
+    assert order == ["rec", "evt", "inc", "b0", "b1", "b2", "b3"]
 
 
 async def test_a_call_arriving_mid_wait_overtakes_queued_backfill() -> None:
