@@ -161,6 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
     pr.add_argument("--json", action="store_true")
 
+    wh = command("webhooks", help="Temu event subscriptions")
+    wsub = wh.add_subparsers(dest="webhooks_command", required=True, parser_class=_Parser)
+    subscribe = wsub.add_parser(
+        "subscribe", help="subscribe shops to [webhooks] events", parents=[after]
+    )
+    subscribe.add_argument("--shop", action="append", dest="shops", metavar="ID")
+
     command("demo", help="embedded Postgres + simulator + engine, end to end")
 
     sim = command("simulate", help="the built-in Temu + Orange Connex simulator")

@@ -120,6 +120,10 @@ async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return await cmd_reconcile_once(settings, as_json=args.json)
     if cmd == "labels":
         return await cmd_labels_import(settings, args.file)
+    if cmd == "webhooks":
+        from engine.cli.webhooks import cmd_webhooks_subscribe
+
+        return await cmd_webhooks_subscribe(settings, args.shops)
     if cmd == "prune":
         from engine.cli.prune import cmd_prune
 

@@ -42,6 +42,7 @@ __all__ = [
     "Settings",
     "ShopSettings",
     "SyncSettings",
+    "WebhooksSettings",
     "config_path",
     "database_passwords",
     "load_config",
@@ -137,6 +138,18 @@ class OrangeConnexSettings:
 
 
 @dataclass(frozen=True)
+class WebhooksSettings:
+    enabled: bool = False
+    listen: str = "127.0.0.1:9188"  # Temu's event POSTs only (an HTTPS proxy in front)
+    path: str = "/temu/events"
+    events: tuple[str, ...] = (
+        "bg_order_status_change_event",
+        "bg_aftersales_status_change",
+        "bg_cancel_order_status_change",
+    )
+
+
+@dataclass(frozen=True)
 class HttpSettings:
     listen: str = "127.0.0.1:9187"
     admin_token: Secret = field(default_factory=lambda: Secret(""))
@@ -174,6 +187,7 @@ class Settings:
     reconciler: ReconcilerSettings = field(default_factory=ReconcilerSettings)
     orange_connex: OrangeConnexSettings = field(default_factory=OrangeConnexSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
+    webhooks: WebhooksSettings = field(default_factory=WebhooksSettings)
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     source: str = "<defaults>"
@@ -369,6 +383,27 @@ def parse_config(
     )
     r.finish()
 
+    r = Reader(source, "webhooks", table(source, doc, "webhooks"), env)
+    dw = WebhooksSettings()
+    webhooks = WebhooksSettings(
+        enabled=r.boolean("enabled", dw.enabled),
+        listen=r.string("listen", dw.listen),
+        path=r.string("path", dw.path),
+        events=r.strings("events", dw.events),
+    )
+    problem = listen_problem(webhooks.listen)
+    if problem:
+        raise r.err("listen", problem)
+    if webhooks.enabled and not webhooks.listen:
+        raise r.err("listen", "must be set when webhooks are enabled")
+    if not webhooks.path.startswith("/"):
+        raise r.err("path", f"must start with /, got {webhooks.path!r}")
+    if webhooks.enabled and http.listen and webhooks.listen == http.listen:
+        raise r.err("listen", "must differ from [http] listen (events get a listener of their own)")
+    if len(webhooks.events) > 20:
+        raise r.err("events", "Temu takes at most 20 event codes per subscription")
+    r.finish()
+
     r = Reader(source, "cluster", table(source, doc, "cluster"), env)
     cluster = ClusterSettings(lease_s=r.number("lease_s", ClusterSettings().lease_s))
     if cluster.lease_s < 3:
@@ -402,6 +437,7 @@ def parse_config(
         reconciler=reconciler,
         orange_connex=orange_connex,
         http=http,
+        webhooks=webhooks,
         cluster=cluster,
         retention=retention,
         source=source,

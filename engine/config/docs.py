@@ -20,6 +20,7 @@ from engine.config import (
     Secret,
     ShopSettings,
     SyncSettings,
+    WebhooksSettings,
 )
 
 BEGIN = "<!-- settings table: generated from engine/config (tests/unit/test_config_docs.py) -->"
@@ -33,6 +34,7 @@ SECTIONS: list[tuple[str, Any]] = [
     ("reconciler", ReconcilerSettings()),
     ("orange_connex", OrangeConnexSettings()),
     ("http", HttpSettings()),
+    ("webhooks", WebhooksSettings()),
     ("cluster", ClusterSettings()),
     ("retention", RetentionSettings()),
 ]
@@ -83,6 +85,10 @@ MEANINGS: dict[str, str] = {
     "http.listen": "HOST:PORT of /livez, /healthz, /metrics and the admin API; empty = off",
     "http.admin_token": "bearer token of the admin POST endpoints (secret)",
     "http.max_body_bytes": "largest admin request body",
+    "webhooks.enabled": "receive Temu's event POSTs and re-read what they name",
+    "webhooks.listen": "HOST:PORT of the event receiver (not the [http] one)",
+    "webhooks.path": "the receiver's path",
+    "webhooks.events": "event codes subscribed and accepted",
     "cluster.lease_s": "app lease length when several daemons share the database",
     "retention.enabled": "the daemon prunes on a schedule",
     "retention.interval_s": "seconds between prune runs",
@@ -97,6 +103,8 @@ MEANINGS: dict[str, str] = {
 
 
 def _default(value: Any) -> str:
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_default(v) for v in value) + "]"
     if isinstance(value, Secret):
         return '""'
     if isinstance(value, bool):

@@ -69,6 +69,14 @@ class Reader:
         self.seen.add(name)
         return self.table.get(name)
 
+    def strings(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        v = self._raw(name)
+        if v is None:
+            return default
+        if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+            raise self.err(name, "must be a list of non-empty strings")
+        return tuple(v)
+
     def string(self, name: str, default: str | None = None) -> str:
         v = self._raw(name)
         if v is None:

@@ -193,11 +193,17 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host, int(port)
 
 
-async def start_http(app: web.Application, listen: str) -> web.AppRunner:
-    """Serves ``app`` on ``listen``; ``runner.addresses`` gives the bound address (port 0)."""
+async def start_http(
+    app: web.Application, listen: str, *, handler_cancellation: bool = True
+) -> web.AppRunner:
+    """Serves ``app`` on ``listen``; ``runner.addresses`` gives the bound address (port 0).
+    ``handler_cancellation=False``: a client hanging up does not cancel the handler half way
+    (the webhook receiver's INSERT)."""
     host, port = parse_listen(listen)
     # A short shutdown grace: idle keep-alive scrapers must not eat systemd's stop timeout.
-    runner = web.AppRunner(app, shutdown_timeout=5.0)
+    runner = web.AppRunner(
+        app, shutdown_timeout=5.0, handler_cancellation=handler_cancellation
+    )
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()

@@ -26,6 +26,7 @@ from typing import Any, NoReturn, TypeVar
 
 from engine.app.reconciler import build_reconciler, label_submitter, oc_client
 from engine.app.runtime import Observers, Runtime, open_runtime
+from engine.app.webhooks import MallMap, build_consumer
 from engine.cluster.claims import OwnedShopsStore
 from engine.cluster.holdings import ClusterTiming, Holdings
 from engine.cluster.identity import Identity
@@ -40,9 +41,11 @@ from engine.daemon.notify import Notifier, watchdog_interval, watchdog_pinger
 from engine.daemon.options import DaemonOptions
 from engine.daemon.reconciler_loop import reconciler_loop
 from engine.daemon.supervisor import Supervisor
+from engine.daemon.webhooks import create_webhook_app
 from engine.errors import STARTUP_ERRORS, ExitCode, describe
 from engine.reconcile.ports import LabelSubmitter
 from engine.retry import Backoff, sleep_or_stop
+from engine.store.events import EventStore
 from engine.store.leases import LeaseStore
 
 __all__ = ["DaemonOptions", "run_daemon"]
@@ -159,8 +162,33 @@ class Daemon:
         self.board.register("reconciler", settings.reconciler.interval_s, kind="reconciler")
         self.supervisor.start("reconciler", reconcile)
 
+    async def _start_webhooks(self, keeper: LeaseKeeper) -> Any:
+        """The event receiver on its own listener, and the consumer of what it stores."""
+        rt, cfg = self._rt, self._rt.settings.webhooks
+        if not cfg.enabled:
+            return None
+        store = EventStore(rt.pool)
+        owned = {s.id for s in rt.settings.shops if s.app_key in set(keeper.owned)}
+        consumer = build_consumer(rt, store, observer=self._metrics, shop_ids=sorted(owned))
+        malls = MallMap(rt)
+        await malls.refresh()
+        app = create_webhook_app(
+            apps={a.app_key: a.app_secret.get() for a in rt.settings.apps},
+            shop_for_mall=malls,
+            events=cfg.events,
+            store=store,
+            observer=self._metrics,
+            on_stored=consumer.wake,
+            path=cfg.path,
+        )
+        runner = await start_http(app, cfg.listen, handler_cancellation=False)
+        self.supervisor.start("webhooks:malls", malls.run)
+        self.supervisor.start("webhooks", consumer.run)
+        return runner
+
     async def serve(self) -> int:
         runner = self._runner
+        hooks: Any = None
         keeper: LeaseKeeper | None = None
         apps: AppLoops | None = None
         try:
@@ -171,6 +199,7 @@ class Daemon:
             await keeper.start()
             monitor = self._start_monitor(keeper)
             self._start_reconciler(keeper)
+            hooks = await self._start_webhooks(keeper)
             # STATUS right away (not only after the first monitor round), with READY.
             await monitor.round()
             self._notifier.ready(monitor.status_line())
@@ -182,6 +211,9 @@ class Daemon:
             )
             await self._stop.wait()
         finally:
+            if hooks is not None:
+                # Temu retries what we do not answer: stop taking events first.
+                await self._stop_http(hooks)
             await self._shutdown(runner, keeper, apps)
         return ExitCode.OK
 

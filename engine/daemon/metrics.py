@@ -65,6 +65,20 @@ class Metrics:
             ["shop"],
             registry=r,
         )
+        self._events = Counter(
+            "temu_sync_webhook_events_total",
+            "Temu event POSTs by event code and what the receiver did (stored, duplicate, "
+            "bad_signature, unknown_app, bad_body, unknown_mall, not_subscribed, db_error).",
+            ["code", "outcome"],
+            registry=r,
+        )
+        self._event_to_row = Histogram(
+            "temu_sync_webhook_event_to_row_seconds",
+            "From Temu's event timestamp to its re-read written to Postgres.",
+            ["code", "outcome"],
+            buckets=(0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0),
+            registry=r,
+        )
         # The standard process_*, python_info and python_gc_* series, on our own registry.
         for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
             r.register(_Shared(collector))
@@ -120,6 +134,14 @@ class Metrics:
 
     def observe_duration(self, app_key: str, api_type: str, seconds: float) -> None:
         self._duration.labels(app_key=app_key, api_type=api_type).observe(max(0.0, seconds))
+
+    def on_event(self, code: str, outcome: str) -> None:
+        """The webhook receiver's observer: one call per POST."""
+        self._events.labels(code=code or "-", outcome=outcome).inc()
+
+    def on_processed(self, code: str, outcome: str, latency_s: float) -> None:
+        """The event consumer's observer: an event's re-read is done (read, not_found, ...)."""
+        self._event_to_row.labels(code=code, outcome=outcome).observe(max(0.0, latency_s))
 
     def set_token_expiry(self, shop: str, expires_at: float | None) -> None:
         if expires_at is not None:

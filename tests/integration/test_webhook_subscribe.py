@@ -53,3 +53,26 @@ async def test_subscribe_spaces_calls_and_explains_refusals(
             raise AssertionError("a second call within a second must be refused")
     finally:
         await rt.close()
+
+
+async def test_the_subscribe_command_reports_each_shop_and_exits_3_on_a_refusal(
+    sim_factory: SimFactory, pg_url: str, schema: str, capsys: object
+) -> None:
+    from dataclasses import replace
+
+    import pytest
+
+    from engine.cli.webhooks import cmd_webhooks_subscribe
+
+    config = SimConfig.default(orders=10, returns=2, shops=2)
+    sim = await sim_factory(config)
+    sim.webhooks.denied_tokens.add("sim-token-shop-2")
+    settings = settings_for_simulator(sim, config, database_url=pg_url, schema=schema)
+    settings = replace(settings, webhooks=replace(settings.webhooks, events=tuple(EVENTS)))
+    assert isinstance(capsys, pytest.CaptureFixture)
+    assert await cmd_webhooks_subscribe(settings, None) == 3
+    out = capsys.readouterr().out
+    assert "shop-1: subscribed" in out
+    assert "shop-2: refused" in out and "110020008" in out
+    assert sim.webhooks.subscriptions["shop-1"] == set(EVENTS)
+    assert await cmd_webhooks_subscribe(settings, ["shop-1"]) == 0
