@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import asyncpg
 import orjson
 
 from engine.app.reconciler import reconcile_once
@@ -131,20 +134,39 @@ async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     raise CommandError(f"unknown command {cmd}", ExitCode.USAGE)
 
 
-async def cmd_migrate(settings: Settings) -> int:
+@contextlib.asynccontextmanager
+async def small_pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    """Two connections with the configured deadlines, for commands that only need the
+    database (migrate, prune); a database error becomes a clear CommandError."""
+    db = settings.database
     url, embedded = await open_database(settings)
     try:
         try:
-            pool = await create_pool(url, settings.database.schema, min_size=1, max_size=2)
+            pool = await create_pool(
+                url,
+                db.schema,
+                min_size=1,
+                max_size=2,
+                statement_timeout_s=db.statement_timeout_s,
+                lock_timeout_s=db.lock_timeout_s,
+                connect_timeout_s=db.connect_timeout_s,
+            )
         except DATABASE_ERRORS as exc:
             raise _database_error(settings, exc) from None
         try:
-            applied = await migrate(pool, settings.database.schema)
+            yield pool
+        except DATABASE_ERRORS as exc:
+            raise _database_error(settings, exc) from None
         finally:
             await pool.close()
     finally:
         if embedded is not None:
             embedded.stop()
+
+
+async def cmd_migrate(settings: Settings) -> int:
+    async with small_pool(settings) as pool:
+        applied = await migrate(pool, settings.database.schema)
     if applied:
         print(f"applied {len(applied)} migration(s): {', '.join(applied)}")
     else:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from engine.cli.commands import (
-    _database_error,
-    open_database,
     print_json_summary,
+    small_pool,
 )
 from engine.config import Settings
-from engine.errors import DATABASE_ERRORS, ExitCode
+from engine.errors import ExitCode
 from engine.store.migrate import migrate
-from engine.store.pool import create_pool
 from engine.store.retention import Pruner, RetentionPolicy
 
 
@@ -23,22 +21,9 @@ def policy_for(settings: Settings) -> RetentionPolicy:
 
 
 async def cmd_prune(settings: Settings, *, dry_run: bool, as_json: bool) -> int:
-    url, embedded = await open_database(settings)
-    try:
-        try:
-            pool = await create_pool(url, settings.database.schema, min_size=1, max_size=2)
-        except DATABASE_ERRORS as exc:
-            raise _database_error(settings, exc) from None
-        try:
-            await migrate(pool, settings.database.schema)
-            report = await Pruner(pool, policy_for(settings)).prune(dry_run=dry_run)
-        except DATABASE_ERRORS as exc:
-            raise _database_error(settings, exc) from None
-        finally:
-            await pool.close()
-    finally:
-        if embedded is not None:
-            embedded.stop()
+    async with small_pool(settings) as pool:
+        await migrate(pool, settings.database.schema)
+        report = await Pruner(pool, policy_for(settings)).prune(dry_run=dry_run)
     print(report.summary())
     if as_json:
         print_json_summary(report.as_dict())
