@@ -24,10 +24,11 @@ import orjson
 
 __all__ = ["DecodeResult", "decode_body"]
 
-# A run of 19 digits may be an integer beyond 64 bits, and a three-digit exponent may underflow
-# to 0.0: orjson reads both as floats without a word. Digits inside strings (tracking numbers)
-# also match: those bodies only take the slower exact path.
-_SUSPECT_NUMBER = re.compile(rb"[0-9]{19}|[0-9][eE][-+]?[0-9]{3}")
+# A number token (after ':', '[' or ',') of 20 digits, or negative with 19, may be beyond 64
+# bits, and a three-digit exponent may underflow to 0.0: orjson reads these as floats without
+# a word. Anything shorter orjson reads exactly; long digit runs inside strings (tracking
+# numbers, ids) do not match, so ordinary pages stay on the fast path.
+_SUSPECT_NUMBER = re.compile(rb"[:\[,]\s*(?:-[0-9]{19}|[0-9]{20})|[0-9][eE][-+]?[0-9]{3}")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _INT64_MIN = -(2**63)
 _UINT64_MAX = 2**64 - 1
