@@ -9,15 +9,7 @@ from engine.cli.commands import (
 from engine.config import Settings
 from engine.errors import ExitCode
 from engine.store.migrate import migrate
-from engine.store.retention import Pruner, RetentionPolicy
-
-
-def policy_for(settings: Settings) -> RetentionPolicy:
-    # The planner reads `changes` only when Orange Connex is on (reconcile/planner.py).
-    return RetentionPolicy.from_settings(
-        settings.retention,
-        planner_reads_changes=settings.reconciler.enabled and settings.orange_connex.enabled,
-    )
+from engine.store.retention import Pruner, policy_for
 
 
 async def cmd_prune(settings: Settings, *, dry_run: bool, as_json: bool) -> int:

@@ -40,6 +40,7 @@ from engine.daemon.monitor import Monitor
 from engine.daemon.notify import Notifier, watchdog_interval, watchdog_pinger
 from engine.daemon.options import DaemonOptions
 from engine.daemon.reconciler_loop import reconciler_loop
+from engine.daemon.retention_loop import RetentionLoop, RetentionMetrics
 from engine.daemon.supervisor import Supervisor
 from engine.daemon.webhooks import create_webhook_app
 from engine.errors import STARTUP_ERRORS, ExitCode, describe
@@ -47,6 +48,7 @@ from engine.reconcile.ports import LabelSubmitter
 from engine.retry import Backoff, sleep_or_stop
 from engine.store.events import EventStore
 from engine.store.leases import LeaseStore
+from engine.store.retention import Pruner, policy_for
 
 __all__ = ["DaemonOptions", "run_daemon"]
 
@@ -162,6 +164,19 @@ class Daemon:
         self.board.register("reconciler", settings.reconciler.interval_s, kind="reconciler")
         self.supervisor.start("reconciler", reconcile)
 
+    def _start_retention(self) -> None:
+        """Prunes on a schedule in small batches ([retention]); one run at a time per schema
+        (an advisory lock), so several daemons sharing a database take turns."""
+        settings = self._rt.settings
+        if not settings.retention.enabled:
+            return
+        loop = RetentionLoop(
+            Pruner(self._rt.pool, policy_for(settings)),
+            interval_s=settings.retention.interval_s,
+            observe=RetentionMetrics(self._metrics.registry).observe,
+        )
+        self.supervisor.start("retention", loop.run)
+
     async def _start_webhooks(self, keeper: LeaseKeeper) -> Any:
         """The event receiver on its own listener, and the consumer of what it stores."""
         rt, cfg = self._rt, self._rt.settings.webhooks
@@ -199,6 +214,7 @@ class Daemon:
             await keeper.start()
             monitor = self._start_monitor(keeper)
             self._start_reconciler(keeper)
+            self._start_retention()
             hooks = await self._start_webhooks(keeper)
             # STATUS right away (not only after the first monitor round), with READY.
             await monitor.round()

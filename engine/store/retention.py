@@ -26,7 +26,7 @@ from typing import Any
 
 import asyncpg
 
-from engine.config import RetentionSettings
+from engine.config import RetentionSettings, Settings
 from engine.store.pool import quote_ident
 from engine.store.queries import default_queries
 
@@ -347,3 +347,11 @@ class Pruner:
 async def _lock_timeout(conn: Any, seconds: float) -> None:
     # SET LOCAL takes no parameters; the value is a number we format ourselves.
     await conn.execute(f"SET LOCAL lock_timeout = '{int(seconds * 1000)}ms'")
+
+
+def policy_for(settings: Settings) -> RetentionPolicy:
+    # The planner reads `changes` only when Orange Connex is on (reconcile/planner.py).
+    return RetentionPolicy.from_settings(
+        settings.retention,
+        planner_reads_changes=settings.reconciler.enabled and settings.orange_connex.enabled,
+    )

@@ -82,6 +82,13 @@ async def test_daemon_lifecycle(
             assert 'temu_sync_rows_total{entity="order",op="inserted"} 300.0' in metrics
             assert 'temu_sync_outbox_tasks{state="dead"} 0.0' in metrics
             assert "temu_sync_pace_requests_per_second" in metrics
+            # The daemon prunes on its schedule ([retention]): its first run is at start.
+            last_prune = re.search(
+                r"^temu_sync_retention_last_run_timestamp_seconds (\S+)$", metrics, re.M
+            )
+            assert last_prune is not None and float(last_prune.group(1)) > 0, last_prune
+            assert "process_resident_memory_bytes" in metrics
+            assert "temu_sync_build_info{" in metrics
 
             # A change made while the daemon runs arrives within a few polls.
             sim.mutate("shop-2", orders_changed=3, orders_new=2)
