@@ -1,0 +1,48 @@
+"""The backoff formulas of engine/retry.py and the one way a loop waits unless stopping."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from engine.retry import (
+    Backoff,
+    capped_exponential,
+    exponential_backoff,
+    full_jitter,
+    poll_schedule,
+    rma_wait_schedule,
+    sleep_or_stop,
+    sleep_rest_of,
+)
+
+
+def test_backoff_grows_to_the_cap_with_jitter_below_it() -> None:
+    b = Backoff(base=30, cap=600, jitter=0)
+    assert [b.delay(n) for n in (1, 2, 3, 5, 6, 10_000)] == [30, 60, 120, 480, 600, 600]
+    assert Backoff(base=10, cap=100, jitter=0.1).delay(1, rng=lambda: 1.0) == 9.0
+
+
+def test_full_jitter_draws_below_the_doubled_delay_and_the_cap() -> None:
+    draws = [full_jitter(1.0, 5.0, n, lambda: 0.5) for n in (1, 2, 3, 4, 100)]
+    assert draws == [0.5, 1.0, 2.0, 2.5, 2.5]
+    assert capped_exponential(1.0, 1e9, 10**6) == 1e9  # no overflow after months
+
+
+def test_the_reconciler_schedules() -> None:
+    assert [exponential_backoff(15, 100)(n) for n in (1, 2, 3, 4)] == [15, 30, 60, 100]
+    polls = poll_schedule(15, eager=3, cap_s=3600)
+    assert [polls(n) for n in range(6)] == [0, 0, 0, 15, 30, 60]
+    rma = rma_wait_schedule(300, 3600)
+    assert [rma(n) for n in range(6)] == [300, 600, 1200, 2400, 3600, 3600]
+
+
+async def test_sleep_or_stop_returns_at_once_when_stopped() -> None:
+    stop = asyncio.Event()
+    began = time.monotonic()
+    assert await sleep_or_stop(stop, 0.01) is False
+    asyncio.get_running_loop().call_later(0.05, stop.set)
+    assert await sleep_or_stop(stop, 30.0) is True
+    assert time.monotonic() - began < 5.0
+    # A tick that already took longer than its interval goes on at once.
+    assert await sleep_rest_of(asyncio.Event(), 1.0, started=0.0, clock=lambda: 5.0) is False
