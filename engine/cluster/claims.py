@@ -6,7 +6,8 @@ from collections.abc import Callable, Sequence
 
 import asyncpg
 
-from engine.store.store import Store, Task
+from engine.store.outbox import Task
+from engine.store.store import Store
 
 __all__ = ["OwnedShopsStore"]
 

@@ -22,8 +22,9 @@ from engine.errors import describe
 from engine.logs import redact
 from engine.oc.errors import OCAuthError, OCError
 from engine.reconcile.tasks import Done, Handler, LeaseLost, Outcome, Park, Retry, Wait
+from engine.store.outbox import Task
 from engine.store.reconcile_store import ReconcileStore
-from engine.store.store import Store, Task
+from engine.store.store import Store
 from engine.temu.errors import AppNotOwned, TemuError, TimestampRejected
 
 log = logging.getLogger(__name__)

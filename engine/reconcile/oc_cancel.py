@@ -15,7 +15,7 @@ from engine.oc.client import OCClient
 from engine.oc.wire import Rma
 from engine.reconcile.oc_rmas import RmaWait, open_rmas, push_each, push_message_id, rmas_of
 from engine.reconcile.tasks import OC_CANCEL, Done, Lease, Outcome
-from engine.store.store import Task
+from engine.store.outbox import Task
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,8 @@ from engine.reconcile.ports import LabelRejected, SubmitResult
 from engine.reconcile.tasks import UPLOAD_LABEL, upload_key
 from engine.reconcile.temu_side import TemuReturns
 from engine.reconcile.upload_label import label_payload, mode_conflict
-from engine.store.reconcile_store import LockedTask, ReconcileStore
+from engine.store.outbox import LockedTask
+from engine.store.reconcile_store import ReconcileStore
 from engine.temu.errors import TemuError
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from engine.store.store import Task
+from engine.store.outbox import Task
 
 UPLOAD_LABEL = "upload_label"
 OC_TRACKING = "oc_tracking"

@@ -38,8 +38,9 @@ from engine.reconcile.labels import LabelRequest
 from engine.reconcile.oc_rmas import open_rmas, rmas_of
 from engine.reconcile.tasks import UPLOAD_LABEL, Done, Lease, Outcome, Park, Retry, Wait
 from engine.reconcile.temu_side import TemuReturn, TemuReturns, trackings
+from engine.store.outbox import Task
 from engine.store.reconcile_store import ReconcileStore, ReturnInfo
-from engine.store.store import Store, Task
+from engine.store.store import Store
 from engine.temu.errors import AftersalesStateError, TemuError
 
 log = logging.getLogger(__name__)

@@ -3,6 +3,7 @@ outbox, status). SQL lives in the repository's ``sql/`` directory."""
 
 from engine.store.embedded import EmbeddedPostgres
 from engine.store.migrate import migrate
+from engine.store.outbox import Task
 from engine.store.pool import create_pool
 from engine.store.store import (
     CursorAdvance,
@@ -10,7 +11,6 @@ from engine.store.store import (
     OcTokens,
     ReturnsWrite,
     Store,
-    Task,
 )
 
 __all__ = [

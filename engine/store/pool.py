@@ -89,6 +89,20 @@ def server_settings(
     return out
 
 
+class DeadlinePool(asyncpg.pool.Pool):
+    """A pool whose ``acquire`` (and so every ``pool.fetch*``/``execute``) waits for a free
+    connection at most ``acquire_timeout_s``: an exhausted pool (every connection stuck behind
+    a lock, say) fails the caller with TimeoutError, which loops record and retry, instead of
+    queueing it forever."""
+
+    def __init__(self, *args: Any, acquire_timeout_s: float | None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._acquire_timeout_s = acquire_timeout_s
+
+    def acquire(self, *, timeout: float | None = None) -> Any:
+        return super().acquire(timeout=self._acquire_timeout_s if timeout is None else timeout)
+
+
 async def create_pool(
     url: str,
     schema: str,
@@ -99,20 +113,32 @@ async def create_pool(
     lock_timeout_s: float = 0.0,
     connect_timeout_s: float = 60.0,
 ) -> asyncpg.Pool:
-    """``statement_timeout_s`` also bounds the client's wait for an answer (plus a margin):
-    a server that accepted the connection but never answers fails the call too."""
-    pool = await asyncpg.create_pool(
+    """``statement_timeout_s`` also bounds the client's wait for an answer (plus a margin) and
+    the wait for a free connection: a holder keeps one at most that long, so a longer wait
+    means the pool is wedged, and a server that accepted the connection but never answers
+    fails the call too."""
+    deadline = (statement_timeout_s + 5.0) if statement_timeout_s > 0 else None
+    pool = DeadlinePool(
         url,
+        acquire_timeout_s=deadline,
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
         min_size=min_size,
         max_size=max_size,
+        max_queries=50_000,
+        max_inactive_connection_lifetime=300.0,
+        connect=None,
+        setup=None,
+        init=init_connection,
+        reset=None,
+        loop=None,
         server_settings=server_settings(
             schema, statement_timeout_s=statement_timeout_s, lock_timeout_s=lock_timeout_s
         ),
-        init=init_connection,
         timeout=connect_timeout_s,
-        command_timeout=(statement_timeout_s + 5.0) if statement_timeout_s > 0 else None,
+        command_timeout=deadline,
     )
-    assert pool is not None  # only None for a pool created without awaiting
+    await pool
     return pool
 
 

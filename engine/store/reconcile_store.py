@@ -6,13 +6,10 @@ statements, durable task progress) evolves without touching the sync's writer.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
-import asyncpg
-
-from engine.store.queries import default_queries
+from engine.store.outbox import Outbox
 
 T = TypeVar("T")
 
@@ -42,24 +39,8 @@ class ReturnInfo:
         return self.status == 8 and 10 in self.available_operations
 
 
-@dataclass(frozen=True, slots=True)
-class LockedTask:
-    id: int
-    kind: str
-    state: str
-    attempts: int
-    payload: dict[str, Any]
-    updated_at: int | None = None  # Unix seconds
-
-
-class ReconcileStore:
-    def __init__(self, pool: asyncpg.Pool, *, queries: Mapping[str, str] | None = None) -> None:
-        self._pool = pool
-        self._q = default_queries() if queries is None else queries
-
-    @property
-    def pool(self) -> asyncpg.Pool:
-        return self._pool
+class ReconcileStore(Outbox):
+    """The reconciler's planning over ``changes`` and its reads of returns (and the outbox)."""
 
     # -- planning -------------------------------------------------------------------------------
 
@@ -87,21 +68,6 @@ class ReconcileStore:
                 await conn.execute(self._q["reconcile_cursor_set"], cursor_name, last)
         return PlannedPushes(last, int(row["read"]), int(row["cancels"]), int(row["trackings"]))
 
-    async def enqueue_tracking(
-        self, shop_id: str, sn: str, tracking: str, carrier_name: str | None, message_id: str
-    ) -> bool:
-        row = await self._pool.fetchrow(
-            self._q["reconcile_enqueue_tracking"], shop_id, sn, tracking, carrier_name, message_id
-        )
-        return row is not None and int(row["queued"]) > 0
-
-    async def blocked(self, prefix: str) -> tuple[int, str | None, str | None]:
-        """(count, latest note, its dedupe key) of pending tasks whose note starts with
-        ``prefix``: the executor's mark for a task waiting on a configuration problem."""
-        row = await self._pool.fetchrow(self._q["reconcile_blocked"], prefix)
-        assert row is not None
-        return int(row["n"]), row["latest_error"], row["latest_key"]
-
     # -- returns --------------------------------------------------------------------------------
 
     async def find_returns(self, sn: str, shop_id: str | None = None) -> list[ReturnInfo]:
@@ -120,61 +86,3 @@ class ReconcileStore:
             )
             for r in rows
         ]
-
-    # -- tasks ----------------------------------------------------------------------------------
-
-    async def upsert_task(
-        self,
-        kind: str,
-        dedupe_key: str,
-        payload: dict[str, Any],
-        shop_id: str | None,
-        *,
-        decide: Callable[[LockedTask], tuple[dict[str, Any] | None, T]],
-    ) -> T | None:
-        """Inserts the task, or lets ``decide(existing) -> patch | None`` requeue it with a patch.
-
-        Runs under a row lock so a concurrent claim sees either the old or the new payload.
-        Returns ``decide``'s verdict for an existing task, None for a new one.
-        """
-        async with self._pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(self._q["reconcile_task_for_update"], dedupe_key)
-            if row is None:
-                await conn.fetchrow(
-                    self._q["reconcile_insert_task"], kind, dedupe_key, payload, shop_id
-                )
-                return None
-            existing = LockedTask(
-                row["id"],
-                row["kind"],
-                row["state"],
-                row["attempts"],
-                dict(row["payload"] or {}),
-                row["updated_at"],
-            )
-            patch, verdict = decide(existing)
-            if patch is not None:
-                await conn.fetchrow(self._q["reconcile_requeue"], existing.id, patch)
-            return verdict
-
-    async def patch_running(
-        self, task_id: int, patch: dict[str, Any], *, owner: str, cover_s: float
-    ) -> bool:
-        row = await self._pool.fetchrow(
-            self._q["reconcile_patch_running"], task_id, patch, owner, cover_s
-        )
-        return row is not None
-
-    async def defer(
-        self,
-        task_id: int,
-        note: str | None,
-        *,
-        delay_s: float,
-        owner: str,
-        patch: dict[str, Any] | None = None,
-    ) -> bool:
-        row = await self._pool.fetchrow(
-            self._q["reconcile_defer"], task_id, note, delay_s, patch or {}, owner
-        )
-        return row is not None

@@ -10,6 +10,7 @@ path fast on a small machine.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,10 +19,16 @@ from typing import Any
 import asyncpg
 
 from engine.store import isolation
-from engine.store.queries import default_queries
+from engine.store.outbox import Outbox
 from engine.store.rejected import Rejected, isolable, json_key
 
 Item = Mapping[str, Any]
+
+# Set while a task holds an OC token lock (see ``Store.oc_token_lock``); a ContextVar, so only
+# that task (and tasks it starts) sees the connection.
+_TOKEN_LOCK_CONN: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    "temu_sync_token_lock_conn", default=None
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,20 +76,6 @@ class CursorAdvance:
 class ReturnsWrite:
     counts: DiffCounts
     changed_sns: list[str]  # inserted or updated: their lines and logistics need fetching
-
-
-@dataclass(frozen=True, slots=True)
-class Task:
-    id: int
-    kind: str
-    dedupe_key: str
-    shop_id: str | None
-    payload: Any
-    attempts: int  # including the current claim
-    lease_expires_at: datetime
-    owner: str
-    last_error: str | None
-    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,14 +167,8 @@ def _advance_args(advance: CursorAdvance | None) -> tuple[str | None, str | None
     return advance.stream, advance.kind, advance.position
 
 
-class Store:
-    def __init__(self, pool: asyncpg.Pool, *, queries: Mapping[str, str] | None = None) -> None:
-        self._pool = pool
-        self._q = default_queries() if queries is None else queries
-
-    @property
-    def pool(self) -> asyncpg.Pool:
-        return self._pool
+class Store(Outbox):
+    """The sync side's tables: diff writers, cursors, sync state, OC tokens (and the outbox)."""
 
     # -- diff writers ---------------------------------------------------------------------------
 
@@ -338,91 +325,17 @@ class Store:
         rows = await self._pool.fetch(self._q["sync_status"], list(shops), list(streams))
         return [dict(r) for r in rows]
 
-    # -- outbox ---------------------------------------------------------------------------------
-
-    async def enqueue(
-        self, kind: str, dedupe_key: str, payload: Any, *, shop_id: str | None = None
-    ) -> bool:
-        """Queues a task unless one with ``dedupe_key`` exists (in any state). True if new."""
-        row = await self._pool.fetchrow(
-            self._q["enqueue"], kind, dedupe_key, {} if payload is None else payload, shop_id
-        )
-        return row is not None
-
-    async def claim(
-        self,
-        kinds: Sequence[str],
-        *,
-        limit: int,
-        lease_s: float,
-        owner: str,
-        shop_ids: Sequence[str] | None = None,
-    ) -> list[Task]:
-        """``shop_ids``: only tasks of these shops (or of no shop); None: any task."""
-        shops = None if shop_ids is None else list(shop_ids)
-        rows = await self._pool.fetch(self._q["claim"], list(kinds), limit, lease_s, owner, shops)
-        tasks = [
-            Task(
-                id=r["id"],
-                kind=r["kind"],
-                dedupe_key=r["dedupe_key"],
-                shop_id=r["shop_id"],
-                payload=r["payload"],
-                attempts=r["attempts"],
-                lease_expires_at=r["lease_expires_at"],
-                owner=r["owner"],
-                last_error=r["last_error"],
-                created_at=r["created_at"],
-            )
-            for r in rows
-        ]
-        tasks.sort(key=lambda t: t.id)
-        return tasks
-
-    async def complete(self, task_id: int, result: Any = None, *, owner: str | None = None) -> bool:
-        """Marks a running task done. False when it was not running (or, with ``owner``, is
-        no longer leased by that owner)."""
-        row = await self._pool.fetchrow(self._q["complete"], task_id, result, owner)
-        return row is not None
-
-    async def fail(
-        self,
-        task_id: int,
-        error: str,
-        *,
-        max_attempts: int,
-        backoff_s: float,
-        owner: str | None = None,
-    ) -> str | None:
-        """Returns the task's new state: 'pending' (retry after ``backoff_s``) or 'dead'
-        (attempts reached ``max_attempts``); None when it was not running / not ours."""
-        state: str | None = await self._pool.fetchval(
-            self._q["fail"], task_id, error, max_attempts, backoff_s, owner
-        )
-        return state
-
-    async def outbox_tasks(self, state: str | None = None) -> list[dict[str, Any]]:
-        return [dict(r) for r in await self._pool.fetch(self._q["outbox_tasks"], state)]
-
-    async def outbox_summary(self) -> dict[str, Any]:
-        """Flat, for the status command: ``pending``, ``running``, ``done``, ``dead`` counts and
-        the oldest dead task's ``oldest_dead_error``, ``oldest_dead_at``, ``oldest_dead_kind``,
-        ``oldest_dead_key`` (None when there is none)."""
-        async with self._pool.acquire() as conn:
-            counts = await conn.fetch(self._q["outbox_counts"])
-            dead = await conn.fetchrow(self._q["oldest_dead"])
-        out: dict[str, Any] = dict.fromkeys(("pending", "running", "done", "dead"), 0)
-        out.update({r["state"]: r["n"] for r in counts})
-        out["oldest_dead_error"] = dead["last_error"] if dead else None
-        out["oldest_dead_at"] = dead["updated_at"] if dead else None
-        out["oldest_dead_kind"] = dead["kind"] if dead else None
-        out["oldest_dead_key"] = dead["dedupe_key"] if dead else None
-        return out
-
     # -- Orange Connex tokens -------------------------------------------------------------------
 
+    def _token_conn(self) -> Any:
+        """The connection holding this task's OC token lock, else the pool: inside the lock the
+        reads and writes ride on the lock's connection, so a refresh needs one connection, not
+        two (with a small pool, the second could wait for good behind other holders)."""
+        held = _TOKEN_LOCK_CONN.get()
+        return self._pool if held is None else held
+
     async def get_oc_tokens(self, client_id: str) -> OcTokens | None:
-        r = await self._pool.fetchrow(self._q["get_oc_tokens"], client_id)
+        r = await self._token_conn().fetchrow(self._q["get_oc_tokens"], client_id)
         if r is None:
             return None
         return OcTokens(
@@ -435,13 +348,18 @@ class Store:
 
     @contextlib.asynccontextmanager
     async def oc_token_lock(self, client_id: str) -> AsyncIterator[None]:
-        """A session advisory lock per OC client id, across every process on this database."""
+        """A session advisory lock per OC client id, across every process on this database.
+
+        The wait is bounded by the connection's ``lock_timeout`` (asyncpg raises, the caller
+        retries later)."""
         async with self._pool.acquire() as conn:
             key = f"temu_sync.oc_tokens:{client_id}"
             await conn.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", key)
+            token = _TOKEN_LOCK_CONN.set(conn)
             try:
                 yield
             finally:
+                _TOKEN_LOCK_CONN.reset(token)
                 await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", key)
 
     async def save_oc_tokens(
@@ -451,6 +369,6 @@ class Store:
         access_token: str | None,
         expires_at: datetime | None,
     ) -> None:
-        await self._pool.execute(
+        await self._token_conn().execute(
             self._q["save_oc_tokens"], client_id, refresh_token, access_token, expires_at
         )

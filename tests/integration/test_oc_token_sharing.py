@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
 
@@ -18,6 +19,7 @@ from engine.oc.client import OCClient
 from engine.reconcile.oc_rmas import PgTokenStore
 from engine.sim.config import SimConfig
 from engine.sim.server import Simulator
+from engine.store.pool import create_pool
 from engine.store.store import Store
 
 SimFactory = Callable[[SimConfig], Awaitable[Simulator]]
@@ -41,3 +43,26 @@ async def test_two_clients_share_one_refresh(
         assert sim.stats(arrivals=False)["oc"]["refreshes"] == 2
     stored = await store.get_oc_tokens(config.oc_client_id)
     assert stored is not None and stored.refresh_token != config.oc_refresh_token
+
+
+async def test_refresh_needs_only_the_connection_holding_its_lock(pg_url: str, schema: str) -> None:
+    """Inside the lock, the token reads and writes ride on the lock's connection: with a pool
+    of one (every other connection busy elsewhere) a refresh still completes instead of
+    waiting for a second connection that never frees up."""
+    pool = await create_pool(pg_url, schema, min_size=1, max_size=1, statement_timeout_s=1.0)
+    try:
+        store = Store(pool)
+        exp = datetime.now(UTC) + timedelta(hours=1)
+        async with asyncio.timeout(10):
+            async with store.oc_token_lock("cid"):
+                assert await store.get_oc_tokens("cid") is None
+                await store.save_oc_tokens("cid", "RT-1", "AT-1", exp)
+                again = await store.get_oc_tokens("cid")
+        assert again is not None and again.refresh_token == "RT-1"
+        # Outside the lock the pool is used again (and the lock was released).
+        assert (await store.get_oc_tokens("cid")) is not None
+        assert await pool.fetchval(
+            "SELECT pg_try_advisory_lock(hashtextextended($1, 0))", "temu_sync.oc_tokens:cid"
+        )
+    finally:
+        await pool.close()
