@@ -36,24 +36,32 @@ class LoopState:
     failures: int = 0  # consecutive
     failing_since_wall: float | None = None
     last_error: str | None = None
+    failing_since: float | None = None  # monotonic
 
 
 class HealthBoard:
     """A loop is healthy while it made progress within ``factor * interval + slack_s`` (or,
     before its first progress, since it was registered: a first sync can take a while, but
-    its cursor moving counts as progress). A loop that fails but is not yet stale is reported
-    as failing without failing the check: one timeout should not page anyone."""
+    its cursor moving counts as progress), and while it is not failing pass after pass: a
+    loop that failed ``streak`` times in a row over more than ``failing_grace_s`` fails the
+    check even before it goes stale (a table lock or a stalled write shows within about a
+    minute, not three intervals). A single failure is reported as failing without failing the
+    check: one timeout should not page anyone."""
 
     def __init__(
         self,
         *,
         factor: float = 3.0,
         slack_s: float = 30.0,
+        failing_grace_s: float = 20.0,
+        streak: int = 2,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self._factor = factor
         self._slack = slack_s
+        self._failing_grace = failing_grace_s
+        self._streak = streak
         self._clock = clock
         self._wall = wall
         self._loops: dict[str, LoopState] = {}
@@ -84,6 +92,7 @@ class HealthBoard:
         loop = self._loops[name]
         loop.failures = 0
         loop.failing_since_wall = None
+        loop.failing_since = None
 
     def failed(self, name: str, message: str) -> None:
         loop = self._loops[name]
@@ -91,6 +100,7 @@ class HealthBoard:
         loop.last_error = redact(message)
         if loop.failing_since_wall is None:
             loop.failing_since_wall = self._wall()
+            loop.failing_since = self._clock()
 
     def database_ok(self) -> None:
         self._db_error = None
@@ -126,14 +136,31 @@ class HealthBoard:
         loop = self._loops[name]
         return self._idle_s(loop) > self._stale_after(loop)
 
+    def idle_s(self, name: str) -> float:
+        """Seconds since the loop's last progress (or registration)."""
+        return self._idle_s(self._loops[name])
+
+    def stale_after_s(self, name: str) -> float:
+        return self._stale_after(self._loops[name])
+
+    def _failing_too_long(self, loop: LoopState) -> bool:
+        return (
+            loop.failures >= self._streak
+            and loop.failing_since is not None
+            and self._clock() - loop.failing_since > self._failing_grace
+        )
+
+    def is_unhealthy(self, name: str) -> bool:
+        loop = self._loops[name]
+        return self.is_stale(name) or self._failing_too_long(loop)
+
     def failing(self) -> list[str]:
         return [n for n, loop in self._loops.items() if loop.failures > 0 or self.is_stale(n)]
 
     def _loop_details(self, loop: LoopState) -> dict[str, Any]:
-        stale = self.is_stale(loop.name)
         return {
             **loop.labels,
-            "ok": not stale,
+            "ok": not self.is_unhealthy(loop.name),
             "failing": loop.failures > 0,
             "last_progress": _iso(loop.last_progress_wall),
             "idle_s": round(self._idle_s(loop), 1),
@@ -164,7 +191,7 @@ class HealthBoard:
             )
         loops = {name: self._loop_details(loop) for name, loop in self._loops.items()}
         reasons += [
-            self._loop_reason(loop) for name, loop in self._loops.items() if self.is_stale(name)
+            self._loop_reason(loop) for name, loop in self._loops.items() if self.is_unhealthy(name)
         ]
         details: dict[str, Any] = {"database": database, "loops": loops}
         details |= {key: source() for key, source in self._info.items()}

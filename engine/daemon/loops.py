@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from engine.daemon.deadline import PassStalled, run_with_deadline
 from engine.daemon.health import HealthBoard
 from engine.daemon.metrics import Metrics
 from engine.daemon.options import DaemonOptions
@@ -75,9 +76,13 @@ class SyncLoop:
 
     async def _one_pass(self) -> tuple[str | None, Backoff]:
         try:
-            result = await self._service.incremental_pass(
-                shop_ids=[self._shop], streams=[self._stream]
+            result = await run_with_deadline(
+                self._service.incremental_pass(shop_ids=[self._shop], streams=[self._stream]),
+                idle_s=lambda: self._board.idle_s(self.name),
+                limit_s=self._board.stale_after_s(self.name),
             )
+        except PassStalled as exc:
+            return str(exc), self._db_backoff
         except DATABASE_ERRORS as exc:
             return f"database: {describe(exc)}", self._db_backoff
         message = result.failed.get((self._shop, self._stream))

@@ -39,6 +39,7 @@ from engine.daemon.metrics import Metrics
 from engine.daemon.monitor import Monitor
 from engine.daemon.notify import Notifier, watchdog_interval, watchdog_pinger
 from engine.daemon.options import DaemonOptions
+from engine.daemon.reconciler_loop import NAME as RECONCILER
 from engine.daemon.reconciler_loop import reconciler_loop
 from engine.daemon.retention_loop import RetentionLoop, RetentionMetrics
 from engine.daemon.supervisor import Supervisor
@@ -129,11 +130,9 @@ class Daemon:
             board=self.board,
             metrics=self._metrics,
             notifier=self._notifier,
-            supervisor=self.supervisor,
             options=self._options,
             interval_s=interval,
             keeper=keeper,
-            watched=["reconciler"] if settings.reconciler.enabled else [],
         )
         self.board.register(Monitor.NAME, interval, kind="monitor")
         self.supervisor.start(Monitor.NAME, monitor.run)
@@ -159,9 +158,9 @@ class Daemon:
         reconciler = build_reconciler(rt, claims=OwnedShopsStore(rt.pool, owned_shops), oc=oc)
 
         async def reconcile(stop: asyncio.Event) -> None:
-            await reconciler_loop(rt, stop, reconciler=reconciler)
+            await reconciler_loop(rt, stop, reconciler=reconciler, board=self.board)
 
-        self.board.register("reconciler", settings.reconciler.interval_s, kind="reconciler")
+        self.board.register(RECONCILER, settings.reconciler.interval_s, kind="reconciler")
         self.supervisor.start("reconciler", reconcile)
 
     def _start_retention(self) -> None:

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +17,6 @@ from engine.daemon.health import HealthBoard
 from engine.daemon.metrics import OUTBOX_STATES, Metrics
 from engine.daemon.notify import Notifier
 from engine.daemon.options import DaemonOptions
-from engine.daemon.supervisor import Supervisor
 from engine.errors import DATABASE_ERRORS, describe
 from engine.retry import sleep_rest_of
 from engine.sync.service import INCREMENTAL
@@ -40,26 +39,21 @@ class Monitor:
         board: HealthBoard,
         metrics: Metrics,
         notifier: Notifier,
-        supervisor: Supervisor,
         options: DaemonOptions,
         interval_s: float,
         keeper: LeaseKeeper | None = None,
-        watched: Sequence[str] = (),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._rt = rt
         self._board = board
         self._metrics = metrics
         self._notifier = notifier
-        self._supervisor = supervisor
         self._options = options
         self._interval = interval_s
         self._clock = clock
         self._positions: dict[tuple[str, str], datetime | None] = {}
         self._outbox: dict[str, Any] | None = None
         self._outbox_at: float | None = None
-        # Loops whose liveness is all the monitor can see (the reconciler is a black box).
-        self._watched = list(watched)
         self._keeper = keeper
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -84,9 +78,6 @@ class Monitor:
             self._board.database_ok()
         for app_key, pacer in self._rt.pacers.items():
             self._metrics.set_pace(app_key, pacer.pace)
-        for name in self._watched:
-            if self._supervisor.alive(name):
-                self._board.progress(name)
         self._notifier.status(self.status_line())
         self._board.succeeded(self.NAME)
 

@@ -12,14 +12,18 @@ import asyncpg
 
 from engine.app.reconciler import build_reconciler
 from engine.app.runtime import Runtime
+from engine.daemon.deadline import run_with_deadline
+from engine.daemon.health import HealthBoard
+from engine.errors import describe
 from engine.reconcile.reconciler import Reconciler
 from engine.store.pool import server_settings
 
-__all__ = ["CHANNEL", "STOP_GRACE_S", "reconciler_loop"]
+__all__ = ["CHANNEL", "NAME", "STOP_GRACE_S", "reconciler_loop"]
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "temu_sync_outbox"
+NAME = "reconciler"  # the loop's name on the health board
 STOP_GRACE_S = 5.0
 
 
@@ -63,8 +67,21 @@ async def _sleep_until(stop: asyncio.Event, wake: asyncio.Event, seconds: float)
             w.cancel()
 
 
-async def _pass_or_stop(reconciler: Reconciler, stop: asyncio.Event) -> None:
-    work = asyncio.ensure_future(reconciler.run_pass())
+async def _watched_pass(reconciler: Reconciler, board: HealthBoard | None) -> None:
+    if board is None:
+        await reconciler.run_pass()
+        return
+    await run_with_deadline(
+        reconciler.run_pass(lambda: board.progress(NAME)),
+        idle_s=lambda: board.idle_s(NAME),
+        limit_s=board.stale_after_s(NAME),
+    )
+
+
+async def _pass_or_stop(
+    reconciler: Reconciler, stop: asyncio.Event, board: HealthBoard | None
+) -> None:
+    work = asyncio.ensure_future(_watched_pass(reconciler, board))
     stopper = asyncio.ensure_future(stop.wait())
     try:
         await asyncio.wait({work, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -88,9 +105,17 @@ async def _pass_or_stop(reconciler: Reconciler, stop: asyncio.Event) -> None:
 
 
 async def reconciler_loop(
-    rt: Runtime, stop: asyncio.Event, *, reconciler: Reconciler | None = None
+    rt: Runtime,
+    stop: asyncio.Event,
+    *,
+    reconciler: Reconciler | None = None,
+    board: HealthBoard | None = None,
 ) -> None:
-    """Passes on NOTIFY temu_sync_outbox and every ``reconciler.interval_s``, until ``stop``."""
+    """Passes on NOTIFY temu_sync_outbox and every ``reconciler.interval_s``, until ``stop``.
+
+    With a ``board`` (the daemon registers the loop as ``reconciler``), each pass reports its
+    success or failure there, and a pass that makes no progress within the loop's stale limit is
+    cancelled: a reconciler failing or hung shows in /healthz by name."""
     reconciler = reconciler or build_reconciler(rt)
     interval = max(0.05, rt.settings.reconciler.interval_s)
     wake = asyncio.Event()
@@ -98,11 +123,16 @@ async def reconciler_loop(
         while not stop.is_set():
             wake.clear()
             try:
-                await _pass_or_stop(reconciler, stop)
+                await _pass_or_stop(reconciler, stop, board)
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 log.exception("reconciler pass failed; next try in %.1fs", interval)
+                if board is not None:
+                    board.failed(NAME, describe(exc))
+            else:
+                if board is not None and not stop.is_set():
+                    board.succeeded(NAME)
             if stop.is_set():
                 break
             await _sleep_until(stop, wake, interval)

@@ -114,7 +114,7 @@ class Executor:
     def handler(self, kind: str) -> Handler:
         return self._handlers[kind]
 
-    async def run_due(self) -> ExecStats:
+    async def run_due(self, progress: Callable[[], None] | None = None) -> ExecStats:
         stats = ExecStats()
         if not self._handlers:
             return stats
@@ -132,6 +132,8 @@ class Executor:
                 return stats
             seen.update(t.id for t in fresh)
             await asyncio.gather(*(self._guarded(t, stats) for t in fresh))
+            if progress is not None:
+                progress()
 
     async def _guarded(self, task: Task, stats: ExecStats) -> None:
         async with self._sem:

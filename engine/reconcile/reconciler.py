@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from engine.reconcile.executor import ExecStats, Executor
@@ -21,6 +22,10 @@ class Reconciler:
         self.planner = planner
         self.executor = executor
 
-    async def run_pass(self) -> PassStats:
+    async def run_pass(self, progress: Callable[[], None] | None = None) -> PassStats:
+        """``progress`` is called after the planning and after each batch of tasks, so a long
+        pass over a backlog reads as busy, not stuck."""
         plan = await self.planner.plan()
-        return PassStats(plan, await self.executor.run_due())
+        if progress is not None:
+            progress()
+        return PassStats(plan, await self.executor.run_due(progress))

@@ -24,7 +24,7 @@ from engine.sync.pager import StreamAdapter
 from engine.sync.tokens import MissingScopes, TokenGate
 from engine.sync.walker import WalkResult, to_datetime, walk_range
 from engine.sync.windows import SpanPlanner, Window
-from engine.temu.errors import TemuError
+from engine.temu.errors import AppNotOwned, TemuError
 from engine.temu.limiter import Lane
 
 log = logging.getLogger(__name__)
@@ -115,9 +115,12 @@ class SyncService:
         if self._tokens is None:
             return pairs
         bad: dict[str, str] = {}
+        handed_over: set[str] = set()
         for shop_id in dict.fromkeys(shop.shop_id for shop, _ in pairs):
             try:
                 await self._tokens.require(shop_id)
+            except AppNotOwned:
+                handed_over.add(shop_id)  # another daemon took the app: not our failure
             except (MissingScopes, TemuError) as exc:
                 bad[shop_id] = str(exc)
                 with log_context(shop=shop_id):
@@ -127,7 +130,11 @@ class SyncService:
                 result.failed[(shop.shop_id, stream)] = bad[shop.shop_id]
                 self._counters.shops_failed.add(shop.shop_id)
                 await self._store.record_error(shop.shop_id, stream, kind, bad[shop.shop_id])
-        return [(shop, stream) for shop, stream in pairs if shop.shop_id not in bad]
+        return [
+            (shop, stream)
+            for shop, stream in pairs
+            if shop.shop_id not in bad and shop.shop_id not in handed_over
+        ]
 
     async def _run_pair(
         self,
@@ -157,6 +164,12 @@ class SyncService:
                     if progress
                     else None,
                 )
+            except AppNotOwned:
+                # Another daemon took the app's lease while a call waited in the pacer: the
+                # pass ends here for this stream, quietly (the new owner syncs it; the cursor
+                # only holds what was committed). Not a shop failure.
+                log.info("sync pass ended: the app is now held by another daemon")
+                return
             except Exception as exc:
                 # Whatever one stream raises stays that stream's failure: recorded, named in
                 # shops_failed, the other pairs go on. Only a lost database ends the pass.

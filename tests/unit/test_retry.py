@@ -46,3 +46,29 @@ async def test_sleep_or_stop_returns_at_once_when_stopped() -> None:
     assert time.monotonic() - began < 5.0
     # A tick that already took longer than its interval goes on at once.
     assert await sleep_rest_of(asyncio.Event(), 1.0, started=0.0, clock=lambda: 5.0) is False
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_backoff_grows_to_the_cap() -> None:
+    b = Backoff(base=30, cap=600, jitter=0)
+    assert [b.delay(n) for n in (1, 2, 3, 5, 6, 1000)] == [30, 60, 120, 480, 600, 600]
+
+
+async def test_sleep_rest_of_subtracts_the_time_spent() -> None:
+    clock = _Clock()
+    stop = asyncio.Event()
+    started = clock.t
+    clock.t += 10  # the pass took 10 s of a 10.05 s interval: 50 ms left
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    assert await sleep_rest_of(stop, 10.05, started, clock) is False
+    assert loop.time() - t0 < 1.0
+    stop.set()
+    assert await sleep_rest_of(stop, 60, clock.t, clock) is True
