@@ -53,7 +53,10 @@ def oc_client(rt: Runtime) -> OCClient | None:
         return None
     # The rotated refresh token lives in Postgres; the configured one only seeds it.
     return OCClient(
-        rt.session, settings, PgTokenStore(rt.store), on_token_refresh=rt.observers.oc_token_refresh
+        rt.oc_session,
+        settings,
+        PgTokenStore(rt.store),
+        on_token_refresh=rt.observers.oc_token_refresh,
     )
 
 
@@ -127,5 +130,3 @@ def label_queue(rt: Runtime) -> LabelQueue:
 def label_submitter(rt: Runtime) -> LabelSubmitter:
     """The admin endpoint's submitter (POST /returns/{sn}/fulfillment)."""
     return ReturnLabelSubmitter(label_queue(rt), [s.id for s in rt.settings.shops])
-
-

@@ -53,12 +53,18 @@ class Observers:
     token: Callable[[TokenStatus], None] | None = None  # each access-token check
 
 
+# Connections per remote: Temu's for every app's calls together (at 20 req/s each, a few
+# seconds of latency already needs tens in flight), Orange Connex's for the reconciler.
+TEMU_CONNECTIONS = 200
+OC_CONNECTIONS = 32
+
+
 @dataclass
 class Runtime:
     settings: Settings
     pool: asyncpg.Pool
     store: Store
-    session: aiohttp.ClientSession
+    session: aiohttp.ClientSession  # Temu's calls only
     stats: CallStats
     counters: RunCounters
     pacers: dict[str, AppPacer]
@@ -69,6 +75,17 @@ class Runtime:
     observers: Observers = field(default_factory=Observers)
     # For the few uses that need a connection of their own, outside the pool (LISTEN).
     database_url: str = ""
+    # Orange Connex's own connection pool: a slow Temu filling Temu's connector never starves
+    # the warehouse calls, nor the reverse. Created on first use (most commands never call OC).
+    _oc_session: aiohttp.ClientSession | None = None
+
+    @property
+    def oc_session(self) -> aiohttp.ClientSession:
+        if self._oc_session is None:
+            self._oc_session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=OC_CONNECTIONS, enable_cleanup_closed=True)
+            )
+        return self._oc_session
 
     def sync_service(self) -> SyncService:
         shops = []
@@ -121,6 +138,8 @@ class Runtime:
 
     async def close(self, *, pool_timeout_s: float = 5.0) -> None:
         await self.session.close()
+        if self._oc_session is not None:
+            await self._oc_session.close()
         try:
             # pool.close() waits for every borrowed connection; a query stuck on a dead server
             # must not keep the process (and the embedded Postgres) from stopping.
@@ -171,16 +190,20 @@ async def open_runtime(
     observers = observers or Observers()
     stats = CallStats(observer=observers.request, duration_observer=observers.request_duration)
     session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=200, enable_cleanup_closed=True),
+        connector=aiohttp.TCPConnector(limit=TEMU_CONNECTIONS, enable_cleanup_closed=True),
         trace_configs=[send_fence()],
     )
+    # Every Temu call holds one of these from its pacer grant to its answer (see
+    # TemuTransport): as many as the connector has connections, so a grant always finds one.
+    slots = asyncio.Semaphore(TEMU_CONNECTIONS)
     gate = observers.send_gate
     pacers = {
         a.app_key: AppPacer(a.qps, gate=None if gate is None else gate(a.app_key))
         for a in settings.apps
     }
     transports = {
-        a.app_key: TemuTransport(session, a, pacers[a.app_key], stats) for a in settings.apps
+        a.app_key: TemuTransport(session, a, pacers[a.app_key], stats, connection_slots=slots)
+        for a in settings.apps
     }
     shop_apis = {
         s.id: TemuShopApi(transports[s.app_key], s.id, s.access_token.get()) for s in settings.shops

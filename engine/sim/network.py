@@ -29,6 +29,26 @@ class Network:
         self.fault_after_apply_rate = config.fault_after_apply_rate
         self.set_faults(config.fault_rate, config.fault_kinds)
         self._storm_until: dict[str, float] = {}
+        # Set: answers go out as usual. Cleared (hold_answers): every answer waits until it
+        # is set again, then all leave at once (a Temu that stalls, then catches up).
+        self._answers = asyncio.Event()
+        self._answers.set()
+        self.held = 0
+
+    def hold_answers(self) -> None:
+        self._answers.clear()
+
+    def release_answers(self) -> None:
+        self._answers.set()
+
+    async def answer_gate(self) -> None:
+        if self._answers.is_set():
+            return
+        self.held += 1
+        try:
+            await self._answers.wait()
+        finally:
+            self.held -= 1
 
     def set_faults(
         self,

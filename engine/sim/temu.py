@@ -82,6 +82,7 @@ class TemuRouter:
         response = await self._answer(request, body, arrival, request_id)
         # The gateway's own clock, like a real server's: a client can read a skew from it.
         response.headers["Date"] = formatdate(self.world.clock(), usegmt=True)
+        await self.network.answer_gate()
         await self.network.to_client()
         return response
 

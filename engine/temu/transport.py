@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -54,8 +55,10 @@ class TemuTransport:
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 30.0,
         rate_limited_backoff_s: float = 0.1,
+        connection_slots: asyncio.Semaphore | None = None,
     ) -> None:
         self.session = session
+        self._slots = connection_slots
         self.app = app
         self.pacer = pacer
         self.stats = stats
@@ -96,61 +99,68 @@ class TemuTransport:
         failures = {True: 0, False: 0}  # rate limited? -> failures of that family so far
         while True:
             attempt += 1
-            send = await self.pacer.acquire(lane)
-            timestamp = int(self._clock())
-            body = signed_body(
-                {
-                    "type": api_type,
-                    "app_key": self.app.app_key,
-                    "access_token": access_token,
-                    "timestamp": timestamp,
-                    "data_type": "JSON",
-                    **params,
-                },
-                self.app.app_secret.get(),
-            )
-            self.stats.requests += 1
-            if attempt > 1:
-                self.stats.retries += 1
-            sent_at = time.monotonic()
-            try:
-                result = await self._send(api_type, body, secrets, timestamp, send)
-            except AppNotOwned:
-                # Fenced before any byte left (send_fence): no request reached Temu.
-                self.stats.requests -= 1
-                if attempt > 1:
-                    self.stats.retries -= 1
-                raise
-            except TemuError as exc:
-                self.stats.timed(self.app.app_key, api_type, time.monotonic() - sent_at)
-                exc.app_key = self.app.app_key
-                failures[isinstance(exc, RateLimited)] += 1
-                retry_in = self._retry_delay(
-                    exc, attempt, timestamp_retried, failures[isinstance(exc, RateLimited)]
+            # A connection slot is taken before the grant and held until the answer: when
+            # Temu is slow, callers wait for a slot without a grant, so grants never pile up
+            # behind the connector and leave in a burst when connections free up.
+            async with self._connection_slot():
+                send = await self.pacer.acquire(lane)
+                timestamp = int(self._clock())
+                body = signed_body(
+                    {
+                        "type": api_type,
+                        "app_key": self.app.app_key,
+                        "access_token": access_token,
+                        "timestamp": timestamp,
+                        "data_type": "JSON",
+                        **params,
+                    },
+                    self.app.app_secret.get(),
                 )
-                if not idempotent and not isinstance(exc, RateLimited | TimestampRejected):
+                self.stats.requests += 1
+                if attempt > 1:
+                    self.stats.retries += 1
+                sent_at = time.monotonic()
+                error: TemuError | None = None
+                try:
+                    result = await self._send(api_type, body, secrets, timestamp, send)
+                except AppNotOwned:
+                    # Fenced before any byte left (send_fence): no request reached Temu.
+                    self.stats.requests -= 1
+                    if attempt > 1:
+                        self.stats.retries -= 1
+                    raise
+                except TemuError as failed:
+                    error = failed
+            if error is not None:
+                self.stats.timed(self.app.app_key, api_type, time.monotonic() - sent_at)
+                error.app_key = self.app.app_key
+                failures[isinstance(error, RateLimited)] += 1
+                retry_in = self._retry_delay(
+                    error, attempt, timestamp_retried, failures[isinstance(error, RateLimited)]
+                )
+                if not idempotent and not isinstance(error, RateLimited | TimestampRejected):
                     retry_in = None
-                if isinstance(exc, RateLimited):
+                if isinstance(error, RateLimited):
                     self.pacer.on_rate_limited()
                     self.stats.record(self.app.app_key, api_type, outcomes.RATE_LIMITED)
                 elif retry_in is None:
-                    self.stats.record(self.app.app_key, api_type, outcomes.error_outcome(exc))
+                    self.stats.record(self.app.app_key, api_type, outcomes.error_outcome(error))
                 else:
                     self.stats.record(self.app.app_key, api_type, outcomes.RETRY)
-                if not isinstance(exc, TransportError | RateLimited | SystemBusy):
+                if not isinstance(error, TransportError | RateLimited | SystemBusy):
                     # The server answered, so the rate window accepted this send.
                     self.pacer.on_success()
                 if retry_in is None:
-                    log.warning("temu call failed: %s (attempt %d)", exc, attempt, extra=extra)
-                    raise
-                if isinstance(exc, TimestampRejected):
+                    log.warning("temu call failed: %s (attempt %d)", error, attempt, extra=extra)
+                    raise error
+                if isinstance(error, TimestampRejected):
                     timestamp_retried = True
-                level = logging.DEBUG if isinstance(exc, RateLimited) else logging.WARNING
+                level = logging.DEBUG if isinstance(error, RateLimited) else logging.WARNING
                 log.log(
                     level,
                     "temu call retrying in %.2fs: %s (attempt %d of %d)",
                     retry_in,
-                    exc,
+                    error,
                     attempt,
                     self.max_attempts,
                     extra=extra,
@@ -163,6 +173,14 @@ class TemuTransport:
             self.stats.record(self.app.app_key, api_type, outcomes.OK)
             log.debug("temu call ok (attempt %d)", attempt, extra=extra)
             return result
+
+    @contextlib.asynccontextmanager
+    async def _connection_slot(self) -> AsyncIterator[None]:
+        if self._slots is None:
+            yield
+            return
+        async with self._slots:
+            yield
 
     def _retry_delay(
         self, exc: TemuError, attempt: int, timestamp_retried: bool, failures: int | None = None
