@@ -94,13 +94,16 @@ class HealthBoard:
         loop.failing_since_wall = None
         loop.failing_since = None
 
-    def failed(self, name: str, message: str) -> None:
+    def failed(self, name: str, message: str, *, since: float | None = None) -> None:
+        """``since``: when the failed attempt began (this board's clock), if earlier than now."""
         loop = self._loops[name]
         loop.failures += 1
         loop.last_error = redact(message)
         if loop.failing_since_wall is None:
-            loop.failing_since_wall = self._wall()
-            loop.failing_since = self._clock()
+            now = self._clock()
+            began = now if since is None else min(since, now)
+            loop.failing_since = began
+            loop.failing_since_wall = self._wall() - (now - began)
 
     def database_ok(self) -> None:
         self._db_error = None

@@ -64,7 +64,9 @@ class SyncLoop:
                 delay_done = await sleep_rest_of(stop, self._interval, started, self._clock)
             else:
                 failures += 1
-                self._board.failed(self.name, error)
+                # Failing since the failed pass began: a write that waited out its lock
+                # deadline was unable to write for all that time.
+                self._board.failed(self.name, error, since=started)
                 self._metrics.loop_error(self.name)
                 delay = backoff.delay(failures)
                 log.warning(
@@ -85,8 +87,10 @@ class SyncLoop:
             return str(exc), self._db_backoff
         except DATABASE_ERRORS as exc:
             return f"database: {describe(exc)}", self._db_backoff
-        message = result.failed.get((self._shop, self._stream))
-        return (None if message is None else redact(message)), self._temu_backoff
+        key = (self._shop, self._stream)
+        message = result.failed.get(key)
+        backoff = self._db_backoff if key in result.database_failed else self._temu_backoff
+        return (None if message is None else redact(message)), backoff
 
 
 class AppLoops:

@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import asyncpg
+
 from engine.config import SyncSettings
 from engine.counters import RunCounters
 from engine.errors import describe
@@ -44,6 +46,9 @@ class ShopHandle:
 class PassResult:
     walked: dict[tuple[str, str], WalkResult] = field(default_factory=dict)
     failed: dict[tuple[str, str], str] = field(default_factory=dict)
+    # The failed pairs whose cause was Postgres (a lock or statement deadline, say) rather than
+    # Temu: the daemon retries those within seconds, not after a Temu-sized backoff.
+    database_failed: set[tuple[str, str]] = field(default_factory=set)
 
     @property
     def shops_failed(self) -> set[str]:
@@ -178,6 +183,8 @@ class SyncService:
                 message = str(exc) if isinstance(exc, TemuError) else describe(exc)
                 log.error("sync failed: %s", message, exc_info=not isinstance(exc, TemuError))
                 result.failed[(shop.shop_id, stream)] = message
+                if isinstance(exc, asyncpg.PostgresError):
+                    result.database_failed.add((shop.shop_id, stream))
                 self._counters.shops_failed.add(shop.shop_id)
                 await self._store.record_error(shop.shop_id, stream, kind, message)
                 return
