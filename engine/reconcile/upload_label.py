@@ -30,6 +30,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from engine.config import LABEL_UPLOAD_COVER_S
 from engine.counters import RunCounters
 from engine.oc.client import OCClient
 from engine.oc.wire import Rma, new_message_id
@@ -48,8 +49,8 @@ log = logging.getLogger(__name__)
 FORBIDDEN = 130010005
 DROP_OFF, PICK_UP = "dropOff", "pickUp"
 SLOT_MODE, LATEST_MODE = 1, 3  # pickUpTimeScheduleMode
-# The upload call must finish inside the lease; the transport's timeout is far below this.
-UPLOAD_COVER_S = 120.0
+# The upload call must finish inside the lease; config checks apps.timeout_s against it.
+UPLOAD_COVER_S = LABEL_UPLOAD_COVER_S
 # After an upload whose answer was lost: Temu's returns list may still show the return as
 # waiting for a minute or more, so the next look comes after minutes, not at the next pass.
 UNANSWERED_RETRY_S = 300.0

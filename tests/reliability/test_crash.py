@@ -251,6 +251,7 @@ async def test_sigkill_during_reconciler_pass(
             db_url=pg_url,
             schema=schema,
             extra="[reconciler]\nlease_s = 5\nmax_attempts = 50\n",
+            app_extra="timeout_s = 4",  # a lease must outlast one Temu call
         )
     )
     args = ["--config", str(cfg), "reconcile", "--once", "--json"]

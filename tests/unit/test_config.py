@@ -185,12 +185,16 @@ def test_database_url_can_come_from_env_or_file_and_its_password_is_redacted(
         ("pool_max = 2\n", "database.pool_max", ">= 4"),
         ("pool_max = 3\n", "database.pool_max", ">= 4"),
         ("lock_timeout_s = 90\n", "database.lock_timeout_s", "statement_timeout_s"),
+        ("[apps-extra]timeout_s = 61\n", "apps[0].timeout_s", "<= 60"),
+        ('[reconciler]\nlease_s = 20\n', "reconciler.lease_s", "outlast one Temu call"),
     ],
 )
 def test_values_that_would_fail_at_start_fail_at_load(
     tmp_path: Path, extra: str, key: str, needle: str
 ) -> None:
-    if extra.startswith("[http]"):
+    if extra.startswith("[apps-extra]"):
+        text = GOOD.replace("qps = 20\n", "qps = 20\n" + extra.removeprefix("[apps-extra]"))
+    elif extra.startswith("[http]") or extra.startswith("[reconciler]"):
         text = GOOD + extra
     else:
         text = GOOD.replace(
