@@ -65,6 +65,18 @@ def configured_claims(rt: Runtime) -> Store:
     return OwnedShopsStore(rt.pool, lambda: shops)
 
 
+TASK_CONCURRENCY = 8
+MAX_CLAIM_BATCH = 50
+
+
+def claim_batch(lease_s: float, longest_call_s: float) -> int:
+    """How many tasks one claim takes: no more than can run within the lease. Tasks of a claim
+    run ``TASK_CONCURRENCY`` at a time, each at least one call long, so the last of a bigger
+    batch would start after its lease ran out (taken again elsewhere, the work wasted)."""
+    rounds = max(1, int(lease_s // max(longest_call_s, 0.001)))
+    return max(1, min(MAX_CLAIM_BATCH, TASK_CONCURRENCY * rounds))
+
+
 def build_reconciler(
     rt: Runtime,
     *,
@@ -104,6 +116,8 @@ def build_reconciler(
         lease_s=cfg.lease_s,
         max_attempts=cfg.max_attempts,
         backoff=exponential_backoff(base, BACKOFF_CAP_S),
+        batch=claim_batch(cfg.lease_s, max((a.timeout_s for a in rt.settings.apps), default=1.0)),
+        concurrency=TASK_CONCURRENCY,
     )
     # A change row committed late (its transaction ran long) must still be read: look back
     # further than the longest write the statement timeout allows (a page write is a few

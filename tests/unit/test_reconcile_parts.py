@@ -6,7 +6,14 @@ from typing import Any
 
 import pytest
 
-from engine.app.reconciler import EAGER_POLLS, POLL_CAP_S, RMA_FIRST_LOOK_S
+from engine.app.reconciler import (
+    EAGER_POLLS,
+    MAX_CLAIM_BATCH,
+    POLL_CAP_S,
+    RMA_FIRST_LOOK_S,
+    TASK_CONCURRENCY,
+    claim_batch,
+)
 from engine.oc.errors import OCAuthError, OCBusinessError, OCError
 from engine.oc.wire import Rma
 from engine.reconcile.carriers import CarrierDirectory, UnknownCarrier, region_of
@@ -219,3 +226,10 @@ def test_looking_for_a_missing_rma_is_bounded() -> None:
     assert rma_wait_schedule(RMA_FIRST_LOOK_S, POLL_CAP_S)(29) == 3600
     assert [o.patch for o in outcomes[:2] if isinstance(o, Wait)] == [{"polls": 1}, {"polls": 2}]
     assert outcomes[4] == Done({"outcome": "no_rma", "polls": 4})
+
+
+def test_a_claim_takes_no_more_tasks_than_its_lease_can_run() -> None:
+    assert claim_batch(300, 30) == MAX_CLAIM_BATCH  # ten rounds of 8 fit: capped at 50
+    assert claim_batch(60, 30) == 2 * TASK_CONCURRENCY
+    assert claim_batch(5, 4) == TASK_CONCURRENCY  # one round
+    assert claim_batch(5, 30) == TASK_CONCURRENCY  # never below one round
