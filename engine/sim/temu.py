@@ -90,7 +90,8 @@ class TemuRouter:
             self.stats.unattributed[err.code] += 1
         else:
             app.errors[err.code] += 1
-        return _json(envelope(request_id, None, err.code, err.message))
+        message = self.world.modes.error_text(err.message or MESSAGES.get(err.code, "ERROR"))
+        return _json(envelope(request_id, None, err.code, message))
 
     async def _answer(
         self, request: web.Request, body: bytes, arrival: float, request_id: str

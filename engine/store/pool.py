@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable
 from typing import Any
 
 import asyncpg
@@ -37,6 +38,19 @@ def json_bytes(value: Any) -> bytes:
                 n,
             )
     return data
+
+
+def pg_text(value: str | None) -> str | None:
+    """``value`` as text Postgres accepts: U+0000 (which a text parameter cannot carry; the
+    whole statement would fail, and with it the bookkeeping write) becomes U+FFFD. Every text
+    parameter that may hold words from outside (a Temu or OC message, an id) goes through it."""
+    if value is None or "\x00" not in value:
+        return value
+    return value.replace("\x00", "\ufffd")
+
+
+def pg_texts(values: Iterable[str]) -> list[str]:
+    return [v.replace("\x00", "\ufffd") for v in values]
 
 
 def _encode_jsonb(value: Any) -> bytes:

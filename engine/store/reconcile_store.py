@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from engine.store.pool import pg_text
 from engine.store.queries import default_queries
 
 T = TypeVar("T")
@@ -105,7 +106,7 @@ class ReconcileStore:
     # -- returns --------------------------------------------------------------------------------
 
     async def find_returns(self, sn: str, shop_id: str | None = None) -> list[ReturnInfo]:
-        rows = await self._pool.fetch(self._q["reconcile_return"], sn, shop_id)
+        rows = await self._pool.fetch(self._q["reconcile_return"], pg_text(sn), shop_id)
         return [
             ReturnInfo(
                 shop_id=r["shop_id"],
@@ -175,6 +176,6 @@ class ReconcileStore:
         patch: dict[str, Any] | None = None,
     ) -> bool:
         row = await self._pool.fetchrow(
-            self._q["reconcile_defer"], task_id, note, delay_s, patch or {}, owner
+            self._q["reconcile_defer"], task_id, pg_text(note), delay_s, patch or {}, owner
         )
         return row is not None

@@ -20,7 +20,7 @@ import asyncpg
 import orjson
 
 from engine.logs import redact
-from engine.store.pool import Connection
+from engine.store.pool import Connection, pg_text
 
 __all__ = ["Rejected", "isolable", "isolate", "json_key", "save_rejected"]
 
@@ -107,7 +107,7 @@ async def isolate(
 
 def _reason(exc: BaseException) -> str:
     state = getattr(exc, "sqlstate", None)
-    text = f"{type(exc).__name__}: {exc}".replace("\x00", "\ufffd")
+    text = f"{type(exc).__name__}: {exc}"
     return redact(f"{text} (SQLSTATE {state})" if state else text)[:2000]
 
 
@@ -125,7 +125,7 @@ async def save_rejected(
             shop_id,
             r.stream,
             digest,
-            None if key is None else key.replace("\x00", "\ufffd")[:MAX_KEY_CHARS],
-            r.reason.replace("\x00", "\ufffd"),
+            None if key is None else pg_text(key[:MAX_KEY_CHARS]),
+            pg_text(r.reason),
             raw.replace("\\u0000", "\\ufffd")[:MAX_RAW_CHARS],
         )

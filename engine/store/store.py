@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 
 from engine.store import isolation
+from engine.store.pool import pg_text
 from engine.store.queries import default_queries
 from engine.store.rejected import Rejected, isolable, json_key
 
@@ -327,7 +328,7 @@ class Store:
         await self._pool.execute(self._q["record_success"], shop_id, stream, kind)
 
     async def record_error(self, shop_id: str, stream: str, kind: str, message: str) -> None:
-        await self._pool.execute(self._q["record_error"], shop_id, stream, kind, message)
+        await self._pool.execute(self._q["record_error"], shop_id, stream, kind, pg_text(message))
 
     async def sync_status(
         self, shops: Sequence[str] = (), streams: Sequence[str] = ()
@@ -397,7 +398,7 @@ class Store:
         """Returns the task's new state: 'pending' (retry after ``backoff_s``) or 'dead'
         (attempts reached ``max_attempts``); None when it was not running / not ours."""
         state: str | None = await self._pool.fetchval(
-            self._q["fail"], task_id, error, max_attempts, backoff_s, owner
+            self._q["fail"], task_id, pg_text(error), max_attempts, backoff_s, owner
         )
         return state
 
