@@ -135,6 +135,7 @@ class Daemon:
             keeper=keeper,
             watched=["reconciler"] if settings.reconciler.enabled else [],
         )
+        self._metrics.export_decodes(lambda: self._rt.stats.tolerant_decodes)
         self.board.register(Monitor.NAME, interval, kind="monitor")
         self.supervisor.start(Monitor.NAME, monitor.run)
         return monitor

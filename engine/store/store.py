@@ -334,10 +334,16 @@ class Store:
         self, shops: Sequence[str] = (), streams: Sequence[str] = ()
     ) -> list[dict[str, Any]]:
         """Per shop, stream and kind: position (also as ``cursor``), lag_s, last_success_at,
-        last_error, last_error_at, failing (an error newer than the last success) and
-        configured. Every pair of ``shops`` x ``streams`` gets at least an incremental row."""
+        last_error, last_error_at, failing (an error newer than the last success),
+        last_error_class, failures_in_row, retry_after (set while backing off),
+        inconsistent_windows and configured. Every pair of ``shops`` x ``streams`` gets at
+        least an incremental row."""
         rows = await self._pool.fetch(self._q["sync_status"], list(shops), list(streams))
         return [dict(r) for r in rows]
+
+    async def rejected_counts(self) -> list[dict[str, Any]]:
+        """Per shop and stream: ``records`` set aside in rejected_records, ``last_seen_at``."""
+        return [dict(r) for r in await self._pool.fetch(self._q["rejected_counts"])]
 
     # -- outbox ---------------------------------------------------------------------------------
 

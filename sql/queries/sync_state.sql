@@ -48,10 +48,11 @@ WITH configured AS (
 ),
 rows AS (
     SELECT st.shop_id, st.stream, st.kind, st.position, st.last_success_at, st.last_error,
-           st.last_error_at, st.updated_at
+           st.last_error_at, st.updated_at, st.last_error_class, st.failures_in_row,
+           st.retry_after, st.inconsistent_windows
     FROM sync_state AS st
     UNION ALL
-    SELECT c.shop_id, c.stream, 'incremental', NULL, NULL, NULL, NULL, NULL
+    SELECT c.shop_id, c.stream, 'incremental', NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL, 0
     FROM configured AS c
     WHERE NOT EXISTS (
         SELECT 1 FROM sync_state AS x
@@ -59,7 +60,10 @@ rows AS (
     )
 )
 SELECT r.shop_id, r.stream, r.kind, r.position, r.position AS cursor, r.last_success_at,
-       r.last_error, r.last_error_at, r.updated_at,
+       r.last_error, r.last_error_at, r.updated_at, r.last_error_class, r.failures_in_row,
+       -- backing off: a stream that failed passes in a row waits until retry_after
+       CASE WHEN r.retry_after > now() THEN r.retry_after END AS retry_after,
+       r.inconsistent_windows,
        extract(epoch FROM now() - r.position)::float8 AS lag_s,
        (r.last_error_at IS NOT NULL
         AND (r.last_success_at IS NULL OR r.last_error_at > r.last_success_at)) AS failing,
