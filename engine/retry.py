@@ -17,6 +17,11 @@ The formulas (n = consecutive failures, 1 for the first; rng() uniform in [0, 1)
 - ``rma_wait_schedule(first, cap)(polls)`` = min(cap, first * 2**polls): looking again for an
   RMA that OC does not have yet (merchants open them minutes or hours after Temu's event).
 
+- ``failing_stream_delay(poll_s, cap)(failures)`` = 0 for the first two failed passes in a row
+  (the next polls retry), then min(cap, max(poll_s, 60) * 2**(failures - 3)): a sync stream
+  failing pass after pass for the same reason (kept in ``sync_state.retry_after``, so a restart
+  or a one-shot ``run --once`` honours it too).
+
 ``sleep_or_stop`` / ``sleep_rest_of``: the one way a loop waits, so a SIGTERM never waits out
 a sleep.
 """
@@ -33,6 +38,7 @@ __all__ = [
     "Backoff",
     "capped_exponential",
     "exponential_backoff",
+    "failing_stream_delay",
     "full_jitter",
     "poll_schedule",
     "rma_wait_schedule",
@@ -87,6 +93,20 @@ def poll_schedule(base_s: float, *, eager: int, cap_s: float) -> Callable[[int],
         if polls < eager:
             return 0.0
         return float(min(cap_s, max(base_s, 1.0) * 2 ** min(polls - eager, _MAX_EXPONENT)))
+
+    return delay
+
+
+FAILING_STREAM_EAGER = 2  # failed passes retried at the next polls before backing off
+
+
+def failing_stream_delay(poll_s: float, cap_s: float = 3600.0) -> Callable[[int], float]:
+    """Seconds a stream that failed ``failures`` passes in a row is skipped."""
+    # failures counts from 1: poll_schedule's "eager" polls are 0 .. EAGER, 0 never comes.
+    schedule = poll_schedule(max(poll_s, 60.0), eager=FAILING_STREAM_EAGER + 1, cap_s=cap_s)
+
+    def delay(failures: int) -> float:
+        return schedule(failures)
 
     return delay
 

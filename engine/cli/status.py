@@ -172,6 +172,12 @@ def _error_cell(row: dict[str, Any]) -> str:
         synced = row.get("position") is not None or row.get("last_success_at") is not None
         return "" if synced else "never synced"
     # An error older than the last success is history; a current one needs attention.
+    if row.get("retry_after") is not None:
+        return (
+            f"FAILING, backing off until {row['retry_after'].isoformat(timespec='seconds')} "
+            f"({row.get('last_error_class')}, {row.get('failures_in_row')} failed passes in a "
+            f"row): {error}"
+        )
     return f"FAILING: {error}" if row.get("failing") else f"(earlier) {error}"
 
 

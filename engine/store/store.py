@@ -10,7 +10,7 @@ path fast on a small machine.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -327,8 +327,33 @@ class Store:
     async def record_success(self, shop_id: str, stream: str, kind: str = "incremental") -> None:
         await self._pool.execute(self._q["record_success"], shop_id, stream, kind)
 
-    async def record_error(self, shop_id: str, stream: str, kind: str, message: str) -> None:
-        await self._pool.execute(self._q["record_error"], shop_id, stream, kind, pg_text(message))
+    async def record_error(
+        self,
+        shop_id: str,
+        stream: str,
+        kind: str,
+        message: str,
+        *,
+        error_class: str | None = None,
+        backoff: Callable[[int], float] | None = None,
+    ) -> int:
+        """Records a failed pass; with ``backoff`` (failures in a row -> seconds) the stream
+        is also skipped until that long from now. Returns the failures in a row."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            failures: int = await conn.fetchval(
+                self._q["record_error"], shop_id, stream, kind, pg_text(message), error_class
+            )
+            if backoff is not None:
+                await conn.execute(
+                    self._q["set_retry_after"], shop_id, stream, kind, backoff(failures)
+                )
+        return failures
+
+    async def backing_off(self, shop_id: str, stream: str, kind: str) -> dict[str, Any] | None:
+        """``retry_after``, ``failures_in_row``, ``last_error_class``, ``last_error`` of a
+        stream skipped until retry_after; None when it may run."""
+        row = await self._pool.fetchrow(self._q["backing_off"], shop_id, stream, kind)
+        return None if row is None else dict(row)
 
     async def sync_status(
         self, shops: Sequence[str] = (), streams: Sequence[str] = ()

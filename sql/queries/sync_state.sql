@@ -22,21 +22,45 @@ ON CONFLICT (shop_id, stream, kind) DO UPDATE SET
 RETURNING position;
 
 -- name: record_success
+-- A success ends a run of failures: no more backing off.
 INSERT INTO sync_state AS st (shop_id, stream, kind, last_success_at, updated_at)
 VALUES ($1, $2, $3, now(), now())
 ON CONFLICT (shop_id, stream, kind) DO UPDATE SET
     last_success_at = EXCLUDED.last_success_at,
+    failures_in_row = 0,
+    retry_after = NULL,
     updated_at = EXCLUDED.updated_at;
 
 -- name: record_error
 -- The error is kept after later successes; compare last_error_at with last_success_at to
--- tell a current failure from an old one.
-INSERT INTO sync_state AS st (shop_id, stream, kind, last_error, last_error_at, updated_at)
-VALUES ($1, $2, $3, $4, now(), now())
+-- tell a current failure from an old one. failures_in_row counts failed passes in a row for
+-- the same error class ($5); another class starts the count again. Returns the new count.
+INSERT INTO sync_state AS st
+    (shop_id, stream, kind, last_error, last_error_at, updated_at, last_error_class,
+     failures_in_row)
+VALUES ($1, $2, $3, $4, now(), now(), $5, 1)
 ON CONFLICT (shop_id, stream, kind) DO UPDATE SET
     last_error = EXCLUDED.last_error,
     last_error_at = EXCLUDED.last_error_at,
-    updated_at = EXCLUDED.updated_at;
+    failures_in_row = CASE
+        WHEN st.failures_in_row > 0
+             AND st.last_error_class IS NOT DISTINCT FROM EXCLUDED.last_error_class
+        THEN st.failures_in_row + 1 ELSE 1 END,
+    last_error_class = EXCLUDED.last_error_class,
+    updated_at = EXCLUDED.updated_at
+RETURNING failures_in_row;
+
+-- name: set_retry_after
+-- $4 seconds from now (engine/retry.py's failing_stream_delay); 0 = no backing off.
+UPDATE sync_state SET
+    retry_after = CASE WHEN $4::float8 > 0 THEN now() + make_interval(secs => $4::float8) END
+WHERE shop_id = $1 AND stream = $2 AND kind = $3;
+
+-- name: backing_off
+-- The stream is skipped until retry_after (it failed pass after pass).
+SELECT retry_after, failures_in_row, last_error_class, last_error
+FROM sync_state
+WHERE shop_id = $1 AND stream = $2 AND kind = $3 AND retry_after > now();
 
 -- name: sync_status
 -- $1 configured shop ids, $2 enabled streams. Every configured pair is listed, with an empty

@@ -1,0 +1,106 @@
+"""A stream failing pass after pass backs off (issue 12): sync_state counts the failed passes
+in a row, and from the third on the stream is skipped (no Temu call) until retry_after; a
+success resets it; `status` says "backing off until ..." with the error class."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from engine.cli.status import _error_cell
+from engine.config import SyncSettings
+from engine.counters import RunCounters
+from engine.store.store import CursorAdvance, Store
+from engine.sync.service import ShopHandle, SyncService
+from engine.sync.windows import Window
+from engine.temu.api import Page
+from engine.temu.limiter import Lane
+
+SHOP = "s1"
+
+
+class Flaky:
+    """An orders adapter whose every fetch raises while ``broken``."""
+
+    stream = "orders"
+    page_size = 100
+
+    async def fetch(self, page: int, window: Window, lane: Lane) -> Page:
+        self.fetches += 1
+        if self.broken:
+            raise ValueError("a status Temu never documented")
+        return Page(total=0, items=[])
+
+    def key(self, item: dict[str, Any]) -> str | None:
+        return None
+
+    def __init__(self, store: Store) -> None:
+        self.broken = True
+        self.fetches = 0
+        self._store = store
+
+    async def write(self, items: list[dict[str, Any]], advance: CursorAdvance | None) -> None:
+        if advance is not None:
+            await self._store.advance_cursor(SHOP, advance)
+
+
+def service(store: Store, adapter: Flaky) -> SyncService:
+    now = time.time()
+    settings = SyncSettings(
+        returns=False,
+        start=datetime.fromtimestamp(now - 300, tz=UTC),
+        poll_interval_s=30,
+        safety_lag_s=0,
+    )
+    return SyncService(
+        store=store,
+        shops=[ShopHandle(SHOP, "app", {"orders": adapter})],  # type: ignore[dict-item]
+        settings=settings,
+        counters=RunCounters(),
+    )
+
+
+async def _row(store: Store) -> dict[str, Any]:
+    (row,) = await store.sync_status([SHOP], ["orders"])
+    return row
+
+
+async def test_a_stream_failing_every_pass_backs_off_and_recovers(
+    store: Store, pool: asyncpg.Pool
+) -> None:
+    adapter = Flaky(store)
+    sync = service(store, adapter)
+    for expected in (1, 2):  # the first failures are retried at the next passes
+        result = await sync.incremental_pass()
+        assert "ValueError" in result.failed[(SHOP, "orders")]
+        row = await _row(store)
+        assert (row["failures_in_row"], row["retry_after"]) == (expected, None)
+    await sync.incremental_pass()
+    row = await _row(store)
+    assert row["failures_in_row"] == 3 and row["last_error_class"] == "ValueError"
+    assert 50 < row["retry_after"].timestamp() - time.time() <= 60
+    cell = _error_cell(row)
+    assert cell.startswith("FAILING, backing off until ") and "(ValueError, 3 failed" in cell
+
+    calls = adapter.fetches
+    result = await sync.incremental_pass()
+    assert adapter.fetches == calls, "a stream backing off sends no request"
+    assert result.failed[(SHOP, "orders")].startswith("backing off until ")
+    assert (await _row(store))["failures_in_row"] == 3, "a skipped pass is not another failure"
+
+    # The wait is over (as if 60 s had passed) and Temu answers again: back to normal.
+    await pool.execute("UPDATE sync_state SET retry_after = now() - interval '1 second'")
+    adapter.broken = False
+    result = await sync.incremental_pass()
+    assert not result.failed and adapter.fetches > calls
+    row = await _row(store)
+    assert (row["failures_in_row"], row["retry_after"], row["failing"]) == (0, None, False)
+
+
+async def test_another_error_class_starts_the_count_again(store: Store) -> None:
+    for cls in ("ValueError", "ValueError", "TypeError"):
+        await store.record_error(SHOP, "orders", "incremental", "boom", error_class=cls)
+    assert (await _row(store))["failures_in_row"] == 1
