@@ -349,6 +349,10 @@ class Store:
                 )
         return failures
 
+    async def note_inconsistent(self, shop_id: str, stream: str, kind: str) -> None:
+        """A one-second window accepted although it never read consistently."""
+        await self._pool.execute(self._q["note_inconsistent"], shop_id, stream, kind)
+
     async def backing_off(self, shop_id: str, stream: str, kind: str) -> dict[str, Any] | None:
         """``retry_after``, ``failures_in_row``, ``last_error_class``, ``last_error`` of a
         stream skipped until retry_after; None when it may run."""

@@ -124,8 +124,10 @@ class _Recording:
         self.page_size = inner.page_size
         self.seen: dict[str, int] = {}
 
-    async def fetch(self, page: int, window: Window, lane: Lane) -> Page:
-        return await self._inner.fetch(page, window, lane)
+    async def fetch(
+        self, page: int, window: Window, lane: Lane, created: Window | None = None
+    ) -> Page:
+        return await self._inner.fetch(page, window, lane, created)
 
     def key(self, item: dict[str, Any]) -> str | None:
         return self._inner.key(item)

@@ -48,12 +48,16 @@ class ReturnsAdapter(ShopStream):
 
     max_page_size = 200
 
-    async def fetch(self, page: int, window: Window, lane: Lane) -> Page:
+    async def fetch(
+        self, page: int, window: Window, lane: Lane, created: Window | None = None
+    ) -> Page:
         return await self._api.list_parent_returns(
             page_no=page,
             page_size=self.page_size,
             update_start=window.start,
             update_end=window.end,
+            create_start=None if created is None else created.start,
+            create_end=None if created is None else created.end,
             lane=lane,
         )
 

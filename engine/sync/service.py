@@ -164,6 +164,9 @@ class SyncService:
                     progress=(lambda w, n: progress(shop.shop_id, stream, w, n))
                     if progress
                     else None,
+                    on_inconsistent=lambda _w: self._store.note_inconsistent(
+                        shop.shop_id, stream, kind
+                    ),
                 )
             except Exception as exc:
                 # Whatever one stream raises stays that stream's failure: recorded, named in

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -46,6 +46,7 @@ async def walk_range(
     lane: Lane,
     planner: SpanPlanner,
     progress: ProgressFn | None = None,
+    on_inconsistent: Callable[[Window], Awaitable[None]] | None = None,
 ) -> WalkResult:
     """Reads every record whose update time lies in ``[start, end]``."""
     result = WalkResult()
@@ -75,7 +76,14 @@ async def walk_range(
                     next_window,
                     asyncio.ensure_future(adapter.fetch(1, next_window, lane)),
                 )
-            read = await read_window(adapter, window, lane, advance_for=advance_for, first=first)
+            read = await read_window(
+                adapter,
+                window,
+                lane,
+                advance_for=advance_for,
+                first=first,
+                on_inconsistent=on_inconsistent,
+            )
             result.windows += 1
             result.records += read.total
             result.pages += read.pages

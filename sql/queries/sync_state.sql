@@ -56,6 +56,13 @@ UPDATE sync_state SET
     retry_after = CASE WHEN $4::float8 > 0 THEN now() + make_interval(secs => $4::float8) END
 WHERE shop_id = $1 AND stream = $2 AND kind = $3;
 
+-- name: note_inconsistent
+INSERT INTO sync_state AS st (shop_id, stream, kind, inconsistent_windows, updated_at)
+VALUES ($1, $2, $3, 1, now())
+ON CONFLICT (shop_id, stream, kind) DO UPDATE SET
+    inconsistent_windows = st.inconsistent_windows + 1,
+    updated_at = EXCLUDED.updated_at;
+
 -- name: backing_off
 -- The stream is skipped until retry_after (it failed pass after pass).
 SELECT retry_after, failures_in_row, last_error_class, last_error

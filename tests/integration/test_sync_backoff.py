@@ -104,3 +104,9 @@ async def test_another_error_class_starts_the_count_again(store: Store) -> None:
     for cls in ("ValueError", "ValueError", "TypeError"):
         await store.record_error(SHOP, "orders", "incremental", "boom", error_class=cls)
     assert (await _row(store))["failures_in_row"] == 1
+
+
+async def test_inconsistent_windows_are_counted_per_stream(store: Store) -> None:
+    await store.note_inconsistent(SHOP, "orders", "incremental")
+    await store.note_inconsistent(SHOP, "orders", "incremental")
+    assert (await _row(store))["inconsistent_windows"] == 2
