@@ -22,6 +22,10 @@ The formulas (n = consecutive failures, 1 for the first; rng() uniform in [0, 1)
   failing pass after pass for the same reason (kept in ``sync_state.retry_after``, so a restart
   or a one-shot ``run --once`` honours it too).
 
+- ``logistics_reread_delay(attempts)`` = 0 for the first three reads again (the next passes),
+  then min(1 day, 5 min * 2**(attempts - 3)): reverse logistics Temu could not give yet
+  (130010004 or a failed call), read again until it answers.
+
 ``sleep_or_stop`` / ``sleep_rest_of``: the one way a loop waits, so a SIGTERM never waits out
 a sleep.
 """
@@ -40,6 +44,7 @@ __all__ = [
     "exponential_backoff",
     "failing_stream_delay",
     "full_jitter",
+    "logistics_reread_delay",
     "poll_schedule",
     "rma_wait_schedule",
     "sleep_or_stop",
@@ -109,6 +114,14 @@ def failing_stream_delay(poll_s: float, cap_s: float = 3600.0) -> Callable[[int]
         return schedule(failures)
 
     return delay
+
+
+_LOGISTICS_SCHEDULE = poll_schedule(300.0, eager=3, cap_s=86400.0)
+
+
+def logistics_reread_delay(attempts: int) -> float:
+    """Seconds until reverse logistics are read again after ``attempts`` reads again failed."""
+    return _LOGISTICS_SCHEDULE(attempts)
 
 
 def rma_wait_schedule(first_s: float, cap_s: float) -> Callable[[int], float]:

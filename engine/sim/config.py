@@ -76,6 +76,7 @@ class SimConfig:
     return_list_lag_s: float = 0.0
     empty_carrier_lists: int = 0
     nul_in_errors: bool = False  # issue 12
+    logistics_not_ready: int = 0
 
     def __post_init__(self) -> None:
         app_keys = {a.app_key for a in self.apps}

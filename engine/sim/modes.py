@@ -28,6 +28,8 @@ Issue 12 (hostile data):
 - ``nul_in_errors`` (bool): every Temu API error and OC business error message carries a
   U+0000 (seen from services that build messages from C strings); Postgres text cannot hold
   it, so an engine storing the message as is fails its own bookkeeping write.
+- ``logistics_not_ready`` (int, 0 off): the next N ``bg.aftersales.parentreturnorder.get``
+  calls answer 130010004 (Temu has no reverse order yet), though the return lists as shipped.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class Modes:
     return_list_lag_s: float = 0.0
     empty_carrier_lists: int = 0
     nul_in_errors: bool = False
+    logistics_not_ready: int = 0
     # (shop_id, parentAfterSalesSn) -> (list shows the old item until, the old item)
     stale_items: dict[tuple[str, str], tuple[float, dict[str, Any]]] = field(
         default_factory=dict, repr=False
@@ -105,6 +108,12 @@ class Modes:
         if self.lost_upload_answers <= 0:
             return False
         self.lost_upload_answers -= 1
+        return True
+
+    def take_logistics_not_ready(self) -> bool:
+        if self.logistics_not_ready <= 0:
+            return False
+        self.logistics_not_ready -= 1
         return True
 
     def take_empty_carriers(self) -> bool:

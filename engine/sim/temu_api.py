@@ -201,6 +201,8 @@ def _return_of(call: Call, *, with_order: bool) -> ReturnRec:
 
 def parent_return_order(call: Call) -> dict[str, Any]:
     rec = _return_of(call, with_order=False)
+    if call.world.modes.take_logistics_not_ready():
+        raise ApiError(AFTERSALES_NOT_FOUND, "reverse order not found")
     return {"logisticsInfoList": [dict(x) for x in rec.logistics]}
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 
 from engine.store import isolation
-from engine.store.pool import pg_text
+from engine.store.pool import pg_text, pg_texts
 from engine.store.queries import default_queries
 from engine.store.rejected import Rejected, isolable, json_key
 
@@ -289,6 +289,42 @@ class Store:
             info if info is not None else [],
         )
         return row is not None
+
+    async def want_logistics(self, shop_id: str, sns: Sequence[str], reason: str) -> None:
+        """These returns' logistics could not be read: read them again at a later pass."""
+        if sns:
+            await self._pool.execute(
+                self._q["want_logistics"], shop_id, pg_texts(sns), pg_text(reason[:2000])
+            )
+
+    async def logistics_due(
+        self, shop_id: str, limit: int, *, before: datetime
+    ) -> list[tuple[str, int]]:
+        """(parent_after_sales_sn, attempts so far) of the returns to read again now, among
+        those pending since before ``before``."""
+        rows = await self._pool.fetch(self._q["logistics_due"], shop_id, limit, before)
+        return [(r["parent_after_sales_sn"], r["attempts"]) for r in rows]
+
+    async def write_reread_logistics(
+        self, shop_id: str, sn: str, result: Mapping[str, Any]
+    ) -> bool:
+        """Stores logistics read again (no longer pending); a change is logged as a change of
+        its return. True when the stored logistics changed."""
+        info = _logistics_info(result)
+        async with self._pool.acquire() as conn, conn.transaction():
+            changed = await conn.fetchrow(self._q["write_return_logistics"], shop_id, sn, info)
+            if changed is not None:
+                await conn.execute(self._q["logistics_reread_change"], shop_id, sn)
+        return changed is not None
+
+    async def logistics_later(self, shop_id: str, sn: str, error: str, delay_s: float) -> None:
+        await self._pool.execute(
+            self._q["logistics_later"], shop_id, sn, pg_text(error[:2000]), delay_s
+        )
+
+    async def logistics_pending(self, shop_id: str | None = None) -> int:
+        count: int = await self._pool.fetchval(self._q["logistics_pending_count"], shop_id)
+        return count
 
     async def get_return_logistics(
         self, shop_id: str, parent_after_sales_sn: str

@@ -26,6 +26,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from engine.store.store import CursorAdvance
@@ -63,6 +64,10 @@ class StreamAdapter(Protocol):
     def key(self, item: Item) -> str | None: ...
 
     async def write(self, items: list[Item], advance: CursorAdvance | None) -> None: ...
+
+    async def after_walk(self, lane: Lane, started: datetime) -> None:
+        """After a successful walk of a range (returns: read pending logistics again)."""
+        ...
 
 
 @dataclass

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from engine.config import SyncSettings
 from engine.counters import RunCounters
@@ -153,6 +153,7 @@ class SyncService:
             if start > end:
                 await self._store.record_success(shop.shop_id, stream, kind)
                 return
+            began = datetime.now(UTC)
             try:
                 walked = await walk_range(
                     adapter,
@@ -168,6 +169,7 @@ class SyncService:
                         shop.shop_id, stream, kind
                     ),
                 )
+                await adapter.after_walk(lane, began)
             except Exception as exc:
                 # Whatever one stream raises stays that stream's failure: recorded, named in
                 # shops_failed, the other pairs go on. Only a lost database ends the pass.

@@ -46,6 +46,9 @@ class Flaky:
         if advance is not None:
             await self._store.advance_cursor(SHOP, advance)
 
+    async def after_walk(self, lane: Lane, started: datetime) -> None:
+        pass
+
 
 def service(store: Store, adapter: Flaky) -> SyncService:
     now = time.time()
