@@ -143,7 +143,11 @@ def _returns_without_keys(items: Sequence[Item], lines: Sequence[Item]) -> bool:
     )
 
 
-def _logistics_info(result: Mapping[str, Any]) -> Any:
+def _logistics_info(result: Any) -> Any:
+    """The answer's logisticsInfoList as sent ([] when absent; an answer that is not even an
+    object is kept whole: the SQL reads only arrays into typed columns)."""
+    if not isinstance(result, Mapping):
+        return [] if result is None else result
     info = result.get("logisticsInfoList")
     return info if info is not None else []
 
@@ -281,12 +285,11 @@ class Store:
         """Stores ``result.logisticsInfoList`` of ``bg.aftersales.parentreturnorder.get``.
 
         Returns True when the stored logistics changed (or were new)."""
-        info = result.get("logisticsInfoList")
         row = await self._pool.fetchrow(
             self._q["write_return_logistics"],
             shop_id,
             parent_after_sales_sn,
-            info if info is not None else [],
+            _logistics_info(result),
         )
         return row is not None
 
