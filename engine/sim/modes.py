@@ -30,6 +30,9 @@ Issue 12 (hostile data):
   it, so an engine storing the message as is fails its own bookkeeping write.
 - ``logistics_not_ready`` (int, 0 off): the next N ``bg.aftersales.parentreturnorder.get``
   calls answer 130010004 (Temu has no reverse order yet), though the return lists as shipped.
+- ``poison`` (bool): every 7th record of each shop comes poisoned, in orders, order lines,
+  returns and return lines, raw bytes included (engine/sim/poison.py); ``/_sim/truth/poisoned``
+  names them.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ class Modes:
     empty_carrier_lists: int = 0
     nul_in_errors: bool = False
     logistics_not_ready: int = 0
+    poison: bool = False
     # (shop_id, parentAfterSalesSn) -> (list shows the old item until, the old item)
     stale_items: dict[tuple[str, str], tuple[float, dict[str, Any]]] = field(
         default_factory=dict, repr=False
