@@ -11,6 +11,8 @@ import asyncpg
 import asyncpg.pool
 import orjson
 
+from engine import jsonvalue
+
 # What Store and the migration runner accept: a plain connection or one borrowed from a pool.
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
@@ -58,7 +60,9 @@ def _encode_jsonb(value: Any) -> bytes:
 
 
 def _decode_jsonb(data: bytes) -> Any:
-    return orjson.loads(data[1:])
+    # As it was stored: a payload holding 1e400 or an integer past 64 bits (kept exactly on
+    # the way in) must not fail the query nor come back as a float.
+    return jsonvalue.loads(data[1:])
 
 
 def _encode_json(value: Any) -> bytes:
@@ -75,7 +79,7 @@ async def init_connection(conn: asyncpg.Connection) -> None:
         format="binary",
     )
     await conn.set_type_codec(
-        "json", schema="pg_catalog", encoder=_encode_json, decoder=orjson.loads, format="binary"
+        "json", schema="pg_catalog", encoder=_encode_json, decoder=jsonvalue.loads, format="binary"
     )
 
 

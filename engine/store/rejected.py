@@ -117,9 +117,10 @@ async def save_rejected(
     for r in rejected:
         raw = orjson.dumps(r.item).decode()
         key = r.entity_key
-        digest = hashlib.sha256(
-            f"{r.entity}:{key if key is not None else raw}".encode()
-        ).hexdigest()
+        # Without a key, the record is its text and its reason (which names the parent order
+        # of a line): the same stray element in two orders is two records.
+        ident = key if key is not None else f"{r.reason}:{raw}"
+        digest = hashlib.sha256(f"{r.entity}:{ident}".encode()).hexdigest()
         await conn.execute(
             query,
             shop_id,
