@@ -4,6 +4,9 @@ lines: invalid UTF-8 bytes, lone surrogate escapes, 1e400, integers past 2**64 (
 bytes no JSON encoder would write), full-width spaces (U+3000) in id, status and time fields, a
 list where a scalar belongs, an object as a list element, and records without a usable key.
 
+The unfiltered order list also lies about its total around one second (``order_total``): an
+engine must not page 10**12 / 100 pages, and must still read that second completely.
+
 Every ``STRIDE``-th record (from ``OFFSET``) of a shop is poisoned, with the next kind of the
 catalogue for its entity, always the same way, so a re-read sends the same bytes. The truth
 (``Simulator.truth_orders`` ...) stays the clean record; ``poisoned(...)`` names the poisoned
@@ -132,6 +135,19 @@ LINE_POISONS: dict[str, Poison] = {
     "line_count_huge_int": _set(("applyAfterSalesGoodsNumber",), raw("huge_int")),
     "line_text_bad_utf8": _set(("afterSalesSn",), lambda v: raw("bad_utf8", v)),
 }
+
+
+BOGUS_TOTAL = 10**12
+
+
+def order_total(orders: Any, updated: tuple[int, int] | None, created: Any, total: int) -> int:
+    """The order list, unless filtered by creation time, reports a bogus total (10**12) for
+    any update window holding the update second of the shop's first poisoned order: Temu's
+    count and its list disagreeing. The pages themselves hold the real records."""
+    if created is not None or updated is None or len(orders) <= OFFSET:
+        return total
+    second = orders.updated[OFFSET]
+    return BOGUS_TOTAL if updated[0] <= second <= updated[1] else total
 
 
 def clean_key(sn: str) -> str:

@@ -116,10 +116,12 @@ def order_list(call: Call) -> dict[str, Any]:
     offset = (page_number - 1) * size
     selection, seqs = _select_page(call, "orders", query, offset, size)
     items = [orders.item(s) for s in seqs]
+    total = selection.total
     if call.world.modes.poison:
         for s, item in zip(seqs, items, strict=True):
             poison.poison_item(s, item, poison.ORDER_KINDS)
-    return {"totalItemNum": selection.total, "pageItems": items}
+        total = poison.order_total(orders, updated, created, total)
+    return {"totalItemNum": total, "pageItems": items}
 
 
 def order_detail(call: Call) -> dict[str, Any]:

@@ -97,7 +97,8 @@ class _HoldLastWriter:
         self._held = None
 
 
-def _plausible(adapter: StreamAdapter, page: Page) -> bool:
+def plausible(adapter: StreamAdapter, page: Page) -> bool:
+    """False for a total no window of ours can hold (MAX_WINDOW_PAGES): not to be trusted."""
     return page.total <= MAX_WINDOW_PAGES * adapter.page_size
 
 
@@ -194,7 +195,7 @@ async def read_window(
     for _ in range(attempts):
         if first is None:
             first = await adapter.fetch(1, window, lane)
-        if not _plausible(adapter, first):
+        if not plausible(adapter, first):
             break  # re-reading a bogus total does not help: split instead
         result = await _read_once(
             adapter, window, lane, first, advance_for(window), max_in_flight, keys=keys
@@ -288,7 +289,7 @@ class _CreationSplit:
         for _ in range(self._attempts):
             first = await adapter.fetch(1, self._window, self._lane, created)
             self.pages += 1
-            if not _plausible(adapter, first):
+            if not plausible(adapter, first):
                 await _keep(adapter, first, self.keys)
                 break
             read = await _read_once(

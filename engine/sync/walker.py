@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from engine.store.store import CursorAdvance
-from engine.sync.pager import StreamAdapter, read_window
+from engine.sync.pager import StreamAdapter, plausible, read_window
 from engine.sync.windows import SpanPlanner, Window
 from engine.temu.api import Page
 from engine.temu.limiter import Lane
@@ -65,10 +65,16 @@ async def walk_range(
                 window = planner.next_window(pos, end)
                 first = await adapter.fetch(1, window, lane)
             prefetched = None
-            while planner.too_full(first.total) and window.span > planner.min_span:
+            # A bogus total (pager.plausible) sizes nothing: read_window halves down to it.
+            while (
+                planner.too_full(first.total)
+                and window.span > planner.min_span
+                and plausible(adapter, first)
+            ):
                 window = planner.shrink_for(window, first.total)
                 first = await adapter.fetch(1, window, lane)
-            planner.observe(window, first.total)
+            if plausible(adapter, first):
+                planner.observe(window, first.total)
             nxt = window.end + 1
             if nxt <= end:
                 next_window = planner.next_window(nxt, end)

@@ -232,6 +232,8 @@ async def test_a_poisoned_world_is_backfilled_and_then_quiet(
     want = expected_rejections(sim)
     assert summary["rejected"] == sum(want.values()) > 0
     assert "answer decoded tolerantly" in err
+    # 15 pages of orders; the bogus total costs a binary search to its second, not 10**10 pages.
+    assert by_type(sim)[ORDER_LIST] < 120, by_type(sim)
 
     conn = await asyncpg.connect(pg_url)
     try:
@@ -242,6 +244,14 @@ async def test_a_poisoned_world_is_backfilled_and_then_quiet(
             f"SELECT count(*) FROM {quote_ident(schema)}.logistics_pending"
         )
         assert pending == 0
+        # The bogus total (10**12) around one second was neither paged nor trusted: that
+        # second was read split by creation time, completely (check_orders), and nothing
+        # was accepted inconsistent.
+        inconsistent = await conn.fetchval(
+            f"SELECT sum(inconsistent_windows) FROM {quote_ident(schema)}.sync_state"
+        )
+        assert inconsistent == 0
+        assert "would take more than 1000 pages" in err
 
         before = by_type(sim)
         rc, out, err = await run_cli(
