@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import asyncpg
+
 from engine.config import SyncSettings
 from engine.counters import RunCounters
 from engine.errors import describe
@@ -179,14 +181,16 @@ class SyncService:
                 log.error("sync failed: %s", message, exc_info=not isinstance(exc, TemuError))
                 result.failed[(shop.shop_id, stream)] = message
                 self._counters.shops_failed.add(shop.shop_id)
-                # Only the unattended incremental passes back off; a backfill is run by hand.
+                # Only the unattended incremental passes back off (a backfill is run by hand),
+                # and not for Postgres (a lock or a deadline passes; retried within seconds).
+                backs_off = kind == INCREMENTAL and not isinstance(exc, asyncpg.PostgresError)
                 await self._store.record_error(
                     shop.shop_id,
                     stream,
                     kind,
                     message,
                     error_class=type(exc).__name__,
-                    backoff=self._backoff if kind == INCREMENTAL else None,
+                    backoff=self._backoff if backs_off else None,
                 )
                 return
             result.walked[(shop.shop_id, stream)] = walked

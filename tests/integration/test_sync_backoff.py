@@ -31,7 +31,7 @@ class Flaky:
     async def fetch(self, page: int, window: Window, lane: Lane) -> Page:
         self.fetches += 1
         if self.broken:
-            raise ValueError("a status Temu never documented")
+            raise self.error
         return Page(total=0, items=[])
 
     def key(self, item: dict[str, Any]) -> str | None:
@@ -39,6 +39,7 @@ class Flaky:
 
     def __init__(self, store: Store) -> None:
         self.broken = True
+        self.error: Exception = ValueError("a status Temu never documented")
         self.fetches = 0
         self._store = store
 
@@ -113,3 +114,15 @@ async def test_inconsistent_windows_are_counted_per_stream(store: Store) -> None
     await store.note_inconsistent(SHOP, "orders", "incremental")
     await store.note_inconsistent(SHOP, "orders", "incremental")
     assert (await _row(store))["inconsistent_windows"] == 2
+
+
+async def test_a_postgres_failure_does_not_back_off(store: Store) -> None:
+    """A lock or statement deadline passes: the daemon retries such a failure within seconds."""
+    adapter = Flaky(store)
+    adapter.error = asyncpg.exceptions.LockNotAvailableError("canceling statement: lock timeout")
+    sync = service(store, adapter)
+    for _ in range(4):
+        await sync.incremental_pass()
+    row = await _row(store)
+    assert row["failures_in_row"] == 4 and row["retry_after"] is None
+    assert row["last_error_class"] == "LockNotAvailableError"
