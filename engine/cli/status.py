@@ -106,6 +106,13 @@ async def cmd_status(settings: Settings, *, as_json: bool) -> int:
             f"{cursor.isoformat() if cursor else '-':<26} {lag:>10}  "
             f"{_ago(row.get('last_success_at'), now):<14} {_error_cell(row)}"
         )
+    for row in rows:
+        if row.get("inconsistent_windows"):
+            print(
+                f"shop {row['shop_id']} {row['stream']} {row['kind']}: "
+                f"{row['inconsistent_windows']} one-second window(s) accepted although Temu "
+                "never listed them consistently (records may be missing)"
+            )
     for r in rejected:
         print(
             f"shop {r['shop_id']} {r['stream']}: {r['records']} record(s) set aside in "
