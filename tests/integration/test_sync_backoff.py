@@ -51,11 +51,11 @@ class Flaky:
         pass
 
 
-def service(store: Store, adapter: Flaky) -> SyncService:
+def service(store: Store, adapter: Flaky, start_ago: int = 300) -> SyncService:
     now = time.time()
     settings = SyncSettings(
         returns=False,
-        start=datetime.fromtimestamp(now - 300, tz=UTC),
+        start=datetime.fromtimestamp(now - start_ago, tz=UTC),
         poll_interval_s=30,
         safety_lag_s=0,
     )
@@ -126,3 +126,25 @@ async def test_a_postgres_failure_does_not_back_off(store: Store) -> None:
     row = await _row(store)
     assert row["failures_in_row"] == 4 and row["retry_after"] is None
     assert row["last_error_class"] == "LockNotAvailableError"
+
+
+class Liar(Flaky):
+    """Every list answer claims one more record than it holds: never consistent."""
+
+    async def fetch(
+        self, page: int, window: Window, lane: Lane, created: Window | None = None
+    ) -> Page:
+        self.fetches += 1
+        return Page(total=2, items=[{"sn": f"R{window.start}"}] if page == 1 else [])
+
+    def key(self, item: dict[str, Any]) -> str | None:
+        return str(item["sn"])
+
+
+async def test_a_second_never_listed_consistently_is_counted_and_passed(store: Store) -> None:
+    adapter = Liar(store)
+    sync = service(store, adapter, start_ago=2)
+    result = await sync.incremental_pass()
+    assert not result.failed, "the stream goes on"
+    row = await _row(store)
+    assert row["inconsistent_windows"] >= 1 and row["position"] is not None
