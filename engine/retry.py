@@ -17,6 +17,15 @@ The formulas (n = consecutive failures, 1 for the first; rng() uniform in [0, 1)
 - ``rma_wait_schedule(first, cap)(polls)`` = min(cap, first * 2**polls): looking again for an
   RMA that OC does not have yet (merchants open them minutes or hours after Temu's event).
 
+- ``failing_stream_delay(poll_s, cap)(failures)`` = 0 for the first two failed passes in a row
+  (the next polls retry), then min(cap, max(poll_s, 60) * 2**(failures - 3)): a sync stream
+  failing pass after pass for the same reason (kept in ``sync_state.retry_after``, so a restart
+  or a one-shot ``run --once`` honours it too).
+
+- ``logistics_reread_delay(attempts)`` = 0 for the first three reads again (the next passes),
+  then min(1 day, 5 min * 2**(attempts - 3)): reverse logistics Temu could not give yet
+  (130010004 or a failed call), read again until it answers.
+
 ``sleep_or_stop`` / ``sleep_rest_of``: the one way a loop waits, so a SIGTERM never waits out
 a sleep.
 """
@@ -33,7 +42,9 @@ __all__ = [
     "Backoff",
     "capped_exponential",
     "exponential_backoff",
+    "failing_stream_delay",
     "full_jitter",
+    "logistics_reread_delay",
     "poll_schedule",
     "rma_wait_schedule",
     "sleep_or_stop",
@@ -89,6 +100,28 @@ def poll_schedule(base_s: float, *, eager: int, cap_s: float) -> Callable[[int],
         return float(min(cap_s, max(base_s, 1.0) * 2 ** min(polls - eager, _MAX_EXPONENT)))
 
     return delay
+
+
+FAILING_STREAM_EAGER = 2  # failed passes retried at the next polls before backing off
+
+
+def failing_stream_delay(poll_s: float, cap_s: float = 3600.0) -> Callable[[int], float]:
+    """Seconds a stream that failed ``failures`` passes in a row is skipped."""
+    # failures counts from 1: poll_schedule's "eager" polls are 0 .. EAGER, 0 never comes.
+    schedule = poll_schedule(max(poll_s, 60.0), eager=FAILING_STREAM_EAGER + 1, cap_s=cap_s)
+
+    def delay(failures: int) -> float:
+        return schedule(failures)
+
+    return delay
+
+
+_LOGISTICS_SCHEDULE = poll_schedule(300.0, eager=3, cap_s=86400.0)
+
+
+def logistics_reread_delay(attempts: int) -> float:
+    """Seconds until reverse logistics are read again after ``attempts`` reads again failed."""
+    return _LOGISTICS_SCHEDULE(attempts)
 
 
 def rma_wait_schedule(first_s: float, cap_s: float) -> Callable[[int], float]:

@@ -180,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--latency-ms", type=float, default=0.0)
     sim.add_argument("--jitter-ms", type=float, default=0.0)
     sim.add_argument("--drift", type=float, default=0.0, help="drift rate 0..1")
+    sim.add_argument(
+        "--poison",
+        action="store_true",
+        help="serve poisoned records (bad bytes, huge numbers, odd types; README Reliability)",
+    )
     return p
 
 

@@ -318,6 +318,7 @@ async def simulate(args: argparse.Namespace) -> int:
         latency_ms=args.latency_ms,
         jitter_ms=args.jitter_ms,
         drift_rate=args.drift,
+        poison=args.poison,
     )
     await serve_forever(args.listen, config)
     return ExitCode.OK

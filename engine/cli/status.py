@@ -53,6 +53,7 @@ async def cmd_status(settings: Settings, *, as_json: bool) -> int:
             [s.id for s in settings.shops], rt.sync_service().enabled_streams()
         )
         outbox = await rt.store.outbox_summary()
+        rejected = await rt.store.rejected_counts() if not pending else []
         blocked, blocked_error, blocked_key = await ReconcileStore(rt.pool).blocked(BLOCKED)
         outbox.update(
             blocked=blocked, blocked_latest_error=blocked_error, blocked_latest_key=blocked_key
@@ -84,6 +85,8 @@ async def cmd_status(settings: Settings, *, as_json: bool) -> int:
                 for row in rows
             ],
             "outbox": {k: conv(v) for k, v in outbox.items()},
+            # interface.md: records set aside in rejected_records, per shop and stream.
+            "rejected": [{k: conv(v) for k, v in r.items()} for r in rejected],
             # interface.md "Access tokens": null when never checked.
             "shops": [
                 {"id": s.id, **status_fields(tokens.get(s.id), needed)} for s in settings.shops
@@ -102,6 +105,18 @@ async def cmd_status(settings: Settings, *, as_json: bool) -> int:
             f"{row['shop_id']:<16} {row['stream']:<8} {row['kind']:<28} "
             f"{cursor.isoformat() if cursor else '-':<26} {lag:>10}  "
             f"{_ago(row.get('last_success_at'), now):<14} {_error_cell(row)}"
+        )
+    for row in rows:
+        if row.get("inconsistent_windows"):
+            print(
+                f"shop {row['shop_id']} {row['stream']} {row['kind']}: "
+                f"{row['inconsistent_windows']} one-second window(s) accepted although Temu "
+                "never listed them consistently (records may be missing)"
+            )
+    for r in rejected:
+        print(
+            f"shop {r['shop_id']} {r['stream']}: {r['records']} record(s) set aside in "
+            f"rejected_records (last seen {_ago(r['last_seen_at'], now)})"
         )
     _print_tokens(settings, tokens, needed)
     _print_cluster(apps, daemons, now)
@@ -164,6 +179,12 @@ def _error_cell(row: dict[str, Any]) -> str:
         synced = row.get("position") is not None or row.get("last_success_at") is not None
         return "" if synced else "never synced"
     # An error older than the last success is history; a current one needs attention.
+    if row.get("retry_after") is not None:
+        return (
+            f"FAILING, backing off until {row['retry_after'].isoformat(timespec='seconds')} "
+            f"({row.get('last_error_class')}, {row.get('failures_in_row')} failed passes in a "
+            f"row): {error}"
+        )
     return f"FAILING: {error}" if row.get("failing") else f"(earlier) {error}"
 
 

@@ -134,6 +134,7 @@ class Daemon:
             interval_s=interval,
             keeper=keeper,
         )
+        self._metrics.export_decodes(lambda: self._rt.stats.tolerant_decodes)
         self.board.register(Monitor.NAME, interval, kind="monitor")
         self.supervisor.start(Monitor.NAME, monitor.run)
         return monitor

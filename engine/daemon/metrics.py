@@ -123,10 +123,37 @@ class Metrics:
             ["loop"],
             registry=r,
         )
+        self._rejected = Gauge(
+            "temu_sync_rejected_records",
+            "Records set aside in rejected_records (they could not be stored even with NULL "
+            "typed columns), by shop and stream.",
+            ["shop", "stream"],
+            registry=r,
+        )
+        self._inconsistent = Gauge(
+            "temu_sync_inconsistent_windows",
+            "One-second windows accepted although Temu never listed them consistently "
+            "(records may be missing), by shop and stream; sync_state keeps the count.",
+            ["shop", "stream"],
+            registry=r,
+        )
+        self._failures_in_row = Gauge(
+            "temu_sync_stream_failures_in_row",
+            "Passes in a row a stream failed (0 after a success).",
+            ["shop", "stream"],
+            registry=r,
+        )
+        self._backoff_until = Gauge(
+            "temu_sync_stream_backoff_until_timestamp_seconds",
+            "Unix time until which a failing stream is skipped (0: not backing off).",
+            ["shop", "stream"],
+            registry=r,
+        )
         # Series that should read 0 rather than be absent before the first event, so alerts
         # like `increase(...) > 0` and `outbox{state="dead"} > 0` work from the start.
         for state in OUTBOX_STATES:
             self._outbox.labels(state=state).set(0)
+        self._rejected_seen: set[tuple[str, str]] = set()
 
     def observe_request(self, app_key: str, api_type: str, outcome: str) -> None:
         """The Temu client's observer: one call per HTTP attempt."""
@@ -151,6 +178,32 @@ class Metrics:
         """Exports the Orange Connex client's own counters (calls, retries, ...) as
         ``temu_sync_oc_<name>_total``, read at scrape time."""
         self.registry.register(_OcCounters(counters))
+
+    def export_decodes(self, count: Callable[[], int]) -> None:
+        """Exports how many Temu answers only the tolerant decoder could read, as
+        ``temu_sync_tolerant_decodes_total``, read at scrape time."""
+        self.registry.register(_ReadCounter("temu_sync_tolerant_decodes", _DECODES_HELP, count))
+
+    def set_rejected(self, counts: Mapping[tuple[str, str], int]) -> None:
+        """Sets every (shop, stream) given; one no longer given (pruned away) reads 0."""
+        for labels in list(self._rejected_seen - set(counts)):
+            self._rejected.labels(shop=labels[0], stream=labels[1]).set(0)
+        for (shop, stream), n in counts.items():
+            self._rejected.labels(shop=shop, stream=stream).set(n)
+        self._rejected_seen |= set(counts)
+
+    def set_stream_health(
+        self,
+        shop: str,
+        stream: str,
+        *,
+        failures_in_row: int,
+        backoff_until: float | None,
+        inconsistent_windows: int,
+    ) -> None:
+        self._failures_in_row.labels(shop=shop, stream=stream).set(failures_in_row)
+        self._backoff_until.labels(shop=shop, stream=stream).set(backoff_until or 0)
+        self._inconsistent.labels(shop=shop, stream=stream).set(inconsistent_windows)
 
     def set_pace(self, app_key: str, requests_per_second: float) -> None:
         self._pace.labels(app_key=app_key).set(requests_per_second)
@@ -202,6 +255,20 @@ class _Shared(Collector):
 
     def collect(self) -> Iterator[object]:  # type: ignore[override]
         return iter(self._inner.collect())
+
+
+_DECODES_HELP = (
+    "Temu answers orjson refused (invalid UTF-8, lone surrogates, out-of-range numbers) that "
+    "the tolerant decoder read."
+)
+
+
+class _ReadCounter(Collector):
+    def __init__(self, name: str, documentation: str, count: Callable[[], int]) -> None:
+        self._name, self._doc, self._count = name, documentation, count
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(self._name, self._doc, self._count())
 
 
 class _OcCounters(Collector):

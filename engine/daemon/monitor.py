@@ -104,6 +104,11 @@ class Monitor:
             self._outbox = summary
             self._outbox_at = now
             self._metrics.set_outbox({s: int(summary.get(s) or 0) for s in OUTBOX_STATES})
+        # Every round: a small table (one row per set-aside record), grouped by its key.
+        rejected = await self._rt.store.rejected_counts()
+        self._metrics.set_rejected(
+            {(r["shop_id"], r["stream"]): int(r["records"]) for r in rejected}
+        )
 
     def _stream_row(self, row: Mapping[str, Any]) -> None:
         shop, stream, position = row["shop_id"], row["stream"], row["position"]
@@ -119,3 +124,11 @@ class Monitor:
         success = row.get("last_success_at")
         if success is not None:
             self._metrics.mark_success(shop, stream, success.timestamp())
+        retry_after = row.get("retry_after")
+        self._metrics.set_stream_health(
+            shop,
+            stream,
+            failures_in_row=int(row.get("failures_in_row") or 0),
+            backoff_until=None if retry_after is None else retry_after.timestamp(),
+            inconsistent_windows=int(row.get("inconsistent_windows") or 0),
+        )

@@ -75,6 +75,9 @@ class SimConfig:
     lost_answer_delay_s: float = 35.0
     return_list_lag_s: float = 0.0
     empty_carrier_lists: int = 0
+    nul_in_errors: bool = False  # issue 12
+    logistics_not_ready: int = 0
+    poison: bool = False
 
     def __post_init__(self) -> None:
         app_keys = {a.app_key for a in self.apps}

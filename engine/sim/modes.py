@@ -22,6 +22,17 @@ Set from ``SimConfig`` at build time and changed later through ``POST /_sim/mode
   while ``parentreturnorder.get`` shows the new tracking at once.
 - ``empty_carrier_lists`` (int, 0 off): the next N carrier-list answers
   (``temu.aftersales.carrier.get`` and ``bg.logistics.companies.get``) hold an empty list.
+
+Issue 12 (hostile data):
+
+- ``nul_in_errors`` (bool): every Temu API error and OC business error message carries a
+  U+0000 (seen from services that build messages from C strings); Postgres text cannot hold
+  it, so an engine storing the message as is fails its own bookkeeping write.
+- ``logistics_not_ready`` (int, 0 off): the next N ``bg.aftersales.parentreturnorder.get``
+  calls answer 130010004 (Temu has no reverse order yet), though the return lists as shipped.
+- ``poison`` (bool): every 7th record of each shop comes poisoned, in orders, order lines,
+  returns and return lines, raw bytes included (engine/sim/poison.py); ``/_sim/truth/poisoned``
+  names them.
 """
 
 from __future__ import annotations
@@ -45,6 +56,9 @@ class Modes:
     lost_answer_delay_s: float = 35.0
     return_list_lag_s: float = 0.0
     empty_carrier_lists: int = 0
+    nul_in_errors: bool = False
+    logistics_not_ready: int = 0
+    poison: bool = False
     # (shop_id, parentAfterSalesSn) -> (list shows the old item until, the old item)
     stale_items: dict[tuple[str, str], tuple[float, dict[str, Any]]] = field(
         default_factory=dict, repr=False
@@ -90,11 +104,20 @@ class Modes:
         for name, value in clean.items():
             setattr(self, name, value)
 
+    def error_text(self, message: str) -> str:
+        return f"{message}\x00(detail)" if self.nul_in_errors else message
+
     # -- one-shot modes: each use spends one ------------------------------------------------
     def take_lost_answer(self) -> bool:
         if self.lost_upload_answers <= 0:
             return False
         self.lost_upload_answers -= 1
+        return True
+
+    def take_logistics_not_ready(self) -> bool:
+        if self.logistics_not_ready <= 0:
+            return False
+        self.logistics_not_ready -= 1
         return True
 
     def take_empty_carriers(self) -> bool:

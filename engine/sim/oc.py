@@ -197,6 +197,7 @@ class OcApi:
             body = self._dispatch(request, name, raw, request_id)
         except OcError as err:
             note.update(reason=_REASONS.get(err.code, f"error:{err.code}"), code=err.code)
+            err.message = self.world.modes.error_text(err.message)
             return _json(oc_envelope(request_id, None, err))
         except Exception:
             log.exception("simulator bug answering OC %s", name)

@@ -219,6 +219,12 @@ class Simulator:
         result: dict[str, list[dict[str, Any]]] = self.world.truth("logistics", shop_id)
         return result
 
+    def poisoned(self, shop_id: str) -> dict[str, dict[str, str]]:
+        """{"orders": {parentOrderSn: kind}, "returns": {parentAfterSalesSn: kind}}: the
+        records the ``poison`` mode poisons (engine/sim/poison.py), by their clean key."""
+        result: dict[str, dict[str, str]] = self.world.truth("poisoned", shop_id)
+        return result
+
     def uploads(self, shop_id: str | None = None) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self.world.truth("uploads", shop_id)
         return result

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from engine.sim import codes
+from engine.sim import codes, poison
 from engine.sim.attempts import ACCEPTED, REFUSED
 from engine.sim.codes import MESSAGES, ApiError
 from engine.sim.data import ShopData
@@ -91,7 +91,8 @@ class TemuRouter:
             self.stats.unattributed[err.code] += 1
         else:
             app.errors[err.code] += 1
-        return _json(envelope(request_id, None, err.code, err.message))
+        message = self.world.modes.error_text(err.message or MESSAGES.get(err.code, "ERROR"))
+        return _json(envelope(request_id, None, err.code, message))
 
     async def _answer(
         self, request: web.Request, body: bytes, arrival: float, request_id: str
@@ -165,7 +166,8 @@ class TemuRouter:
                 self.stats.drift_events += len(call.drifted)
                 self.stats.drift_by_shop[shop.shop.shop_id] += len(call.drifted)
         attempt = self._attempt(params, shop, request_id, ACCEPTED, "", codes.SUCCESS)
-        answer = _json(envelope(request_id, result))
+        body = envelope(request_id, result)
+        answer = _json(poison.inject(body) if self.world.modes.poison else body)
         if api_type in MUTATING_TYPES and self.network.drop_after_apply():
             self.stats.faults_after_apply += 1
             return await self._lose(attempt, request, None)

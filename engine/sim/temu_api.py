@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.sim import poison
 from engine.sim.catalog import CARRIERS, CARRIERS_BY_ID
 from engine.sim.codes import (
     AFTERSALES_FORBIDDEN,
@@ -114,7 +115,13 @@ def order_list(call: Call) -> dict[str, Any]:
     )
     offset = (page_number - 1) * size
     selection, seqs = _select_page(call, "orders", query, offset, size)
-    return {"totalItemNum": selection.total, "pageItems": [orders.item(s) for s in seqs]}
+    items = [orders.item(s) for s in seqs]
+    total = selection.total
+    if call.world.modes.poison:
+        for s, item in zip(seqs, items, strict=True):
+            poison.poison_item(s, item, poison.ORDER_KINDS)
+        total = poison.order_total(orders, updated, created, total)
+    return {"totalItemNum": total, "pageItems": items}
 
 
 def order_detail(call: Call) -> dict[str, Any]:
@@ -166,6 +173,9 @@ def parent_returns_list(call: Call) -> dict[str, Any]:
     if modes.stale_items:  # return_list_lag_s: the list has not caught up with an upload yet
         shop_id, now = call.shop.shop.shop_id, call.world.clock()
         items = [modes.list_item(shop_id, i["parentAfterSalesSn"], i, now) for i in items]
+    if modes.poison:
+        for s, item in zip(seqs, items, strict=True):
+            poison.poison_item(s, item, poison.RETURN_KINDS)
     return {"total": selection.total, "pageNumber": page_no, "data": items}
 
 
@@ -177,18 +187,20 @@ def return_lines_list(call: Call) -> dict[str, Any]:
         raise ApiError(BAD_PARAMS, "parentAfterSalesSnList is required")
     page_no = opt_int(p, "pageNo", 1, lo=1) or 1
     size = opt_int(p, "pageSize", 10, lo=1, hi=200) or 10
-    lines = [
-        line
-        for sn in dict.fromkeys(sns)
-        if sn in table.by_sn
-        for line in table.by_sn[sn].line_items()
-    ]
+    lines = []
+    for sn in dict.fromkeys(sns):
+        rec = table.by_sn.get(poison.clean_key(sn))
+        if rec is not None:
+            mine = rec.line_items()
+            if call.world.modes.poison:
+                poison.poison_lines(rec.seq, mine)
+            lines += mine
     offset = (page_no - 1) * size
     return {"total": len(lines), "data": lines[offset : offset + size]}
 
 
 def _return_of(call: Call, *, with_order: bool) -> ReturnRec:
-    sn = req_str(call.params, "parentAfterSalesSn")
+    sn = poison.clean_key(req_str(call.params, "parentAfterSalesSn"))
     rec = call.shop.returns.by_sn.get(sn)
     if with_order:
         order_sn = req_str(call.params, "parentOrderSn")
@@ -201,6 +213,8 @@ def _return_of(call: Call, *, with_order: bool) -> ReturnRec:
 
 def parent_return_order(call: Call) -> dict[str, Any]:
     rec = _return_of(call, with_order=False)
+    if call.world.modes.take_logistics_not_ready():
+        raise ApiError(AFTERSALES_NOT_FOUND, "reverse order not found")
     return {"logisticsInfoList": [dict(x) for x in rec.logistics]}
 
 

@@ -26,6 +26,7 @@ from engine.sim.data import (
 from engine.sim.modes import Modes
 from engine.sim.oc_state import OPEN, OcState, OcTokens
 from engine.sim.pickup import add_pickup_cases
+from engine.sim.poison import poisoned
 from engine.sim.query import QueryCache
 from engine.sim.returns import (
     LABEL_PENDING,
@@ -354,6 +355,8 @@ class World:
             return [line for r in records for line in r.line_items()]
         if kind == "logistics":
             return {r.sn: [dict(x) for x in r.logistics] for r in records}
+        if kind == "poisoned":
+            return poisoned(data)
         raise KeyError(f"unknown truth kind {kind!r}")
 
 
@@ -368,4 +371,5 @@ TRUTH_KINDS = (
     "upload_attempts",
     "oc_attempts",
     "pickup_cases",
+    "poisoned",
 )

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import asyncpg
 
+from engine.store.pool import pg_text
 from engine.store.queries import default_queries
 
 # The insert's deadline on the request path: well inside Temu's 500 ms, leaving room for
@@ -84,11 +85,6 @@ class Processed:
     processed_at: datetime
 
 
-def _text(value: str | None) -> str | None:
-    # Postgres text cannot hold U+0000; such an identifier matches nothing anyway.
-    return None if value is None else value.replace("\x00", "\ufffd")
-
-
 def _ts(seconds: int | None) -> datetime | None:
     return None if seconds is None else datetime.fromtimestamp(seconds, tz=UTC)
 
@@ -110,10 +106,10 @@ class EventStore:
             event.app_key,
             shop_id,
             event.mall_id,
-            _text(event.code),
-            _text(event.parent_order_sn),
-            _text(event.order_sn),
-            _text(event.parent_after_sales_sn),
+            pg_text(event.code),
+            pg_text(event.parent_order_sn),
+            pg_text(event.order_sn),
+            pg_text(event.parent_after_sales_sn),
             _ts(event.update_time),
             sent,
             event.raw,
@@ -142,7 +138,11 @@ class EventStore:
     ) -> list[int]:
         """Schedules a retry; returns the ids given up on (their attempts ran out)."""
         rows = await self._pool.fetch(
-            self._q["fail_webhook_events"], list(ids), error[:2000], backoff_s, max_attempts
+            self._q["fail_webhook_events"],
+            list(ids),
+            pg_text(error[:2000]),
+            backoff_s,
+            max_attempts,
         )
         return [r["id"] for r in rows if r["gave_up"]]
 

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from engine.store.pool import pg_text
 from engine.store.queries import default_queries
 
 T = TypeVar("T")
@@ -113,7 +114,7 @@ class Outbox:
         """Returns the task's new state: 'pending' (retry after ``backoff_s``) or 'dead'
         (attempts reached ``max_attempts``); None when it was not running / not ours."""
         state: str | None = await self._pool.fetchval(
-            self._q["fail"], task_id, error, max_attempts, backoff_s, owner
+            self._q["fail"], task_id, pg_text(error), max_attempts, backoff_s, owner
         )
         return state
 
@@ -204,6 +205,6 @@ class Outbox:
         patch: dict[str, Any] | None = None,
     ) -> bool:
         row = await self._pool.fetchrow(
-            self._q["reconcile_defer"], task_id, note, delay_s, patch or {}, owner
+            self._q["reconcile_defer"], task_id, pg_text(note), delay_s, patch or {}, owner
         )
         return row is not None

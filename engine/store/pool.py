@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable
 from typing import Any
 
 import asyncpg
 import asyncpg.pool
 import orjson
+
+from engine import jsonvalue
 
 # What Store and the migration runner accept: a plain connection or one borrowed from a pool.
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
@@ -39,12 +42,27 @@ def json_bytes(value: Any) -> bytes:
     return data
 
 
+def pg_text(value: str | None) -> str | None:
+    """``value`` as text Postgres accepts: U+0000 (which a text parameter cannot carry; the
+    whole statement would fail, and with it the bookkeeping write) becomes U+FFFD. Every text
+    parameter that may hold words from outside (a Temu or OC message, an id) goes through it."""
+    if value is None or "\x00" not in value:
+        return value
+    return value.replace("\x00", "\ufffd")
+
+
+def pg_texts(values: Iterable[str]) -> list[str]:
+    return [v.replace("\x00", "\ufffd") for v in values]
+
+
 def _encode_jsonb(value: Any) -> bytes:
     return _JSONB_VERSION + json_bytes(value)
 
 
 def _decode_jsonb(data: bytes) -> Any:
-    return orjson.loads(data[1:])
+    # As it was stored: a payload holding 1e400 or an integer past 64 bits (kept exactly on
+    # the way in) must not fail the query nor come back as a float.
+    return jsonvalue.loads(data[1:])
 
 
 def _encode_json(value: Any) -> bytes:
@@ -61,7 +79,7 @@ async def init_connection(conn: asyncpg.Connection) -> None:
         format="binary",
     )
     await conn.set_type_codec(
-        "json", schema="pg_catalog", encoder=_encode_json, decoder=orjson.loads, format="binary"
+        "json", schema="pg_catalog", encoder=_encode_json, decoder=jsonvalue.loads, format="binary"
     )
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from engine.store.outbox import Outbox
+from engine.store.pool import pg_text
 
 T = TypeVar("T")
 
@@ -71,7 +72,7 @@ class ReconcileStore(Outbox):
     # -- returns --------------------------------------------------------------------------------
 
     async def find_returns(self, sn: str, shop_id: str | None = None) -> list[ReturnInfo]:
-        rows = await self._pool.fetch(self._q["reconcile_return"], sn, shop_id)
+        rows = await self._pool.fetch(self._q["reconcile_return"], pg_text(sn), shop_id)
         return [
             ReturnInfo(
                 shop_id=r["shop_id"],

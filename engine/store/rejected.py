@@ -20,7 +20,7 @@ import asyncpg
 import orjson
 
 from engine.logs import redact
-from engine.store.pool import Connection
+from engine.store.pool import Connection, pg_text
 
 __all__ = ["Rejected", "isolable", "isolate", "json_key", "save_rejected"]
 
@@ -107,7 +107,7 @@ async def isolate(
 
 def _reason(exc: BaseException) -> str:
     state = getattr(exc, "sqlstate", None)
-    text = f"{type(exc).__name__}: {exc}".replace("\x00", "\ufffd")
+    text = f"{type(exc).__name__}: {exc}"
     return redact(f"{text} (SQLSTATE {state})" if state else text)[:2000]
 
 
@@ -117,15 +117,16 @@ async def save_rejected(
     for r in rejected:
         raw = orjson.dumps(r.item).decode()
         key = r.entity_key
-        digest = hashlib.sha256(
-            f"{r.entity}:{key if key is not None else raw}".encode()
-        ).hexdigest()
+        # Without a key, the record is its text and its reason (which names the parent order
+        # of a line): the same stray element in two orders is two records.
+        ident = key if key is not None else f"{r.reason}:{raw}"
+        digest = hashlib.sha256(f"{r.entity}:{ident}".encode()).hexdigest()
         await conn.execute(
             query,
             shop_id,
             r.stream,
             digest,
-            None if key is None else key.replace("\x00", "\ufffd")[:MAX_KEY_CHARS],
-            r.reason.replace("\x00", "\ufffd"),
+            None if key is None else pg_text(key[:MAX_KEY_CHARS]),
+            pg_text(r.reason),
             raw.replace("\\u0000", "\\ufffd")[:MAX_RAW_CHARS],
         )

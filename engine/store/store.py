@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,6 +20,7 @@ import asyncpg
 
 from engine.store import isolation
 from engine.store.outbox import Outbox
+from engine.store.pool import pg_text, pg_texts
 from engine.store.rejected import Rejected, isolable, json_key
 
 Item = Mapping[str, Any]
@@ -135,7 +136,11 @@ def _returns_without_keys(items: Sequence[Item], lines: Sequence[Item]) -> bool:
     )
 
 
-def _logistics_info(result: Mapping[str, Any]) -> Any:
+def _logistics_info(result: Any) -> Any:
+    """The answer's logisticsInfoList as sent ([] when absent; an answer that is not even an
+    object is kept whole: the SQL reads only arrays into typed columns)."""
+    if not isinstance(result, Mapping):
+        return [] if result is None else result
     info = result.get("logisticsInfoList")
     return info if info is not None else []
 
@@ -267,14 +272,49 @@ class Store(Outbox):
         """Stores ``result.logisticsInfoList`` of ``bg.aftersales.parentreturnorder.get``.
 
         Returns True when the stored logistics changed (or were new)."""
-        info = result.get("logisticsInfoList")
         row = await self._pool.fetchrow(
             self._q["write_return_logistics"],
             shop_id,
             parent_after_sales_sn,
-            info if info is not None else [],
+            _logistics_info(result),
         )
         return row is not None
+
+    async def want_logistics(self, shop_id: str, sns: Sequence[str], reason: str) -> None:
+        """These returns' logistics could not be read: read them again at a later pass."""
+        if sns:
+            await self._pool.execute(
+                self._q["want_logistics"], shop_id, pg_texts(sns), pg_text(reason[:2000])
+            )
+
+    async def logistics_due(
+        self, shop_id: str, limit: int, *, before: datetime
+    ) -> list[tuple[str, int]]:
+        """(parent_after_sales_sn, attempts so far) of the returns to read again now, among
+        those pending since before ``before``."""
+        rows = await self._pool.fetch(self._q["logistics_due"], shop_id, limit, before)
+        return [(r["parent_after_sales_sn"], r["attempts"]) for r in rows]
+
+    async def write_reread_logistics(
+        self, shop_id: str, sn: str, result: Mapping[str, Any]
+    ) -> bool:
+        """Stores logistics read again (no longer pending); a change is logged as a change of
+        its return. True when the stored logistics changed."""
+        info = _logistics_info(result)
+        async with self._pool.acquire() as conn, conn.transaction():
+            changed = await conn.fetchrow(self._q["write_return_logistics"], shop_id, sn, info)
+            if changed is not None:
+                await conn.execute(self._q["logistics_reread_change"], shop_id, sn)
+        return changed is not None
+
+    async def logistics_later(self, shop_id: str, sn: str, error: str, delay_s: float) -> None:
+        await self._pool.execute(
+            self._q["logistics_later"], shop_id, sn, pg_text(error[:2000]), delay_s
+        )
+
+    async def logistics_pending(self, shop_id: str | None = None) -> int:
+        count: int = await self._pool.fetchval(self._q["logistics_pending_count"], shop_id)
+        return count
 
     async def get_return_logistics(
         self, shop_id: str, parent_after_sales_sn: str
@@ -313,17 +353,52 @@ class Store(Outbox):
     async def record_success(self, shop_id: str, stream: str, kind: str = "incremental") -> None:
         await self._pool.execute(self._q["record_success"], shop_id, stream, kind)
 
-    async def record_error(self, shop_id: str, stream: str, kind: str, message: str) -> None:
-        await self._pool.execute(self._q["record_error"], shop_id, stream, kind, message)
+    async def record_error(
+        self,
+        shop_id: str,
+        stream: str,
+        kind: str,
+        message: str,
+        *,
+        error_class: str | None = None,
+        backoff: Callable[[int], float] | None = None,
+    ) -> int:
+        """Records a failed pass; with ``backoff`` (failures in a row -> seconds) the stream
+        is also skipped until that long from now. Returns the failures in a row."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            failures: int = await conn.fetchval(
+                self._q["record_error"], shop_id, stream, kind, pg_text(message), error_class
+            )
+            if backoff is not None:
+                await conn.execute(
+                    self._q["set_retry_after"], shop_id, stream, kind, backoff(failures)
+                )
+        return failures
+
+    async def note_inconsistent(self, shop_id: str, stream: str, kind: str) -> None:
+        """A one-second window accepted although it never read consistently."""
+        await self._pool.execute(self._q["note_inconsistent"], shop_id, stream, kind)
+
+    async def backing_off(self, shop_id: str, stream: str, kind: str) -> dict[str, Any] | None:
+        """``retry_after``, ``failures_in_row``, ``last_error_class``, ``last_error`` of a
+        stream skipped until retry_after; None when it may run."""
+        row = await self._pool.fetchrow(self._q["backing_off"], shop_id, stream, kind)
+        return None if row is None else dict(row)
 
     async def sync_status(
         self, shops: Sequence[str] = (), streams: Sequence[str] = ()
     ) -> list[dict[str, Any]]:
         """Per shop, stream and kind: position (also as ``cursor``), lag_s, last_success_at,
-        last_error, last_error_at, failing (an error newer than the last success) and
-        configured. Every pair of ``shops`` x ``streams`` gets at least an incremental row."""
+        last_error, last_error_at, failing (an error newer than the last success),
+        last_error_class, failures_in_row, retry_after (set while backing off),
+        inconsistent_windows and configured. Every pair of ``shops`` x ``streams`` gets at
+        least an incremental row."""
         rows = await self._pool.fetch(self._q["sync_status"], list(shops), list(streams))
         return [dict(r) for r in rows]
+
+    async def rejected_counts(self) -> list[dict[str, Any]]:
+        """Per shop and stream: ``records`` set aside in rejected_records, ``last_seen_at``."""
+        return [dict(r) for r in await self._pool.fetch(self._q["rejected_counts"])]
 
     # -- Orange Connex tokens -------------------------------------------------------------------
 

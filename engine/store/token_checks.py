@@ -9,6 +9,7 @@ from typing import Any
 
 import asyncpg
 
+from engine.store.pool import pg_text, pg_texts
 from engine.store.queries import default_queries
 
 
@@ -41,8 +42,8 @@ class TokenChecks:
             check.shop_id,
             check.token_sha256,
             check.expires_at,
-            sorted(check.api_scopes),
-            check.mall_id,
+            pg_texts(sorted(check.api_scopes)),
+            pg_text(check.mall_id),
             check.payload,
             check.checked_at,
         )

@@ -22,6 +22,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from engine.counters import RunCounters
@@ -124,11 +125,16 @@ class _Recording:
         self.page_size = inner.page_size
         self.seen: dict[str, int] = {}
 
-    async def fetch(self, page: int, window: Window, lane: Lane) -> Page:
-        return await self._inner.fetch(page, window, lane)
+    async def fetch(
+        self, page: int, window: Window, lane: Lane, created: Window | None = None
+    ) -> Page:
+        return await self._inner.fetch(page, window, lane, created)
 
     def key(self, item: dict[str, Any]) -> str | None:
         return self._inner.key(item)
+
+    async def after_walk(self, lane: Lane, started: datetime) -> None:
+        await self._inner.after_walk(lane, started)
 
     async def write(self, items: list[dict[str, Any]], advance: CursorAdvance | None) -> None:
         await self._inner.write(items, advance)

@@ -16,12 +16,16 @@ class OrdersAdapter(ShopStream):
 
     max_page_size = 100
 
-    async def fetch(self, page: int, window: Window, lane: Lane) -> Page:
+    async def fetch(
+        self, page: int, window: Window, lane: Lane, created: Window | None = None
+    ) -> Page:
         return await self._api.list_orders(
             page_number=page,
             page_size=self.page_size,
             update_start=window.start,
             update_end=window.end,
+            create_after=None if created is None else created.start,
+            create_before=None if created is None else created.end,
             lane=lane,
         )
 

@@ -7,15 +7,26 @@ window, so a read is complete exactly when every page reported the same total an
 together held that many distinct records. Otherwise the window is read again (writes are
 idempotent, so re-reading costs requests, not correctness); a window that keeps drifting is cut
 in halves, which are quicker to page.
+
+Two answers are not trusted as they come (issue 12). A ``total`` that would need more than
+MAX_WINDOW_PAGES pages is not paged (a bogus 10**12 must not queue millions of page reads): the
+window is halved without reading it, down to one second. A one-second window that still reads
+inconsistently is read again split by another filter the list APIs offer, creation time
+(CREATION_BUCKETS, which together cover every possible createAt, each halved once more if it
+drifts); when every part reads consistently and together they hold every record the unfiltered
+reads saw, the window is complete. Otherwise what was read is accepted (the stream must not stop)
+and ``on_inconsistent`` records it (sync_state.inconsistent_windows, /metrics).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from engine.store.store import CursorAdvance
@@ -28,17 +39,35 @@ log = logging.getLogger(__name__)
 Item = dict[str, Any]
 
 
+# At the planner's ~100 pages a window, only a bogus total (or a one-second burst beyond any
+# real shop) gets here.
+MAX_WINDOW_PAGES = 1000
+_DAY = 86400
+# Creation-time parts of a one-second update window, as seconds back from its end: together
+# [0, end] (a record is created before it is updated; 0 also covers a nonsense createAt).
+CREATION_BUCKETS = (365 * _DAY, 30 * _DAY, 7 * _DAY, _DAY)
+_CREATION_HALVINGS = 1  # a part that drifts is halved this many times at most
+
+
 class StreamAdapter(Protocol):
     """One shop's view of one stream (orders or returns)."""
 
     stream: str
     page_size: int
 
-    async def fetch(self, page: int, window: Window, lane: Lane) -> Page: ...
+    async def fetch(
+        self, page: int, window: Window, lane: Lane, created: Window | None = None
+    ) -> Page:
+        """A page of the records updated in ``window`` (and created in ``created``)."""
+        ...
 
     def key(self, item: Item) -> str | None: ...
 
     async def write(self, items: list[Item], advance: CursorAdvance | None) -> None: ...
+
+    async def after_walk(self, lane: Lane, started: datetime) -> None:
+        """After a successful walk of a range (returns: read pending logistics again)."""
+        ...
 
 
 @dataclass
@@ -68,6 +97,19 @@ class _HoldLastWriter:
         self._held = None
 
 
+def plausible(adapter: StreamAdapter, page: Page) -> bool:
+    """False for a total no window of ours can hold (MAX_WINDOW_PAGES): not to be trusted."""
+    return page.total <= MAX_WINDOW_PAGES * adapter.page_size
+
+
+async def _fetch(
+    adapter: StreamAdapter, page: int, window: Window, lane: Lane, created: Window | None
+) -> Page:
+    if created is None:
+        return await adapter.fetch(page, window, lane)
+    return await adapter.fetch(page, window, lane, created)
+
+
 async def _read_once(
     adapter: StreamAdapter,
     window: Window,
@@ -75,9 +117,13 @@ async def _read_once(
     first: Page,
     advance: CursorAdvance | None,
     max_in_flight: int,
+    *,
+    created: Window | None = None,
+    keys: set[str] | None = None,
 ) -> WindowRead:
+    """One pass over every page; ``keys`` collects the keys seen."""
     total = first.total
-    n_pages = max(1, math.ceil(total / adapter.page_size))
+    n_pages = max(1, min(MAX_WINDOW_PAGES, math.ceil(total / adapter.page_size)))
     totals = {first.total}
     seen: set[str] = set()
     unkeyed = 0
@@ -100,7 +146,7 @@ async def _read_once(
 
     async def fetch(page_no: int) -> Page:
         async with gate:
-            return await adapter.fetch(page_no, window, lane)
+            return await _fetch(adapter, page_no, window, lane, created)
 
     tasks = [asyncio.ensure_future(fetch(p)) for p in range(2, n_pages + 1)]
     try:
@@ -115,6 +161,8 @@ async def _read_once(
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
 
+    if keys is not None:
+        keys |= seen
     consistent = len(totals) == 1 and len(seen) + unkeyed >= total
     await writer.finish(advance if consistent else None)
     return WindowRead(
@@ -132,6 +180,7 @@ async def read_window(
     attempts: int = 3,
     max_in_flight: int = 32,
     on_drift: Callable[[Window], Awaitable[None] | None] | None = None,
+    on_inconsistent: Callable[[Window], Awaitable[None]] | None = None,
 ) -> WindowRead:
     """Reads ``window`` until one pass is consistent, splitting it if it keeps drifting.
 
@@ -142,10 +191,15 @@ async def read_window(
     The cursor advance for a (sub)window is committed with that window's last page.
     """
     drift = 0
+    keys: set[str] = set()  # every key the unfiltered reads saw (the one-second check)
     for _ in range(attempts):
         if first is None:
             first = await adapter.fetch(1, window, lane)
-        result = await _read_once(adapter, window, lane, first, advance_for(window), max_in_flight)
+        if not plausible(adapter, first):
+            break  # re-reading a bogus total does not help: split instead
+        result = await _read_once(
+            adapter, window, lane, first, advance_for(window), max_in_flight, keys=keys
+        )
         first = None
         if result.consistent:
             result.drift_events += drift
@@ -159,6 +213,14 @@ async def read_window(
             maybe = on_drift(window)
             if maybe is not None:
                 await maybe
+    if first is not None:  # an implausible total: keep its records, trust nothing else
+        log.warning(
+            "total %d would take more than %d pages; splitting the window without paging it",
+            first.total,
+            MAX_WINDOW_PAGES,
+            extra={"stream": adapter.stream, "window": f"{window.start}-{window.end}"},
+        )
+        await _keep(adapter, first, keys)
     if window.span > 1:
         total = 0
         pages = 0
@@ -171,26 +233,81 @@ async def read_window(
                 attempts=attempts,
                 max_in_flight=max_in_flight,
                 on_drift=on_drift,
+                on_inconsistent=on_inconsistent,
             )
             total += sub.total
             pages += sub.pages
             drift += sub.drift_events
         return WindowRead(total=total, consistent=True, pages=pages, drift_events=drift)
-    # A one-second window that never reads consistently is a server-side inconsistency, not
-    # drift; accept what was read rather than block the stream forever, and say so loudly.
-    log.warning(
-        "window never read consistently; accepting what was read",
-        extra={"stream": adapter.stream, "window": f"{window.start}-{window.end}"},
+    parts = _CreationSplit(adapter, window, lane, attempts, max_in_flight)
+    consistent = await parts.read() and keys <= parts.keys
+    # Either way the stream goes on: the cursor moves past this second.
+    await adapter.write([], advance_for(window))
+    if not consistent:
+        # A server-side inconsistency, not drift: accept what was read, and say so where
+        # an operator looks (sync_state.inconsistent_windows, /metrics), not only in a log.
+        log.warning(
+            "window never read consistently, not even split by creation time; accepting what "
+            "was read (records may be missing)",
+            extra={"stream": adapter.stream, "window": f"{window.start}-{window.end}"},
+        )
+        if on_inconsistent is not None:
+            await on_inconsistent(window)
+    return WindowRead(
+        total=len(keys | parts.keys), consistent=consistent, pages=parts.pages, drift_events=drift
     )
-    result = await _read_once(
-        adapter,
-        window,
-        lane,
-        await adapter.fetch(1, window, lane),
-        advance_for(window),
-        max_in_flight,
-    )
-    if not result.consistent:
-        await adapter.write([], advance_for(window))
-    result.drift_events += drift
-    return result
+
+
+async def _keep(adapter: StreamAdapter, page: Page, keys: set[str]) -> None:
+    """Stores a page read outside a complete pass (no cursor move) and notes its keys."""
+    await adapter.write(page.items, None)
+    keys.update(k for k in map(adapter.key, page.items) if k is not None)
+
+
+class _CreationSplit:
+    """A one-second update window read again as parts by creation time (module docstring)."""
+
+    def __init__(
+        self, adapter: StreamAdapter, window: Window, lane: Lane, attempts: int, in_flight: int
+    ) -> None:
+        self._adapter, self._window, self._lane = adapter, window, lane
+        self._attempts, self._in_flight = attempts, in_flight
+        self.keys: set[str] = set()
+        self.pages = 0
+
+    async def read(self) -> bool:
+        end = self._window.end
+        edges = [0, *(max(0, end - back) for back in CREATION_BUCKETS), end + 1]
+        ok = True
+        for lo, hi in itertools.pairwise(edges):
+            if lo < hi:
+                ok = await self._part(Window(lo, hi - 1), _CREATION_HALVINGS) and ok
+        return ok
+
+    async def _part(self, created: Window, halvings: int) -> bool:
+        adapter = self._adapter
+        for _ in range(self._attempts):
+            first = await adapter.fetch(1, self._window, self._lane, created)
+            self.pages += 1
+            if not plausible(adapter, first):
+                await _keep(adapter, first, self.keys)
+                break
+            read = await _read_once(
+                adapter,
+                self._window,
+                self._lane,
+                first,
+                None,
+                self._in_flight,
+                created=created,
+                keys=self.keys,
+            )
+            self.pages += read.pages - 1
+            if read.consistent:
+                return True
+        if halvings <= 0 or created.span <= 1:
+            return False
+        ok = True
+        for half in created.halves():
+            ok = await self._part(half, halvings - 1) and ok
+        return ok

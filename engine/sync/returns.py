@@ -12,19 +12,22 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
+from engine.retry import logistics_reread_delay
 from engine.store.store import CursorAdvance
 from engine.sync.shop_stream import ShopStream
 from engine.sync.windows import Window
 from engine.temu.api import Page
-from engine.temu.errors import AftersalesStateError
+from engine.temu.errors import TemuError
 from engine.temu.limiter import Lane
 
 log = logging.getLogger(__name__)
 
 LINES_BATCH = 20  # parentAfterSalesSnList size per call; Temu documents no larger maximum
 LINES_PAGE_SIZE = 200
+LOGISTICS_REREADS_PER_PASS = 50  # pending logistics read again per pass, at most
 REFUND_ONLY = 1
 # Statuses in which a return package exists or a label was handed out.
 LOGISTICS_STATUSES = frozenset({2, 3, 4, 5, 9})
@@ -33,14 +36,22 @@ OP_UPLOAD_LABEL = 10
 
 
 def needs_logistics(item: dict[str, Any]) -> bool:
+    """Total over hostile values: a status that is a list, an object or a float is no status
+    that has logistics (the typed column reads it as NULL too)."""
     if item.get("afterSalesType") == REFUND_ONLY:
         return False
     status = item.get("parentAfterSalesStatus")
+    if not isinstance(status, int) or isinstance(status, bool):
+        return False
     ops = item.get("availableOperateList") or []
     if status in LOGISTICS_STATUSES:
         return True
     # Status 8 without the upload operation: a label was uploaded, tracking now exists.
-    return status == LABEL_PENDING and isinstance(ops, list) and OP_UPLOAD_LABEL not in ops
+    return (
+        status == LABEL_PENDING
+        and isinstance(ops, list)
+        and not any(op == OP_UPLOAD_LABEL for op in ops if isinstance(op, int))
+    )
 
 
 class ReturnsAdapter(ShopStream):
@@ -48,12 +59,16 @@ class ReturnsAdapter(ShopStream):
 
     max_page_size = 200
 
-    async def fetch(self, page: int, window: Window, lane: Lane) -> Page:
+    async def fetch(
+        self, page: int, window: Window, lane: Lane, created: Window | None = None
+    ) -> Page:
         return await self._api.list_parent_returns(
             page_no=page,
             page_size=self.page_size,
             update_start=window.start,
             update_end=window.end,
+            create_start=None if created is None else created.start,
+            create_end=None if created is None else created.end,
             lane=lane,
         )
 
@@ -70,9 +85,13 @@ class ReturnsAdapter(ShopStream):
         # Concurrent: the app's pacer, not this loop, decides how fast calls go out.
         lines, found = await asyncio.gather(
             self._fetch_lines(sns, lane),
-            asyncio.gather(*(self._fetch_logistics(sn, lane) for sn in logistics_sns)),
+            asyncio.gather(*(self._read_logistics(sn, lane) for sn in logistics_sns)),
         )
-        logistics = {sn: r for sn, r in zip(logistics_sns, found, strict=True) if r is not None}
+        logistics = {sn: r for sn, (r, _) in zip(logistics_sns, found, strict=True) if r}
+        missed = [(sn, e) for sn, (r, e) in zip(logistics_sns, found, strict=True) if r is None]
+        if missed:
+            # Before the returns commit: a crash in between only costs a needless read again.
+            await self._store.want_logistics(self.shop_id, [sn for sn, _ in missed], missed[0][1])
         written = await self._store.write_returns_bundle(
             self.shop_id, items, lines=lines, logistics=logistics, advance=advance
         )
@@ -105,10 +124,29 @@ class ReturnsAdapter(ShopStream):
                 return out
             page_no += 1
 
-    async def _fetch_logistics(self, sn: str, lane: Lane) -> dict[str, Any] | None:
+    async def _read_logistics(self, sn: str, lane: Lane) -> tuple[dict[str, Any] | None, str]:
+        """(the answer, "") or (None, why): Temu has no reverse order for it yet (130010004)
+        or the call failed. Not a sync failure: it is read again at a later pass. A failure
+        of the shop or the app (token, key) is the stream's failure."""
         try:
-            return await self._api.parent_return_order(sn, lane=lane)
-        except AftersalesStateError as exc:
-            # Temu has no reverse order for it (yet): nothing to store, not a sync failure.
-            log.info("no reverse logistics for %s: %s", sn, exc)
-            return None
+            return await self._api.parent_return_order(sn, lane=lane), ""
+        except TemuError as exc:
+            if exc.scope != "call":
+                raise
+            log.info("reverse logistics of %s not read, read again later: %s", sn, exc)
+            return None, str(exc)
+
+    async def after_walk(self, lane: Lane, started: datetime) -> None:
+        """Reads again the logistics earlier passes could not read (logistics_pending)."""
+        due = await self._store.logistics_due(
+            self.shop_id, LOGISTICS_REREADS_PER_PASS, before=started
+        )
+        if not due:
+            return
+        found = await asyncio.gather(*(self._read_logistics(sn, lane) for sn, _ in due))
+        for (sn, attempts), (result, error) in zip(due, found, strict=True):
+            if result is not None:
+                await self._store.write_reread_logistics(self.shop_id, sn, result)
+            else:
+                delay = logistics_reread_delay(attempts + 1)
+                await self._store.logistics_later(self.shop_id, sn, error, delay)

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 import asyncpg
 
@@ -20,6 +20,7 @@ from engine.config import SyncSettings
 from engine.counters import RunCounters
 from engine.errors import describe
 from engine.logs import log_context
+from engine.retry import failing_stream_delay
 from engine.store.store import CursorAdvance, Store
 from engine.sync.failures import database_lost
 from engine.sync.pager import StreamAdapter
@@ -72,8 +73,11 @@ class SyncService:
         counters: RunCounters,
         clock: Callable[[], float] = time.time,
         tokens: TokenGate | None = None,
+        backoff: Callable[[int], float] | None = None,
     ) -> None:
         self._store = store
+        # A stream failing incremental pass after pass is skipped for this long (sync_state).
+        self._backoff = backoff or failing_stream_delay(settings.poll_interval_s)
         self._tokens = tokens
         self._shops = list(shops)
         self._settings = settings
@@ -134,7 +138,11 @@ class SyncService:
             if shop.shop_id in bad:
                 result.failed[(shop.shop_id, stream)] = bad[shop.shop_id]
                 self._counters.shops_failed.add(shop.shop_id)
-                await self._store.record_error(shop.shop_id, stream, kind, bad[shop.shop_id])
+                # No backing off: the token check is its own (cached) call, and a renewed
+                # token should work at the next pass.
+                await self._store.record_error(
+                    shop.shop_id, stream, kind, bad[shop.shop_id], error_class="TokenCheck"
+                )
         return [
             (shop, stream)
             for shop, stream in pairs
@@ -157,6 +165,7 @@ class SyncService:
             if start > end:
                 await self._store.record_success(shop.shop_id, stream, kind)
                 return
+            began = datetime.now(UTC)
             try:
                 walked = await walk_range(
                     adapter,
@@ -168,7 +177,11 @@ class SyncService:
                     progress=(lambda w, n: progress(shop.shop_id, stream, w, n))
                     if progress
                     else None,
+                    on_inconsistent=lambda _w: self._store.note_inconsistent(
+                        shop.shop_id, stream, kind
+                    ),
                 )
+                await adapter.after_walk(lane, began)
             except AppNotOwned:
                 # Another daemon took the app's lease while a call waited in the pacer: the
                 # pass ends here for this stream, quietly (the new owner syncs it; the cursor
@@ -186,7 +199,17 @@ class SyncService:
                 if isinstance(exc, asyncpg.PostgresError):
                     result.database_failed.add((shop.shop_id, stream))
                 self._counters.shops_failed.add(shop.shop_id)
-                await self._store.record_error(shop.shop_id, stream, kind, message)
+                # Only the unattended incremental passes back off (a backfill is run by hand),
+                # and not for Postgres (a lock or a deadline passes; retried within seconds).
+                backs_off = kind == INCREMENTAL and not isinstance(exc, asyncpg.PostgresError)
+                await self._store.record_error(
+                    shop.shop_id,
+                    stream,
+                    kind,
+                    message,
+                    error_class=type(exc).__name__,
+                    backoff=self._backoff if backs_off else None,
+                )
                 return
             result.walked[(shop.shop_id, stream)] = walked
             self._counters.drift_events += walked.drift_events
@@ -203,6 +226,8 @@ class SyncService:
         jobs = []
         pairs = await self._usable(self._select(shop_ids, streams), INCREMENTAL, result)
         for shop, stream in pairs:
+            if await self._backing_off(shop.shop_id, stream, result):
+                continue
             cursor = await self._store.get_cursor(shop.shop_id, stream, INCREMENTAL)
             if cursor is None:
                 start = first_start
@@ -215,6 +240,23 @@ class SyncService:
             )
         await asyncio.gather(*jobs)
         return result
+
+    async def _backing_off(self, shop_id: str, stream: str, result: PassResult) -> bool:
+        """A stream that failed pass after pass waits until its retry_after: no Temu call. It
+        still counts as failed (its data is not current), with the reason."""
+        held = await self._store.backing_off(shop_id, stream, INCREMENTAL)
+        if held is None:
+            return False
+        until = held["retry_after"].isoformat(timespec="seconds")
+        message = (
+            f"backing off until {until} after {held['failures_in_row']} failed passes in a row "
+            f"({held['last_error_class']}): {held['last_error']}"
+        )
+        with log_context(shop=shop_id, stream=stream):
+            log.warning("sync skipped: %s", message)
+        result.failed[(shop_id, stream)] = message
+        self._counters.shops_failed.add(shop_id)
+        return True
 
     async def _hand_over_to_incremental(
         self, shop_id: str, stream: str, since: int, end: int

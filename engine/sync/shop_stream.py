@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from datetime import datetime
 
 from engine.counters import RunCounters
 from engine.store.store import DiffCounts, Store
 from engine.temu.api import TemuShopApi
+from engine.temu.limiter import Lane
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,9 @@ class ShopStream:
         self._api = api
         self._store = store
         self._counters = counters
+
+    async def after_walk(self, lane: Lane, started: datetime) -> None:
+        """Work a stream does after each successful walk of its range (none by default)."""
 
     def _book(self, counts: Mapping[str, DiffCounts], keys: Mapping[str, str]) -> None:
         """Adds the rows written to the run's counters; records without their key cannot be

@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from engine.store.store import CursorAdvance
-from engine.sync.pager import StreamAdapter, read_window
+from engine.sync.pager import StreamAdapter, plausible, read_window
 from engine.sync.windows import SpanPlanner, Window
 from engine.temu.api import Page
 from engine.temu.limiter import Lane
@@ -46,6 +46,7 @@ async def walk_range(
     lane: Lane,
     planner: SpanPlanner,
     progress: ProgressFn | None = None,
+    on_inconsistent: Callable[[Window], Awaitable[None]] | None = None,
 ) -> WalkResult:
     """Reads every record whose update time lies in ``[start, end]``."""
     result = WalkResult()
@@ -64,10 +65,16 @@ async def walk_range(
                 window = planner.next_window(pos, end)
                 first = await adapter.fetch(1, window, lane)
             prefetched = None
-            while planner.too_full(first.total) and window.span > planner.min_span:
+            # A bogus total (pager.plausible) sizes nothing: read_window halves down to it.
+            while (
+                planner.too_full(first.total)
+                and window.span > planner.min_span
+                and plausible(adapter, first)
+            ):
                 window = planner.shrink_for(window, first.total)
                 first = await adapter.fetch(1, window, lane)
-            planner.observe(window, first.total)
+            if plausible(adapter, first):
+                planner.observe(window, first.total)
             nxt = window.end + 1
             if nxt <= end:
                 next_window = planner.next_window(nxt, end)
@@ -75,7 +82,14 @@ async def walk_range(
                     next_window,
                     asyncio.ensure_future(adapter.fetch(1, next_window, lane)),
                 )
-            read = await read_window(adapter, window, lane, advance_for=advance_for, first=first)
+            read = await read_window(
+                adapter,
+                window,
+                lane,
+                advance_for=advance_for,
+                first=first,
+                on_inconsistent=on_inconsistent,
+            )
             result.windows += 1
             result.records += read.total
             result.pages += read.pages

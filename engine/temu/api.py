@@ -90,17 +90,29 @@ class TemuShopApi:
             raise
 
     async def list_orders(
-        self, *, page_number: int, page_size: int, update_start: int, update_end: int, lane: Lane
+        self,
+        *,
+        page_number: int,
+        page_size: int,
+        update_start: int,
+        update_end: int,
+        create_after: int | None = None,
+        create_before: int | None = None,
+        lane: Lane,
     ) -> Page:
-        """Orders updated in the closed window [update_start, update_end], newest first."""
+        """Orders updated in the closed window [update_start, update_end], newest first;
+        optionally only those created in [create_after, create_before]."""
         _check_page(page_number, page_size, ORDERS_MAX_PAGE_SIZE)
-        params = {
+        params: dict[str, Any] = {
             "pageNumber": page_number,
             "pageSize": page_size,
             "updateAtStart": update_start,
             "updateAtEnd": update_end,
             "sortby": "updateTime",
         }
+        if create_after is not None and create_before is not None:
+            params["createAfter"] = create_after
+            params["createBefore"] = create_before
         return await self._list(ORDER_LIST, params, lane, "totalItemNum", "pageItems")
 
     async def order_detail(self, parent_order_sn: str, *, lane: Lane) -> dict[str, Any]:

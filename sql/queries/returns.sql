@@ -157,8 +157,12 @@ SELECT
 -- bg.aftersales.parentreturnorder.get for one return. $1 shop_id, $2 parent_after_sales_sn,
 -- $3 logisticsInfoList (jsonb array). The typed columns come from the first entry that has a
 -- tracking number (else the first entry): the list is usually one package, and Temu does not
--- document an order for several. Returns one row when the stored payload changed.
-WITH pick AS (
+-- document an order for several. Returns one row when the stored payload changed. A read
+-- logistics list is no longer pending (logistics_pending).
+WITH done AS (
+    DELETE FROM logistics_pending WHERE shop_id = $1 AND parent_after_sales_sn = $2
+),
+pick AS (
     SELECT (
         SELECT e
         FROM jsonb_array_elements(
@@ -188,6 +192,41 @@ ON CONFLICT (shop_id, parent_after_sales_sn) DO UPDATE SET
     fetched_at = EXCLUDED.fetched_at
 WHERE t.payload IS DISTINCT FROM EXCLUDED.payload
 RETURNING (t.xmax = 0) AS inserted;
+
+-- name: want_logistics
+-- Returns whose logistics could not be read now ($2 sns, $3 reason): read again at the next
+-- pass. A row already waiting keeps its schedule.
+INSERT INTO logistics_pending AS p (shop_id, parent_after_sales_sn, last_error)
+SELECT $1, sn, $3 FROM unnest($2::text[]) AS sn
+ON CONFLICT (shop_id, parent_after_sales_sn) DO UPDATE SET last_error = EXCLUDED.last_error;
+
+-- name: logistics_due
+-- $1 shop_id, $2 at most this many, the longest waiting first; $3 only rows older than this
+-- (the pass's start: what this pass could not read is read again at the next one).
+SELECT parent_after_sales_sn, attempts
+FROM logistics_pending
+WHERE shop_id = $1 AND next_attempt_at <= now() AND first_seen_at < $3
+ORDER BY next_attempt_at, parent_after_sales_sn
+LIMIT $2;
+
+-- name: logistics_later
+-- Read again and still nothing: $3 error, $4 seconds until the next try.
+UPDATE logistics_pending SET
+    attempts = attempts + 1,
+    last_error = $3,
+    next_attempt_at = now() + make_interval(secs => $4::float8)
+WHERE shop_id = $1 AND parent_after_sales_sn = $2;
+
+-- name: logistics_reread_change
+-- Logistics read again changed what is stored: one 'return' change (changed_fields
+-- {logisticsInfoList}) so the reconciler's OC planner, driven by the change log, sees it.
+INSERT INTO changes (shop_id, entity, entity_key, op, changed_fields, old_status, new_status)
+SELECT $1::text, 'return', $2::text, 'update', ARRAY['logisticsInfoList'], r.status, r.status
+FROM returns AS r
+WHERE r.shop_id = $1::text AND r.parent_after_sales_sn = $2::text;
+
+-- name: logistics_pending_count
+SELECT count(*) FROM logistics_pending WHERE $1::text IS NULL OR shop_id = $1::text;
 
 -- name: get_return_logistics
 SELECT shop_id, parent_after_sales_sn, carrier_name, tracking_number, return_warehouse_type,

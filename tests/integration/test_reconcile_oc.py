@@ -370,3 +370,20 @@ async def test_every_distinct_tracking_number_reaches_the_rma_once(
     assert carriers["1ZSECONDPACKAGE01"] == "UPS"
     await passes(rt, 2)
     assert len(pushes_to(sim, rma["orderNumber"])) == 2, "each number once"
+
+
+async def test_an_oc_refusal_carrying_nul_parks_the_task_with_its_message(
+    world: tuple[Simulator, Runtime],
+) -> None:
+    sim, rt = world
+    sim.set_modes(nul_in_errors=True)
+    sn = quiet_return_without_rma(sim)
+    rma = sim.open_rma(SHOP, sn, status="IN_TRANSIT")
+    await load_from_temu(rt)
+    await temu_moves(rt, sim, sn, 6)
+    await passes(rt, 2)
+    row = await task_row(rt, f"oc_cancel:{SHOP}:{sn}")
+    # The bookkeeping write went through: parked once, OC's words kept (U+0000 as U+FFFD).
+    assert row["state"] == "dead" and row["attempts"] == 1
+    assert "CANCEL_NOT_ALLOWED" in row["last_error"] and "\ufffd(detail)" in row["last_error"]
+    assert pushes_to(sim, rma["orderNumber"]) == []

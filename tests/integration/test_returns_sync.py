@@ -151,3 +151,30 @@ async def test_returns_drift_loses_nothing(
         await assert_returns_equal_truth(rt, sim)
     finally:
         await rt.close()
+
+
+async def test_logistics_not_read_are_read_again_at_the_next_pass(
+    world: tuple[Simulator, Runtime],
+) -> None:
+    """Issue 12: parentreturnorder.get answering 130010004 once must not leave a return without
+    logistics until the return changes again: the next pass reads them again."""
+    sim, rt = world
+    sim.set_modes(logistics_not_ready=25)
+    service = rt.sync_service()
+    result = await service.backfill(rt.settings.sync.start, None)
+    assert not result.failed
+    pending = await rt.store.logistics_pending()
+    assert 0 < pending <= 25
+    before = await rt.pool.fetchval("SELECT count(*) FROM return_logistics")
+
+    await asyncio.sleep(1.2)
+    result = await service.incremental_pass()  # no return changed meanwhile
+    assert not result.failed
+    assert await rt.store.logistics_pending() == 0
+    assert await rt.pool.fetchval("SELECT count(*) FROM return_logistics") == before + pending
+    await assert_returns_equal_truth(rt, sim)
+    # The reconciler hears of the tracking numbers read late: a change of their return.
+    late = await rt.pool.fetchval(
+        "SELECT count(*) FROM changes WHERE changed_fields = ARRAY['logisticsInfoList']"
+    )
+    assert late > 0

@@ -25,7 +25,7 @@ RETURN_LINES = "bg.aftersales.aftersales.list.get"
 RETURN_ORDER = "bg.aftersales.parentreturnorder.get"
 
 # (api_type, params, result) -> result to send; lets a test mangle one answer.
-Hook = Callable[[str, dict[str, Any], dict[str, Any]], dict[str, Any]]
+Hook = Callable[[str, dict[str, Any], Any], Any]  # may answer bytes: sent as the raw result
 
 
 @dataclass
@@ -60,14 +60,18 @@ class TemuDouble:
             await self._runner.cleanup()
 
     def _envelope(self, result: Any) -> web.Response:
+        """``result`` as bytes is sent as it is (JSON no encoder would write)."""
         body = {
             "success": True,
             "errorCode": 1000000,
             "errorMsg": "",
             "requestId": f"double-{next(self._ids)}",
-            "result": result,
+            "result": None if isinstance(result, bytes) else result,
         }
-        return web.Response(body=orjson.dumps(body), content_type="application/json")
+        data = orjson.dumps(body)
+        if isinstance(result, bytes):
+            data = data.replace(b'"result":null', b'"result":' + result)
+        return web.Response(body=data, content_type="application/json")
 
     async def _handle(self, request: web.Request) -> web.Response:
         params = orjson.loads(await request.read())

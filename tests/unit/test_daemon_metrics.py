@@ -90,3 +90,31 @@ def test_standard_collectors_build_info_histogram_and_token_expiry() -> None:
     assert s[("temu_sync_token_expiry_timestamp_seconds", (("shop", "us-main"),))] == 1.8e9
     assert s[("temu_sync_oc_calls_total", ())] == 12
     assert s[("temu_sync_oc_retries_total", ())] == 2
+
+
+def test_hostile_data_series() -> None:
+    m = Metrics()
+    decodes = [0]
+    m.export_decodes(lambda: decodes[0])
+    m.set_rejected({("us-main", "orders"): 3, ("us-main", "returns"): 1})
+    m.set_stream_health(
+        "us-main",
+        "orders",
+        failures_in_row=4,
+        backoff_until=1_700_000_000.0,
+        inconsistent_windows=2,
+    )
+    decodes[0] = 5  # read at scrape time
+    s = _samples(m)
+    shop = (("shop", "us-main"), ("stream", "orders"))
+    assert s[("temu_sync_tolerant_decodes_total", ())] == 5
+    assert s[("temu_sync_rejected_records", shop)] == 3
+    assert s[("temu_sync_stream_failures_in_row", shop)] == 4
+    assert s[("temu_sync_stream_backoff_until_timestamp_seconds", shop)] == 1_700_000_000.0
+    assert s[("temu_sync_inconsistent_windows", shop)] == 2
+    # Records pruned away: the series reads 0 instead of keeping its old value.
+    m.set_rejected({("us-main", "orders"): 3})
+    assert (
+        _samples(m)[("temu_sync_rejected_records", (("shop", "us-main"), ("stream", "returns")))]
+        == 0
+    )

@@ -9,6 +9,7 @@ from engine.retry import (
     Backoff,
     capped_exponential,
     exponential_backoff,
+    failing_stream_delay,
     full_jitter,
     poll_schedule,
     rma_wait_schedule,
@@ -72,3 +73,11 @@ async def test_sleep_rest_of_subtracts_the_time_spent() -> None:
     assert loop.time() - t0 < 1.0
     stop.set()
     assert await sleep_rest_of(stop, 60, clock.t, clock) is True
+
+
+def test_failing_stream_delay() -> None:
+    delay = failing_stream_delay(30.0, cap_s=3600.0)
+    # Two failed passes are retried at the next polls; then 60 s (at least a minute), doubling.
+    assert [delay(n) for n in range(1, 10)] == [0, 0, 60, 120, 240, 480, 960, 1920, 3600]
+    assert delay(10_000) == 3600
+    assert failing_stream_delay(300.0)(3) == 300

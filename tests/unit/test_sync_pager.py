@@ -153,3 +153,80 @@ async def test_empty_page_before_total_is_retried_not_trusted() -> None:
     result = await read_window(ad, Window(0, 1000), Lane.BACKFILL, advance_for=_advance)
     assert set(ad.stored) == set(src.records)
     assert result.consistent and result.drift_events >= 1
+
+
+class LyingSource:
+    """Records (sn, update, create) in one busy second. Unfiltered lists report ``bogus_total``
+    instead of the true total (when set); lists filtered by creation time are honest unless
+    ``always_lie``."""
+
+    def __init__(self, n: int, second: int, bogus_total: int | None, always_lie: bool = False):
+        self.records = {f"R{i:04d}": (second, second - 1000 * i) for i in range(n)}
+        self.bogus_total = bogus_total
+        self.always_lie = always_lie
+        self.requests = 0
+        self.max_page = 0
+
+    def page(self, page: int, size: int, w: Window, created: Window | None) -> Page:
+        self.requests += 1
+        self.max_page = max(self.max_page, page)
+        rows = sorted(
+            (
+                (u, sn)
+                for sn, (u, c) in self.records.items()
+                if w.start <= u <= w.end and (created is None or created.start <= c <= created.end)
+            ),
+            reverse=True,
+        )
+        total = len(rows)
+        if self.bogus_total is not None and (created is None or self.always_lie) and rows:
+            total = self.bogus_total
+        chunk = rows[(page - 1) * size : page * size]
+        return Page(total=total, items=[{"sn": sn, "updateTime": u} for u, sn in chunk])
+
+
+class FilteringAdapter(Adapter):
+    async def fetch(  # type: ignore[override]
+        self, page: int, window: Window, lane: Lane, created: Window | None = None
+    ) -> Page:
+        return self.source.page(page, self.page_size, window, created)  # type: ignore[attr-defined]
+
+
+async def test_a_bogus_total_is_not_paged_and_the_second_is_split_by_creation_time() -> None:
+    second = 1_700_000_000
+    src = LyingSource(25, second, bogus_total=10**12)
+    ad = FilteringAdapter(src, page_size=10)  # type: ignore[arg-type]
+    noted: list[Window] = []
+
+    async def note(w: Window) -> None:
+        noted.append(w)
+
+    result = await read_window(
+        ad,
+        Window(second - 3600, second),
+        Lane.BACKFILL,
+        advance_for=_advance,
+        on_inconsistent=note,
+    )
+    assert set(ad.stored) == set(src.records)
+    # Halved without paging down to the busy second, then read by creation-time parts.
+    assert src.max_page <= 3 and src.requests < 60, (src.max_page, src.requests)
+    assert result.consistent and noted == []
+    assert ad.advances[-1].position.timestamp() == second
+
+
+async def test_a_second_that_never_reads_consistently_is_accepted_and_noted() -> None:
+    second = 1_700_000_000
+    src = LyingSource(25, second, bogus_total=26, always_lie=True)
+    ad = FilteringAdapter(src, page_size=10)  # type: ignore[arg-type]
+    noted: list[Window] = []
+
+    async def note(w: Window) -> None:
+        noted.append(w)
+
+    result = await read_window(
+        ad, Window(second, second), Lane.BACKFILL, advance_for=_advance, on_inconsistent=note
+    )
+    assert set(ad.stored) == set(src.records), "what was read is kept"
+    assert not result.consistent and noted == [Window(second, second)]
+    assert ad.advances[-1].position.timestamp() == second, "the stream moves on"

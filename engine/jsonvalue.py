@@ -1,0 +1,119 @@
+"""Decoding JSON from outside: orjson on the fast path, a tolerant decoder as the fallback.
+
+A root leaf: the Temu transport decodes every answer with it, and the store reads payloads
+back from Postgres with it (a stored ``1e400`` or an integer past 64 bits must read back as
+it was stored, not fail the query or turn into a float).
+
+orjson refuses a whole body for one invalid UTF-8 byte, one lone surrogate escape
+(``"\\ud83d"``) or one ``1e400``, and silently turns an integer beyond 64 bits into a float.
+Either way one hostile record would cost its whole page (retried, then stuck for good) or
+change ``payload``. The fallback keeps everything else exact:
+
+- invalid UTF-8 sequences and lone surrogates become U+FFFD;
+- integers outside the 64-bit range and numbers beyond a float (``1e400``) stay numbers,
+  written back to Postgres verbatim (an ``orjson.Fragment``) as long as Postgres ``numeric``
+  can hold them; beyond that (more than ``MAX_NUMBER_CHARS`` characters, or an exponent
+  numeric refuses) they become strings holding the digits as sent;
+- ``NaN`` / ``Infinity`` (not JSON, but Python's decoder takes them) become strings.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import orjson
+
+__all__ = ["DecodeResult", "decode_body", "loads"]
+
+# A number token (after ':', '[' or ',') of 20 digits, or negative with 19, may be beyond 64
+# bits, and a three-digit exponent may underflow to 0.0: orjson reads these as floats without
+# a word. Anything shorter orjson reads exactly; long digit runs inside strings (tracking
+# numbers, ids) do not match, so ordinary pages stay on the fast path.
+_SUSPECT_NUMBER = re.compile(rb"[:\[,]\s*(?:-[0-9]{19}|[0-9]{20})|[0-9][eE][-+]?[0-9]{3}")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_INT64_MIN = -(2**63)
+_UINT64_MAX = 2**64 - 1
+# Postgres numeric: up to 131072 digits before the point and 16383 after; stay well inside.
+MAX_NUMBER_CHARS = 4000
+_MAX_EXPONENT = 131000
+_MIN_EXPONENT = -16000
+
+
+class DecodeResult:
+    __slots__ = ("repaired", "value")
+
+    def __init__(self, value: Any, repaired: bool) -> None:
+        self.value = value
+        self.repaired = repaired  # the tolerant path ran (some bytes or numbers were unusual)
+
+
+def decode_body(raw: bytes) -> DecodeResult:
+    """Raises ``ValueError`` only for what is not JSON even to the tolerant decoder."""
+    if _SUSPECT_NUMBER.search(raw) is None:
+        try:
+            return DecodeResult(orjson.loads(raw), False)
+        except orjson.JSONDecodeError:
+            pass
+    return DecodeResult(tolerant_loads(raw), True)
+
+
+def loads(raw: bytes) -> Any:
+    """The value alone (``decode_body``'s rules)."""
+    return decode_body(raw).value
+
+
+def tolerant_loads(raw: bytes) -> Any:
+    text = raw.decode("utf-8", "replace")
+    value = json.loads(
+        text, parse_int=_number_int, parse_float=_number_float, parse_constant=_constant
+    )
+    return _clean(value)
+
+
+def _number_int(text: str) -> Any:
+    if len(text) > MAX_NUMBER_CHARS:
+        return text
+    n = int(text)
+    if _INT64_MIN <= n <= _UINT64_MAX:
+        return n
+    return orjson.Fragment(text)
+
+
+def _number_float(text: str) -> Any:
+    value = float(text)
+    if value not in (float("inf"), float("-inf")) and (value != 0.0 or not _underflows(text)):
+        return value
+    if len(text) > MAX_NUMBER_CHARS:
+        return text
+    try:
+        exponent = Decimal(text).adjusted()
+    except InvalidOperation:
+        return text
+    if _MIN_EXPONENT < exponent < _MAX_EXPONENT:
+        return orjson.Fragment(text)
+    return text
+
+
+def _underflows(text: str) -> bool:
+    """``1e-400`` reads as 0.0: keep it as sent rather than silently change it."""
+    try:
+        return Decimal(text) != 0
+    except InvalidOperation:
+        return False
+
+
+def _constant(name: str) -> str:
+    return name
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value) if _SURROGATE.search(value) else value
+    if isinstance(value, dict):
+        return {_clean(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
