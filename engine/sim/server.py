@@ -35,6 +35,7 @@ class Simulator:
         self.webhooks = WebhookSender(
             {a.app_key: a.app_secret for a in config.apps},
             {s.shop_id: s.app_key for s in config.shops},
+            self.world.mall_ids,
         )
         self.world.listeners.append(self.webhooks)
         self._temu = TemuRouter(

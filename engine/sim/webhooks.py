@@ -88,13 +88,17 @@ class _Message:
 class WebhookSender:
     """Turns world changes into event POSTs once ``configure``d with a callback URL."""
 
-    def __init__(self, app_secrets: Mapping[str, str], shop_apps: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        app_secrets: Mapping[str, str],
+        shop_apps: Mapping[str, str],
+        mall_ids: dict[str, int],
+    ) -> None:
         self._secrets = dict(app_secrets)
         self._shop_apps = dict(shop_apps)  # shop_id -> app_key
         self.url: str | None = None
-        self.mall_ids: dict[str, int] = {
-            shop: 634418200000 + i for i, shop in enumerate(sorted(shop_apps), start=1)
-        }
+        # The world's own map (shared, not copied): the token info answer shows the same ids.
+        self.mall_ids = mall_ids
         self.retry_scale = 1.0
         self.duplicate_rate = 0.0
         self.forge_rate = 0.0
@@ -160,7 +164,8 @@ class WebhookSender:
             "parentAfterSalesSn": item["parentAfterSalesSn"],
             "parentOrderSn": item["parentOrderSn"],
             "afterSalesStatus": item["parentAfterSalesStatus"],
-            "updateTime": item["updateAt"],
+            # temu-api.md: this event's updateAt is in milliseconds (the list's is seconds).
+            "updateAt": item["updateAt"] * 1000,
         }
         self.emit(shop_id, AFTERSALES_STATUS, payload)
 
