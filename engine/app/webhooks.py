@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Collection
 
 from engine.app.runtime import Runtime
 from engine.errors import describe
@@ -56,8 +56,10 @@ def build_consumer(
     store: EventStore,
     *,
     observer: ConsumerObserver | None = None,
-    shop_ids: Sequence[str] | None = None,
+    shop_ids: Collection[str] | Callable[[], Collection[str]] | None = None,
 ) -> EventConsumer:
+    """``shop_ids``: the shops whose events this consumer claims (a callable is asked before
+    every claim, so the set follows the app leases); None: every configured shop."""
     sync = rt.settings.sync
     shops = [
         event_shop(
