@@ -58,13 +58,17 @@ def message(
 ORDER = {"mallId": 1001, "parentOrderSn": "PO-1", "orderStatus": 2, "updateTime": 1_760_000_000}
 
 
+async def shop_for_mall(app_key: str, mall: int) -> str | None:
+    return MALLS.get((app_key, mall))
+
+
 @pytest.fixture
 async def endpoint(pool: asyncpg.Pool) -> AsyncIterator[tuple[str, Counter, list[int]]]:
     counter = Counter()
     woken: list[int] = []
     app = create_webhook_app(
         apps={APP: SECRET},
-        shop_for_mall=lambda app_key, mall: MALLS.get((app_key, mall)),
+        shop_for_mall=shop_for_mall,
         events=EVENTS,
         store=EventStore(pool),
         observer=counter,
@@ -205,3 +209,30 @@ async def test_answers_stay_well_under_500_ms(
     p99 = times[int(len(times) * 0.99) - 1]
     assert p99 < 0.25, f"p99 {p99 * 1000:.0f} ms"
     assert await pool.fetchval("SELECT count(*) FROM webhook_events") == 300
+
+
+async def test_a_mall_not_known_yet_is_503_so_temu_delivers_it_again(pool: asyncpg.Pool) -> None:
+    from engine.app.webhooks import MallNotKnownYet
+
+    async def not_yet(app_key: str, mall: int) -> str | None:
+        raise MallNotKnownYet("shop-1 has no token check yet")
+
+    counter = Counter()
+    app = create_webhook_app(
+        apps={APP: SECRET},
+        shop_for_mall=not_yet,
+        events=EVENTS,
+        store=EventStore(pool),
+        observer=counter,
+    )
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        assert await post(f"http://{host}:{port}/temu/events", *message(ORDER)) == 503
+    finally:
+        await runner.cleanup()
+    assert await rows(pool) == []
+    assert counter.seen[(wh.ORDER_STATUS, "mall_not_yet")] == 1
