@@ -5,8 +5,10 @@ Written from temu-webhooks.md, independently of engine.temu (stdlib hmac/json an
 cryptography package), so the two sides cannot share a misreading. Delivery follows Temu's
 rules: an answer other than 200 within 500 ms is a failure, retried after 2 min, 10 min,
 30 min, 1 h, 1 h, 1 h, 12 h, 12 h (times ``retry_scale``, so tests take seconds), then dropped.
-Knobs: occasional duplicates (the same message re-sent) and forged messages (a wrong
-signature), to check that a receiver ignores those.
+Knobs: occasional duplicates (the same message re-sent), forged messages (a wrong
+signature), to check that a receiver ignores those, and lost acknowledgements (the receiver's
+200 came too late or never arrived: Temu counts the delivery as failed and re-sends the same
+message on its retry schedule, although the receiver has it).
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ class WebhookSender:
         self.retry_scale = 1.0
         self.duplicate_rate = 0.0
         self.forge_rate = 0.0
+        self.lost_ack_rate = 0.0
         self.ext_param: str | None = "{}"
         self.sign_with_ext = False  # the docs' sample request signs without x-tm-ext-param
         self.require_subscription = True
@@ -122,6 +125,7 @@ class WebhookSender:
         retry_scale: float | None = None,
         duplicate_rate: float | None = None,
         forge_rate: float | None = None,
+        lost_ack_rate: float | None = None,
         require_subscription: bool | None = None,
         seed: int | None = None,
     ) -> None:
@@ -137,6 +141,8 @@ class WebhookSender:
             self.duplicate_rate = duplicate_rate
         if forge_rate is not None:
             self.forge_rate = forge_rate
+        if lost_ack_rate is not None:
+            self.lost_ack_rate = lost_ack_rate
         if require_subscription is not None:
             self.require_subscription = require_subscription
         if seed is not None:
@@ -181,6 +187,7 @@ class WebhookSender:
             return  # changed outside the server's loop (generation): nobody to tell
         app_key = self._shop_apps[shop_id]
         secret = self._secrets[app_key]
+        self.counts["events"] += 1  # originals; duplicates, forgeries and retries are extra
         plain = json.dumps(payload, separators=(",", ":"))
         headers = {
             "x-tm-app-key": app_key,
@@ -217,10 +224,15 @@ class WebhookSender:
                 async with self._session.post(msg.url, data=msg.body, headers=headers) as resp:
                     await resp.read()
                     self.counts[f"http_{resp.status}"] += 1
-                    return resp.status == 200
+                    ok = resp.status == 200
         except (TimeoutError, aiohttp.ClientError):
             self.counts["no_answer"] += 1
             return False
+        lost = self.lost_ack_rate > 0 and self._rng.random() < self.lost_ack_rate
+        if ok and lost and msg.attempt < len(RETRY_DELAYS_S):
+            self.counts["lost_acks"] += 1  # the 200 never reached Temu in time: a retry follows
+            return False
+        return ok
 
     async def _deliver(self, msg: _Message) -> None:
         while True:
