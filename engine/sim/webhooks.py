@@ -224,19 +224,23 @@ class WebhookSender:
                 async with self._session.post(msg.url, data=msg.body, headers=headers) as resp:
                     await resp.read()
                     self.counts[f"http_{resp.status}"] += 1
-                    ok = resp.status == 200
+                    return resp.status == 200
         except (TimeoutError, aiohttp.ClientError):
             self.counts["no_answer"] += 1
             return False
-        lost = self.lost_ack_rate > 0 and self._rng.random() < self.lost_ack_rate
-        if ok and lost and msg.attempt < len(RETRY_DELAYS_S):
-            self.counts["lost_acks"] += 1  # the 200 never reached Temu in time: a retry follows
+
+    def _ack_lost(self, msg: _Message) -> bool:
+        """lost_ack_rate: the receiver's 200 never reached Temu in time (a retry follows)."""
+        if msg.attempt >= len(RETRY_DELAYS_S) or self.lost_ack_rate <= 0:
             return False
-        return ok
+        if self._rng.random() >= self.lost_ack_rate:
+            return False
+        self.counts["lost_acks"] += 1
+        return True
 
     async def _deliver(self, msg: _Message) -> None:
         while True:
-            if await self._post_once(msg):
+            if await self._post_once(msg) and not self._ack_lost(msg):
                 self.counts["delivered"] += 1
                 return
             if msg.attempt >= len(RETRY_DELAYS_S):
