@@ -42,7 +42,9 @@ class Simulator:
             self.world, self.network, self._stats, extra_handlers=tmc_handlers(self.webhooks)
         )
         self._oc = OcApi(self.world, self.network, self._stats)
-        self._control = Control(self.world, self.network, self._stats, self.info)
+        self._control = Control(
+            self.world, self.network, self._stats, self.info, webhooks=self.webhooks
+        )
         self._runner: web.AppRunner | None = None
         self._root = ""
 
