@@ -68,13 +68,13 @@ class Metrics:
         self._events = Counter(
             "temu_sync_webhook_events_total",
             "Temu event POSTs by event code and what the receiver did (stored, duplicate, "
-            "bad_signature, unknown_app, bad_body, unknown_mall, not_subscribed, db_error).",
+            "bad_signature, bad_body, unknown_mall, mall_not_yet, not_subscribed, store_failed).",
             ["code", "outcome"],
             registry=r,
         )
         self._event_to_row = Histogram(
             "temu_sync_webhook_event_to_row_seconds",
-            "From Temu's event timestamp to its re-read written to Postgres.",
+            "From storing a Temu event (its receipt) to its re-read written to Postgres.",
             ["code", "outcome"],
             buckets=(0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0),
             registry=r,
