@@ -104,4 +104,3 @@ def test_standard_collectors_build_info_histogram_and_token_expiry() -> None:
     assert s[("temu_sync_token_expiry_timestamp_seconds", (("shop", "us-main"),))] == 1.8e9
     assert s[("temu_sync_oc_calls_total", ())] == 12
     assert s[("temu_sync_oc_retries_total", ())] == 2
-
