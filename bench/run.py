@@ -1,7 +1,8 @@
 """The benchmark suite: ``python -m bench [--only NAME,...] [--quick] [--database-url URL]``.
 
-Scenarios (bench/scenarios/): pacing, backfill, multishop, mixed, diff, baselines, growth. Each
-runs in its own process (bench/worker.py) against a simulator in yet another process, and writes
+Scenarios (bench/scenarios/): pacing, backfill, multishop, mixed, webhooks, diff, baselines,
+growth. Each runs in its own process (bench/worker.py) against a simulator in yet another
+process, and writes
 bench/results/<name>.json and <name>.png. Afterwards bench/results/summary.json and summary.md
 are rebuilt from every result present, so rerunning one scenario refreshes the table.
 

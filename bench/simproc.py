@@ -238,6 +238,15 @@ class SimProcess:
         result: dict[str, Any] = await self._post("/_sim/rma", {"shop": shop, "sn": sn})
         return result
 
+    async def configure_webhooks(self, **knobs: Any) -> dict[str, Any]:
+        """Event delivery (engine/sim/control.py ``/_sim/webhooks``): url, rates, seed."""
+        result: dict[str, Any] = await self._post("/_sim/webhooks", knobs)
+        return result
+
+    async def webhook_counts(self) -> dict[str, int]:
+        result: dict[str, int] = await self._get("/_sim/webhooks")
+        return result
+
 
 if __name__ == "__main__":
     main()

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+import math
+import time
+from collections.abc import Callable, Collection
 
 from engine.app.runtime import Runtime
 from engine.errors import describe
@@ -16,21 +18,62 @@ from engine.sync.events import ConsumerObserver, ConsumerSettings, EventConsumer
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MallMap", "build_consumer"]
+__all__ = ["MallMap", "MallNotKnownYet", "build_consumer"]
+
+
+class MallNotKnownYet(Exception):
+    """An event's mallId matches no shop yet, but some shop of its app has had no token check
+    (its first pass has not run): the event may well be that shop's, so it must not be
+    acknowledged and dropped; Temu delivers it again later (503)."""
 
 
 class MallMap:
     """(app_key, mallId) -> shop id, from each shop's last ``bg.open.accesstoken.info.get``
-    answer (kept in ``token_checks``); refreshed while the daemon runs, since a shop's first
-    check comes with its first pass."""
+    answer (kept in ``token_checks``). Refreshed every ``every_s`` and, at most every
+    ``miss_refresh_s``, when an event names a mallId not in the map (a shop's first check comes
+    with its first pass, after the daemon started), within ``miss_timeout_s`` since the
+    receiver answers on Temu's 500 ms clock."""
 
-    def __init__(self, rt: Runtime, *, every_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        rt: Runtime,
+        *,
+        every_s: float = 60.0,
+        miss_refresh_s: float = 1.0,
+        miss_timeout_s: float = 0.1,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._rt = rt
         self._every = every_s
+        self._miss_refresh_s = miss_refresh_s
+        self._miss_timeout_s = miss_timeout_s
+        self._clock = clock
         self._map: dict[tuple[str, int], str] = {}
+        self._unchecked: dict[str, set[str]] = {}  # app_key -> shops without a known mallId
+        self._refreshed_at = -math.inf
+        self._lock = asyncio.Lock()
 
-    def __call__(self, app_key: str, mall_id: int) -> str | None:
-        return self._map.get((app_key, int(mall_id)))
+    async def __call__(self, app_key: str, mall_id: int) -> str | None:
+        """The shop; None when no configured shop is that mall. Raises MallNotKnownYet when
+        a shop of the app may still turn out to be it."""
+        key = (app_key, int(mall_id))
+        shop = self._map.get(key)
+        if shop is not None:
+            return shop
+        async with self._lock:  # one refresh for a burst of misses
+            if self._clock() - self._refreshed_at >= self._miss_refresh_s:
+                try:
+                    async with asyncio.timeout(self._miss_timeout_s):
+                        await self.refresh()
+                except Exception as exc:  # keep the map we have; the answer says what to do
+                    log.warning("refreshing the mallId map failed: %s", describe(exc))
+                    self._refreshed_at = self._clock()
+        shop = self._map.get(key)
+        if shop is None and self._unchecked.get(app_key):
+            raise MallNotKnownYet(
+                f"mallId {mall_id} unknown while shop(s) of app {app_key} have no token check yet"
+            )
+        return shop
 
     async def refresh(self) -> None:
         app_of = {s.id: s.app_key for s in self._rt.settings.shops}
@@ -39,7 +82,13 @@ class MallMap:
             app = app_of.get(check.shop_id)
             if app is not None and check.mall_id is not None and str(check.mall_id).isdigit():
                 fresh[(app, int(check.mall_id))] = check.shop_id
-        self._map = fresh
+        mapped = set(fresh.values())
+        unchecked: dict[str, set[str]] = {}
+        for shop, app in app_of.items():
+            if shop not in mapped:
+                unchecked.setdefault(app, set()).add(shop)
+        self._map, self._unchecked = fresh, unchecked
+        self._refreshed_at = self._clock()
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -56,8 +105,10 @@ def build_consumer(
     store: EventStore,
     *,
     observer: ConsumerObserver | None = None,
-    shop_ids: Sequence[str] | None = None,
+    shop_ids: Collection[str] | Callable[[], Collection[str]] | None = None,
 ) -> EventConsumer:
+    """``shop_ids``: the shops whose events this consumer claims (a callable is asked before
+    every claim, so the set follows the app leases); None: every configured shop."""
     sync = rt.settings.sync
     shops = [
         event_shop(

@@ -26,7 +26,6 @@ from typing import Any, NoReturn, TypeVar
 
 from engine.app.reconciler import build_reconciler, label_submitter, oc_client
 from engine.app.runtime import Observers, Runtime, open_runtime
-from engine.app.webhooks import MallMap, build_consumer
 from engine.cluster.claims import OwnedShopsStore
 from engine.cluster.holdings import ClusterTiming, Holdings
 from engine.cluster.identity import Identity
@@ -43,11 +42,10 @@ from engine.daemon.reconciler_loop import NAME as RECONCILER
 from engine.daemon.reconciler_loop import reconciler_loop
 from engine.daemon.retention_loop import RetentionLoop, RetentionMetrics
 from engine.daemon.supervisor import Supervisor
-from engine.daemon.webhooks import create_webhook_app
+from engine.daemon.webhook_service import start_webhooks
 from engine.errors import STARTUP_ERRORS, ExitCode, describe
 from engine.reconcile.ports import LabelSubmitter
 from engine.retry import Backoff, sleep_or_stop
-from engine.store.events import EventStore
 from engine.store.leases import LeaseStore
 from engine.store.retention import Pruner, policy_for
 
@@ -143,12 +141,6 @@ class Daemon:
         rt, settings = self._rt, self._rt.settings
         if not settings.reconciler.enabled:
             return
-        shops_of = {s.id: s.app_key for s in settings.shops}
-
-        def owned_shops() -> list[str]:
-            owned = set(keeper.owned)
-            return [shop for shop, app in shops_of.items() if app in owned]
-
         # Claims limited to this process's apps: another daemon's tasks call Temu through
         # that daemon's pacer, never through ours.
         oc = oc_client(rt)
@@ -156,7 +148,8 @@ class Daemon:
             self._metrics.export_oc(
                 lambda: {"calls": oc.calls, "retries": oc.retries, "auth_retries": oc.auth_retries}
             )
-        reconciler = build_reconciler(rt, claims=OwnedShopsStore(rt.pool, owned_shops), oc=oc)
+        claims = OwnedShopsStore(rt.pool, self._owned_shops(keeper))
+        reconciler = build_reconciler(rt, claims=claims, oc=oc)
 
         async def reconcile(stop: asyncio.Event) -> None:
             await reconciler_loop(rt, stop, reconciler=reconciler, board=self.board)
@@ -177,29 +170,15 @@ class Daemon:
         )
         self.supervisor.start("retention", loop.run)
 
-    async def _start_webhooks(self, keeper: LeaseKeeper) -> Any:
-        """The event receiver on its own listener, and the consumer of what it stores."""
-        rt, cfg = self._rt, self._rt.settings.webhooks
-        if not cfg.enabled:
-            return None
-        store = EventStore(rt.pool)
-        owned = {s.id for s in rt.settings.shops if s.app_key in set(keeper.owned)}
-        consumer = build_consumer(rt, store, observer=self._metrics, shop_ids=sorted(owned))
-        malls = MallMap(rt)
-        await malls.refresh()
-        app = create_webhook_app(
-            apps={a.app_key: a.app_secret.get() for a in rt.settings.apps},
-            shop_for_mall=malls,
-            events=cfg.events,
-            store=store,
-            observer=self._metrics,
-            on_stored=consumer.wake,
-            path=cfg.path,
-        )
-        runner = await start_http(app, cfg.listen, handler_cancellation=False)
-        self.supervisor.start("webhooks:malls", malls.run)
-        self.supervisor.start("webhooks", consumer.run)
-        return runner
+    def _owned_shops(self, keeper: LeaseKeeper) -> Callable[[], list[str]]:
+        """The shops of the apps this process holds right now (leases come and go)."""
+        shops_of = {s.id: s.app_key for s in self._rt.settings.shops}
+
+        def owned_shops() -> list[str]:
+            owned = set(keeper.owned)
+            return [shop for shop, app in shops_of.items() if app in owned]
+
+        return owned_shops
 
     async def serve(self) -> int:
         runner = self._runner
@@ -215,7 +194,12 @@ class Daemon:
             monitor = self._start_monitor(keeper)
             self._start_reconciler(keeper)
             self._start_retention()
-            hooks = await self._start_webhooks(keeper)
+            hooks = await start_webhooks(
+                self._rt,
+                supervisor=self.supervisor,
+                metrics=self._metrics,
+                owned_shops=self._owned_shops(keeper),
+            )
             # STATUS right away (not only after the first monitor round), with READY.
             await monitor.round()
             self._notifier.ready(monitor.status_line())

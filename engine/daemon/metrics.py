@@ -68,15 +68,23 @@ class Metrics:
         self._events = Counter(
             "temu_sync_webhook_events_total",
             "Temu event POSTs by event code and what the receiver did (stored, duplicate, "
-            "bad_signature, unknown_app, bad_body, unknown_mall, not_subscribed, db_error).",
+            "bad_signature, bad_body, unknown_mall, mall_not_yet, not_subscribed, store_failed).",
             ["code", "outcome"],
             registry=r,
         )
         self._event_to_row = Histogram(
             "temu_sync_webhook_event_to_row_seconds",
-            "From Temu's event timestamp to its re-read written to Postgres.",
+            "From storing a Temu event (its receipt) to its re-read written to Postgres.",
             ["code", "outcome"],
             buckets=(0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0),
+            registry=r,
+        )
+        self._receive = Histogram(
+            "temu_sync_webhook_receive_seconds",
+            "Time the webhook receiver took to answer a POST (Temu wants 200 within 0.5 s), "
+            "by HTTP status.",
+            ["status"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
             registry=r,
         )
         # The standard process_*, python_info and python_gc_* series, on our own registry.
@@ -165,6 +173,10 @@ class Metrics:
     def on_event(self, code: str, outcome: str) -> None:
         """The webhook receiver's observer: one call per POST."""
         self._events.labels(code=code or "-", outcome=outcome).inc()
+
+    def on_answer(self, status: int, seconds: float) -> None:
+        """The webhook receiver's observer: one call per answer, whatever it was."""
+        self._receive.labels(status=str(status)).observe(max(0.0, seconds))
 
     def on_processed(self, code: str, outcome: str, latency_s: float) -> None:
         """The event consumer's observer: an event's re-read is done (read, not_found, ...)."""

@@ -7,17 +7,20 @@ Answers: bad signature or unknown app_key 401; a body that does not decrypt or p
 large, 400; neither stores anything. A well-signed event for an unknown mallId or for a code
 not in ``events`` is 200 (so Temu stops retrying), logged, counted, ignored. A stored event (or
 one already stored: a re-send) is 200. A database that cannot take the event in time is 503, so
-Temu delivers it again later.
+Temu delivers it again later; so is an unknown mallId while a shop of that app has had no
+token check yet (it may be that shop's).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Mapping
+import time
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Protocol
 
 from aiohttp import web
 
+from engine.app.webhooks import MallNotKnownYet
 from engine.store.events import INSERT_TIMEOUT_S, EventStore
 from engine.temu.webhooks import Event, WebhookError, open_message
 
@@ -33,19 +36,27 @@ DUPLICATE = "duplicate"
 BAD_SIGNATURE = "bad_signature"
 BAD_BODY = "bad_body"
 UNKNOWN_MALL = "unknown_mall"
+MALL_NOT_YET = "mall_not_yet"
 NOT_SUBSCRIBED = "not_subscribed"
 STORE_FAILED = "store_failed"
 
-# (app_key, mallId) -> shop id, or None when no configured shop is that mall.
-ShopForMall = Callable[[str, int], str | None]
+# (app_key, mallId) -> shop id, or None when no configured shop is that mall; raises
+# MallNotKnownYet when one of the app's shops may still be that mall (not checked yet).
+ShopForMall = Callable[[str, int], Awaitable[str | None]]
 
 
 class EventObserver(Protocol):
     def on_event(self, code: str, outcome: str) -> None: ...
 
+    def on_answer(self, status: int, seconds: float) -> None:
+        """Every answer of the route: its HTTP status and how long it took (Temu's 500 ms)."""
+
 
 class _NoObserver:
     def on_event(self, code: str, outcome: str) -> None:
+        pass
+
+    def on_answer(self, status: int, seconds: float) -> None:
         pass
 
 
@@ -72,6 +83,16 @@ class WebhookReceiver:
         self._max_body = max_body
 
     async def handle(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        status = 500  # what aiohttp answers if anything below raises
+        try:
+            response = await self._handle(request)
+            status = response.status
+            return response
+        finally:
+            self._observer.on_answer(status, time.perf_counter() - started)
+
+    async def _handle(self, request: web.Request) -> web.Response:
         code_header = request.headers.get("x-tm-event-code", "")
         if request.content_length is not None and request.content_length > self._max_body:
             return self._refuse(400, code_header, BAD_BODY, "body too large")
@@ -89,9 +110,16 @@ class WebhookReceiver:
     async def _accept(self, event: Event) -> web.Response:
         if event.code not in self._events:
             return self._ignore(event, NOT_SUBSCRIBED, "event code not in [webhooks] events")
-        shop_id = (
-            None if event.mall_id is None else self._shop_for_mall(event.app_key, event.mall_id)
-        )
+        try:
+            shop_id = (
+                None
+                if event.mall_id is None
+                else await self._shop_for_mall(event.app_key, event.mall_id)
+            )
+        except MallNotKnownYet as exc:
+            log.warning("webhook %s answered 503 so Temu retries: %s", event.code, exc)
+            self._observer.on_event(event.code, MALL_NOT_YET)
+            return web.Response(status=503, text="mallId not known yet, retry later\n")
         if shop_id is None:
             return self._ignore(
                 event, UNKNOWN_MALL, f"no configured shop is mallId {event.mall_id}"

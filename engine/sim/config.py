@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 
@@ -37,6 +38,12 @@ class SimShop:
     # simulator is built / every API type the simulator serves.
     token_expires_at: int | None = None
     token_scopes: tuple[str, ...] | None = None
+
+
+def default_app_secret(app: int, seed: int) -> str:
+    """Temu's shape, 40 hex characters (temu-webhooks.md): the webhook AES key is the first 16
+    bytes of the secret, so a shorter default could not deliver events. Stable per app and seed."""
+    return hashlib.sha256(f"sim-secret-{app}-{seed}".encode()).hexdigest()[:40]
 
 
 def _default_end() -> int:
@@ -118,7 +125,7 @@ class SimConfig:
     ) -> SimConfig:
         """``apps`` apps (``sim-app-N``) and ``shops`` shops spread over them round-robin."""
         app_list = tuple(
-            SimApp(f"sim-app-{i}", f"sim-secret-{i}-{seed}", qps) for i in range(1, apps + 1)
+            SimApp(f"sim-app-{i}", default_app_secret(i, seed), qps) for i in range(1, apps + 1)
         )
         shop_list = tuple(
             SimShop(

@@ -5,6 +5,9 @@ break and mend a shop's access token; ``/_sim/token`` (``{"shop", "expires_at"?,
 changes its grant (engine/sim/tokens.py); ``/_sim/modes`` (any of engine/sim/modes.py's names)
 switches the issue 14 modes and answers them all. Truth kinds ``upload_attempts`` and
 ``oc_attempts`` list every write attempt with its outcome (engine/sim/attempts.py).
+``/_sim/webhooks`` (POST ``{"url", "retry_scale"?, "duplicate_rate"?, "forge_rate"?,
+"lost_ack_rate"?, "require_subscription"?, "seed"?}``) points event delivery at a receiver; GET
+answers the delivery counts (engine/sim/webhooks.py).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from aiohttp import web
 
 from engine.sim.network import Network
 from engine.sim.stats import SimStats
+from engine.sim.webhooks import WebhookSender
 from engine.sim.world import TRUTH_KINDS, World
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -60,12 +64,18 @@ def _guard(fn: Handler) -> Handler:
 
 class Control:
     def __init__(
-        self, world: World, network: Network, stats: SimStats, info: Callable[[], dict[str, Any]]
+        self,
+        world: World,
+        network: Network,
+        stats: SimStats,
+        info: Callable[[], dict[str, Any]],
+        webhooks: WebhookSender | None = None,
     ) -> None:
         self.world = world
         self.network = network
         self.stats = stats
         self.info = info
+        self.webhooks = webhooks
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -83,6 +93,8 @@ class Control:
             web.post("/_sim/return-status", _guard(self.return_status)),
             web.post("/_sim/rma", _guard(self.open_rma)),
             web.post("/_sim/oc/expire-tokens", _guard(self.expire_oc_tokens)),
+            web.post("/_sim/webhooks", _guard(self.configure_webhooks)),
+            web.get("/_sim/webhooks", _guard(self.webhook_counts)),
         ]
 
     async def get_info(self, request: web.Request) -> web.StreamResponse:
@@ -187,6 +199,32 @@ class Control:
         sn = str(body["sn"] if "sn" in body else body["parentAfterSalesSn"])
         rma = self.world.open_rma(_shop(body), sn, status=str(body.get("status", "OPEN")))
         return _json(rma)
+
+    def _sender(self) -> WebhookSender:
+        if self.webhooks is None:
+            raise KeyError("this simulator delivers no webhooks")
+        return self.webhooks
+
+    async def configure_webhooks(self, request: web.Request) -> web.StreamResponse:
+        body = await _body(request)
+        sub, seed = body.get("require_subscription"), body.get("seed")
+
+        def rate(name: str) -> float | None:
+            return None if body.get(name) is None else float(body[name])
+
+        self._sender().configure(
+            None if body.get("url") is None else str(body["url"]),
+            retry_scale=rate("retry_scale"),
+            duplicate_rate=rate("duplicate_rate"),
+            forge_rate=rate("forge_rate"),
+            lost_ack_rate=rate("lost_ack_rate"),
+            require_subscription=None if sub is None else bool(sub),
+            seed=None if seed is None else int(seed),
+        )
+        return _json({"ok": True, "mall_ids": self._sender().mall_ids})
+
+    async def webhook_counts(self, request: web.Request) -> web.StreamResponse:
+        return _json(dict(self._sender().counts))
 
     async def expire_oc_tokens(self, request: web.Request) -> web.StreamResponse:
         self.world.oc.tokens.expire_all()

@@ -35,13 +35,16 @@ class Simulator:
         self.webhooks = WebhookSender(
             {a.app_key: a.app_secret for a in config.apps},
             {s.shop_id: s.app_key for s in config.shops},
+            self.world.mall_ids,
         )
         self.world.listeners.append(self.webhooks)
         self._temu = TemuRouter(
             self.world, self.network, self._stats, extra_handlers=tmc_handlers(self.webhooks)
         )
         self._oc = OcApi(self.world, self.network, self._stats)
-        self._control = Control(self.world, self.network, self._stats, self.info)
+        self._control = Control(
+            self.world, self.network, self._stats, self.info, webhooks=self.webhooks
+        )
         self._runner: web.AppRunner | None = None
         self._root = ""
 

@@ -375,7 +375,9 @@ def logistics_companies(call: Call) -> dict[str, Any]:
 def access_token_info(call: Call) -> dict[str, Any]:
     shop = call.shop
     grant = call.world.grants[shop.shop.shop_id]
-    return info_result(shop.shop.access_token, grant, mall_id=1000 + shop.index)
+    return info_result(
+        shop.shop.access_token, grant, mall_id=call.world.mall_ids[shop.shop.shop_id]
+    )
 
 
 HANDLERS: dict[str, Handler] = {

@@ -5,8 +5,10 @@ Written from temu-webhooks.md, independently of engine.temu (stdlib hmac/json an
 cryptography package), so the two sides cannot share a misreading. Delivery follows Temu's
 rules: an answer other than 200 within 500 ms is a failure, retried after 2 min, 10 min,
 30 min, 1 h, 1 h, 1 h, 12 h, 12 h (times ``retry_scale``, so tests take seconds), then dropped.
-Knobs: occasional duplicates (the same message re-sent) and forged messages (a wrong
-signature), to check that a receiver ignores those.
+Knobs: occasional duplicates (the same message re-sent), forged messages (a wrong
+signature), to check that a receiver ignores those, and lost acknowledgements (the receiver's
+200 came too late or never arrived: Temu counts the delivery as failed and re-sends the same
+message on its retry schedule, although the receiver has it).
 """
 
 from __future__ import annotations
@@ -88,16 +90,21 @@ class _Message:
 class WebhookSender:
     """Turns world changes into event POSTs once ``configure``d with a callback URL."""
 
-    def __init__(self, app_secrets: Mapping[str, str], shop_apps: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        app_secrets: Mapping[str, str],
+        shop_apps: Mapping[str, str],
+        mall_ids: dict[str, int],
+    ) -> None:
         self._secrets = dict(app_secrets)
         self._shop_apps = dict(shop_apps)  # shop_id -> app_key
         self.url: str | None = None
-        self.mall_ids: dict[str, int] = {
-            shop: 634418200000 + i for i, shop in enumerate(sorted(shop_apps), start=1)
-        }
+        # The world's own map (shared, not copied): the token info answer shows the same ids.
+        self.mall_ids = mall_ids
         self.retry_scale = 1.0
         self.duplicate_rate = 0.0
         self.forge_rate = 0.0
+        self.lost_ack_rate = 0.0
         self.ext_param: str | None = "{}"
         self.sign_with_ext = False  # the docs' sample request signs without x-tm-ext-param
         self.require_subscription = True
@@ -118,6 +125,7 @@ class WebhookSender:
         retry_scale: float | None = None,
         duplicate_rate: float | None = None,
         forge_rate: float | None = None,
+        lost_ack_rate: float | None = None,
         require_subscription: bool | None = None,
         seed: int | None = None,
     ) -> None:
@@ -133,6 +141,8 @@ class WebhookSender:
             self.duplicate_rate = duplicate_rate
         if forge_rate is not None:
             self.forge_rate = forge_rate
+        if lost_ack_rate is not None:
+            self.lost_ack_rate = lost_ack_rate
         if require_subscription is not None:
             self.require_subscription = require_subscription
         if seed is not None:
@@ -160,7 +170,8 @@ class WebhookSender:
             "parentAfterSalesSn": item["parentAfterSalesSn"],
             "parentOrderSn": item["parentOrderSn"],
             "afterSalesStatus": item["parentAfterSalesStatus"],
-            "updateTime": item["updateAt"],
+            # temu-api.md: this event's updateAt is in milliseconds (the list's is seconds).
+            "updateAt": item["updateAt"] * 1000,
         }
         self.emit(shop_id, AFTERSALES_STATUS, payload)
 
@@ -176,6 +187,7 @@ class WebhookSender:
             return  # changed outside the server's loop (generation): nobody to tell
         app_key = self._shop_apps[shop_id]
         secret = self._secrets[app_key]
+        self.counts["events"] += 1  # originals; duplicates, forgeries and retries are extra
         plain = json.dumps(payload, separators=(",", ":"))
         headers = {
             "x-tm-app-key": app_key,
@@ -217,9 +229,18 @@ class WebhookSender:
             self.counts["no_answer"] += 1
             return False
 
+    def _ack_lost(self, msg: _Message) -> bool:
+        """lost_ack_rate: the receiver's 200 never reached Temu in time (a retry follows)."""
+        if msg.attempt >= len(RETRY_DELAYS_S) or self.lost_ack_rate <= 0:
+            return False
+        if self._rng.random() >= self.lost_ack_rate:
+            return False
+        self.counts["lost_acks"] += 1
+        return True
+
     async def _deliver(self, msg: _Message) -> None:
         while True:
-            if await self._post_once(msg):
+            if await self._post_once(msg) and not self._ack_lost(msg):
                 self.counts["delivered"] += 1
                 return
             if msg.attempt >= len(RETRY_DELAYS_S):

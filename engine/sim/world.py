@@ -39,6 +39,7 @@ from engine.sim.returns import (
 from engine.sim.tokens import TokenGrant, make_grant
 
 _ORDER_TERMINAL = (3, 5)
+MALL_ID_BASE = 634418200000  # mallIds look like Temu's (12 digits)
 _RETURN_TERMINAL = (5, 6, 7)
 
 
@@ -96,6 +97,11 @@ class World:
             config.oc_label_ready_after,
         )
         self.shops: dict[str, ShopData] = {}
+        # Each shop's mallId: one home for the token info answer and the webhook events, so
+        # an event maps to the shop the engine learned from bg.open.accesstoken.info.get.
+        self.mall_ids: dict[str, int] = {
+            shop.shop_id: MALL_ID_BASE + i for i, shop in enumerate(config.shops, start=1)
+        }
         for i, shop in enumerate(config.shops, start=1):
             self.shops[shop.shop_id] = generate_shop(
                 shop, i, config.seed, self.start_ts, self.end_ts, self.oc

@@ -146,6 +146,10 @@ class EventStore:
         )
         return [r["id"] for r in rows if r["gave_up"]]
 
+    async def release(self, ids: Sequence[int]) -> None:
+        """Unclaims events this process may no longer read (its app lease went elsewhere)."""
+        await self._pool.execute(self._q["release_webhook_events"], list(ids))
+
     async def prune(self, older_than_days: int) -> int:
         """Deletes processed events older than that; returns how many."""
         status = await self._pool.execute(self._q["prune_webhook_events"], older_than_days)

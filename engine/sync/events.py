@@ -20,7 +20,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -33,6 +33,7 @@ from engine.sync.pager import StreamAdapter, read_window
 from engine.sync.returns import ReturnsAdapter
 from engine.sync.windows import Window
 from engine.temu.api import Page, TemuShopApi
+from engine.temu.errors import AppNotOwned
 from engine.temu.limiter import Lane
 from engine.temu.webhooks import (
     ADDRESS_CHANGED,
@@ -178,15 +179,24 @@ class EventConsumer:
         shops: Sequence[EventShop],
         settings: ConsumerSettings | None = None,
         observer: ConsumerObserver | None = None,
-        shop_ids: Sequence[str] | None = None,
+        shop_ids: Collection[str] | Callable[[], Collection[str]] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._events = events
         self._shops = {s.shop_id: s for s in shops}
         self._settings = settings or ConsumerSettings()
         self._observer = observer or _NoObserver()
-        # Only these shops' events are claimed (a daemon holding only some apps' leases).
-        self._shop_ids = list(shop_ids) if shop_ids is not None else list(self._shops)
+        # Only these shops' events are claimed: a daemon reads for the apps whose leases it
+        # holds NOW (a callable, asked before every claim), and leaves the others' events in
+        # the table for their owner.
+        if shop_ids is None:
+            fixed = sorted(self._shops)
+            self._shop_ids: Callable[[], Collection[str]] = lambda: fixed
+        elif callable(shop_ids):
+            self._shop_ids = shop_ids
+        else:
+            fixed = sorted(shop_ids)
+            self._shop_ids = lambda: fixed
         self._clock = clock
         self._wake = asyncio.Event()
 
@@ -214,19 +224,25 @@ class EventConsumer:
     async def run_once(self) -> int:
         """Claims one batch of due events, re-reads what they point at; returns how many."""
         s = self._settings
-        claimed = await self._events.claim(
-            limit=s.batch, lease_s=s.lease_s, shop_ids=self._shop_ids
-        )
+        shop_ids = sorted(self._shop_ids())
+        if not shop_ids:
+            return 0  # no app leased to this process: every event waits for its owner
+        claimed = await self._events.claim(limit=s.batch, lease_s=s.lease_s, shop_ids=shop_ids)
         if not claimed:
             return 0
         jobs = self._plan(claimed)
         results = await asyncio.gather(*(self._run_job(j) for j in jobs), return_exceptions=True)
         failed: dict[int, str] = {}
         missing: set[int] = set()
+        released: set[int] = set()
         for job, result in zip(jobs, results, strict=True):
             if isinstance(result, BaseException):
                 if isinstance(result, asyncio.CancelledError):
                     raise result
+                if isinstance(result, AppNotOwned):
+                    # The lease moved while we held the claim: the new owner reads it.
+                    released.update(e.id for e in job.events)
+                    continue
                 log.warning(
                     "re-read for %d webhook event(s) failed: %s",
                     len(job.events),
@@ -240,7 +256,11 @@ class EventConsumer:
                 key = _target(e, job.stream)
                 if key is not None and result.get(key, 0) < (e.update_time_s or 0):
                     missing.add(e.id)
-        await self._settle(claimed, failed, missing)
+        released -= failed.keys()
+        if released:
+            await self._events.release(sorted(released))
+            log.info("%d webhook event(s) left to the app's new lease owner", len(released))
+        await self._settle([e for e in claimed if e.id not in released], failed, missing)
         return len(claimed)
 
     def _plan(self, claimed: Sequence[StoredEvent]) -> list[_Job]:

@@ -18,7 +18,7 @@ MIN_INTERVAL_S = 1.05  # a little over one second: Temu's clock and ours are not
 class SubscribeResult:
     shop_id: str
     ok: bool
-    message: str  # what Temu answered, in words
+    message: str  # what Temu answered, in words (the event codes now subscribed, when ok)
 
 
 async def subscribe_shops(
@@ -53,7 +53,7 @@ async def subscribe_shops(
                 else:
                     codes = answer.get("eventCodeList") if isinstance(answer, dict) else None
                     shown = ", ".join(codes) if isinstance(codes, list) else ", ".join(events)
-                    out.append(SubscribeResult(api.shop_id, True, f"subscribed: {shown}"))
+                    out.append(SubscribeResult(api.shop_id, True, shown))
                 break
         return out
 

@@ -62,3 +62,11 @@ WHERE processed_at < now() - make_interval(days => $1::int)
 SELECT coalesce(outcome, 'pending') AS outcome, count(*)::bigint AS n
 FROM webhook_events
 GROUP BY 1
+
+-- name: release_webhook_events
+-- Claimed, then this process lost the app's lease before the re-read could be sent: back to
+-- the queue at once for the lease's new owner, the attempt not counted. $1 ids.
+UPDATE webhook_events
+SET claimed_until = NULL,
+    attempts = greatest(attempts - 1, 0)
+WHERE id = ANY ($1::bigint[]) AND processed_at IS NULL

@@ -179,3 +179,17 @@ async def test_slow_upload_is_not_applied_when_the_client_gave_up(
             await r.read()
     await asyncio.sleep(0.4)
     assert sim.uploads() == []
+
+
+async def test_webhook_delivery_is_configured_over_http(
+    sim: Simulator, sim_http: aiohttp.ClientSession
+) -> None:
+    """The benchmark's simulator runs in another process: delivery is set over /_sim."""
+    root = sim.root_url + "/_sim"
+    body = {"url": "http://127.0.0.1:9/hook", "duplicate_rate": 0.5, "lost_ack_rate": 0.1}
+    status, answer = await _post(sim_http, root + "/webhooks", {**body, "seed": 3})
+    assert status == 200 and answer["mall_ids"] == sim.webhooks.mall_ids
+    assert sim.webhooks.url == body["url"] and sim.webhooks.duplicate_rate == 0.5
+    assert sim.webhooks.lost_ack_rate == 0.1 and sim.webhooks.forge_rate == 0.0
+    assert await _get(sim_http, root + "/webhooks") == dict(sim.webhooks.counts)
+    assert (await _post(sim_http, root + "/webhooks", {"url": "x", "forge_rate": "a"}))[0] == 400

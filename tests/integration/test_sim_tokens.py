@@ -52,6 +52,8 @@ async def test_default_grant_is_far_off_and_covers_every_engine_call(
     assert sim.stats(arrivals=False)["apps"]["sim-app-1"]["accepted"] == before + 1
     other = (await sim_caller.call(INFO, shop=1))["result"]
     assert other["accessToken"] == "sim-token-shop-2" and other["mallId"] != info["mallId"]
+    # The events the simulator delivers carry the same mallId, so they map to the shop.
+    assert sim.webhooks.mall_ids == {"shop-1": info["mallId"], "shop-2": other["mallId"]}
 
 
 async def test_a_type_outside_the_scopes_answers_3000032(

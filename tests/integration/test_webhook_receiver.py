@@ -27,9 +27,13 @@ EVENTS = [wh.ORDER_STATUS, wh.AFTERSALES_STATUS]
 class Counter:
     def __init__(self) -> None:
         self.seen: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.answers: list[tuple[int, float]] = []
 
     def on_event(self, code: str, outcome: str) -> None:
         self.seen[(code, outcome)] += 1
+
+    def on_answer(self, status: int, seconds: float) -> None:
+        self.answers.append((status, seconds))
 
 
 def message(
@@ -54,13 +58,17 @@ def message(
 ORDER = {"mallId": 1001, "parentOrderSn": "PO-1", "orderStatus": 2, "updateTime": 1_760_000_000}
 
 
+async def shop_for_mall(app_key: str, mall: int) -> str | None:
+    return MALLS.get((app_key, mall))
+
+
 @pytest.fixture
 async def endpoint(pool: asyncpg.Pool) -> AsyncIterator[tuple[str, Counter, list[int]]]:
     counter = Counter()
     woken: list[int] = []
     app = create_webhook_app(
         apps={APP: SECRET},
-        shop_for_mall=lambda app_key, mall: MALLS.get((app_key, mall)),
+        shop_for_mall=shop_for_mall,
         events=EVENTS,
         store=EventStore(pool),
         observer=counter,
@@ -107,6 +115,8 @@ async def test_a_good_event_is_stored_once(
     assert counter.seen[(wh.ORDER_STATUS, "stored")] == 1
     assert counter.seen[(wh.ORDER_STATUS, "duplicate")] == 1
     assert woken == [1], "the consumer is woken for the new event only"
+    assert [status for status, _ in counter.answers] == [200, 200]
+    assert all(seconds > 0 for _, seconds in counter.answers)
 
 
 @pytest.mark.parametrize(
@@ -129,12 +139,13 @@ async def test_bad_messages_change_nothing(
     assert await post(url, headers, body) == status
     assert await rows(pool) == []
     assert counter.seen[(wh.ORDER_STATUS, outcome)] == 1
+    assert [a[0] for a in counter.answers] == [status], "refusals are timed too"
 
 
 async def test_unusable_bodies_are_400(
     endpoint: tuple[str, Counter, list[int]], pool: asyncpg.Pool
 ) -> None:
-    url, _, _ = endpoint
+    url, counter, _ = endpoint
     headers, _ = message(ORDER)
     assert await post(url, headers, b"not json") == 400
     assert await post(url, headers, b'{"eventData": 5}') == 400
@@ -147,6 +158,7 @@ async def test_unusable_bodies_are_400(
     body = orjson.dumps({"eventData": wh.encrypt_event_data(plain, SECRET)})
     assert await post(url, h, body) == 400
     assert await rows(pool) == []
+    assert [a[0] for a in counter.answers] == [400] * 4
 
 
 async def test_unknown_mall_and_unsubscribed_code_are_acknowledged_and_ignored(
@@ -171,6 +183,7 @@ async def test_a_database_that_cannot_store_in_time_gets_503(
         assert await post(url, *message(ORDER)) == 503
         assert time.monotonic() - started < 0.5
     assert counter.seen[(wh.ORDER_STATUS, "store_failed")] == 1
+    assert counter.answers[0][0] == 503
     # Temu's retry then lands.
     assert await post(url, *message(ORDER)) == 200
     assert len(await rows(pool)) == 1
@@ -196,3 +209,30 @@ async def test_answers_stay_well_under_500_ms(
     p99 = times[int(len(times) * 0.99) - 1]
     assert p99 < 0.25, f"p99 {p99 * 1000:.0f} ms"
     assert await pool.fetchval("SELECT count(*) FROM webhook_events") == 300
+
+
+async def test_a_mall_not_known_yet_is_503_so_temu_delivers_it_again(pool: asyncpg.Pool) -> None:
+    from engine.app.webhooks import MallNotKnownYet
+
+    async def not_yet(app_key: str, mall: int) -> str | None:
+        raise MallNotKnownYet("shop-1 has no token check yet")
+
+    counter = Counter()
+    app = create_webhook_app(
+        apps={APP: SECRET},
+        shop_for_mall=not_yet,
+        events=EVENTS,
+        store=EventStore(pool),
+        observer=counter,
+    )
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        assert await post(f"http://{host}:{port}/temu/events", *message(ORDER)) == 503
+    finally:
+        await runner.cleanup()
+    assert await rows(pool) == []
+    assert counter.seen[(wh.ORDER_STATUS, "mall_not_yet")] == 1

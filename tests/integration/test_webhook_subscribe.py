@@ -72,7 +72,7 @@ async def test_the_subscribe_command_reports_each_shop_and_exits_3_on_a_refusal(
     assert isinstance(capsys, pytest.CaptureFixture)
     assert await cmd_webhooks_subscribe(settings, None) == 3
     out = capsys.readouterr().out
-    assert "shop-1: subscribed" in out
+    assert f"shop-1: subscribed: {', '.join(sorted(EVENTS))}\n" in out, out  # said once
     assert "shop-2: refused" in out and "110020008" in out
     assert sim.webhooks.subscriptions["shop-1"] == set(EVENTS)
     assert await cmd_webhooks_subscribe(settings, ["shop-1"]) == 0

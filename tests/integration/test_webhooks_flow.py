@@ -55,13 +55,17 @@ async def world(sim_factory: SimFactory, pg_url: str, schema: str) -> AsyncItera
     sim = await sim_factory(config)
     rt = await open_runtime(settings_for_simulator(sim, config, database_url=pg_url, schema=schema))
     malls = {("hooks-app", mall): shop for shop, mall in sim.webhooks.mall_ids.items()}
+
+    async def shop_for_mall(app_key: str, mall: int) -> str | None:
+        return malls.get((app_key, mall))
+
     shops = [event_shop(s.id, rt.shop_apis[s.id], rt.store, rt.counters) for s in rt.settings.shops]
     consumer = EventConsumer(
         events=EventStore(rt.pool), shops=shops, settings=ConsumerSettings(settle_s=0.2, poll_s=60)
     )
     app = create_webhook_app(
         apps={"hooks-app": SECRET},
-        shop_for_mall=lambda app_key, mall: malls.get((app_key, mall)),
+        shop_for_mall=shop_for_mall,
         events=EVENTS,
         store=EventStore(rt.pool),
         on_stored=consumer.wake,

@@ -50,6 +50,20 @@ def test_render_contains_series_after_updates() -> None:
     assert s[("temu_sync_loop_errors_total", (("loop", "reconciler"),))] == 1
 
 
+def test_webhook_receiver_latency_by_status() -> None:
+    m = Metrics()
+    m.on_answer(200, 0.004)
+    m.on_answer(200, 0.3)
+    m.on_answer(401, 0.002)
+    s = _samples(m)
+    name = "temu_sync_webhook_receive_seconds"
+    assert s[(f"{name}_count", (("status", "200"),))] == 2
+    assert s[(f"{name}_bucket", (("le", "0.005"), ("status", "200")))] == 1
+    assert s[(f"{name}_bucket", (("le", "0.5"), ("status", "200")))] == 2
+    assert s[(f"{name}_count", (("status", "401"),))] == 1
+    assert abs(s[(f"{name}_sum", (("status", "200"),))] - 0.304) < 1e-9
+
+
 def test_outbox_state_that_drained_drops_to_zero() -> None:
     m = Metrics()
     m.set_outbox({"pending": 7})

@@ -25,3 +25,16 @@ def test_both_signature_vectors() -> None:
     assert sign(SECRET, HEADERS, PLAIN, with_ext=False) == (
         "987875c01ea5c7f608502fb92e1de102c59e1c9195c010ab8a80bdb501a04fbc"
     )
+
+
+def test_default_app_secrets_can_key_the_event_cipher() -> None:
+    """Temu's app secrets are 40 hex characters and the AES key is their first 16 bytes: the
+    simulator's default apps must be able to deliver events (and differ per app and seed)."""
+    from engine.sim.config import SimConfig
+
+    secrets = [a.app_secret for a in SimConfig.default(apps=3, seed=4).apps]
+    assert all(len(s) == 40 and int(s, 16) >= 0 for s in secrets), secrets
+    assert len(set(secrets)) == 3
+    assert SimConfig.default(seed=5).apps[0].app_secret != secrets[0]
+    assert SimConfig.default(apps=3, seed=4).apps[0].app_secret == secrets[0]
+    encrypt(PLAIN, secrets[0])  # long enough for AES-128
