@@ -40,6 +40,7 @@ from engine.daemon.notify import Notifier, watchdog_interval, watchdog_pinger
 from engine.daemon.options import DaemonOptions
 from engine.daemon.reconciler_loop import NAME as RECONCILER
 from engine.daemon.reconciler_loop import reconciler_loop
+from engine.daemon.retention_loop import NAME as RETENTION
 from engine.daemon.retention_loop import RetentionLoop, RetentionMetrics
 from engine.daemon.supervisor import Supervisor
 from engine.daemon.webhook_service import start_webhooks
@@ -167,7 +168,11 @@ class Daemon:
             Pruner(self._rt.pool, policy_for(settings)),
             interval_s=settings.retention.interval_s,
             observe=RetentionMetrics(self._metrics.registry).observe,
+            board=self.board,
         )
+        # Reports each run: a prune failing run after run (Postgres refusing its deletes)
+        # shows in /healthz by name; a long interval keeps it from ever reading as stale.
+        self.board.register(RETENTION, settings.retention.interval_s, kind="retention")
         self.supervisor.start("retention", loop.run)
 
     def _owned_shops(self, keeper: LeaseKeeper) -> Callable[[], list[str]]:

@@ -11,11 +11,14 @@ from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from engine.daemon.health import HealthBoard
 from engine.errors import describe
 from engine.retry import sleep_rest_of
 from engine.store.retention import PruneReport
 
 log = logging.getLogger(__name__)
+
+NAME = "retention"  # the loop's name on the health board
 
 RETENTION_TABLES = ("changes", "outbox_done", "outbox_dead", "rejected_records", "webhook_events")
 
@@ -67,9 +70,11 @@ class RetentionLoop:
         *,
         interval_s: float,
         observe: Callable[[PruneReport, float], None] | None = None,
+        board: HealthBoard | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._pruner = pruner
+        self._board = board
         self._interval = interval_s
         self._observe = observe
         self._wall = wall_clock
@@ -91,5 +96,10 @@ class RetentionLoop:
                 await self.run_once()
             except Exception as exc:  # logged; tried again at the next tick
                 log.warning("retention run failed: %s", describe(exc))
+                if self._board is not None:
+                    self._board.failed(NAME, describe(exc), since=started)
+            else:
+                if self._board is not None:
+                    self._board.succeeded(NAME)
             if await sleep_rest_of(stop, self._interval, started):
                 return

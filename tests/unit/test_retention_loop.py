@@ -8,7 +8,8 @@ import logging
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from engine.daemon.retention_loop import RetentionLoop, RetentionMetrics
+from engine.daemon.health import HealthBoard
+from engine.daemon.retention_loop import NAME, RetentionLoop, RetentionMetrics
 from engine.store.retention import PruneReport
 
 
@@ -63,3 +64,25 @@ async def test_stop_ends_the_wait_at_once() -> None:
     await asyncio.sleep(0.05)
     stop.set()
     await asyncio.wait_for(task, 0.5)
+
+
+async def test_runs_failing_one_after_another_show_in_health_by_name() -> None:
+    board = HealthBoard(slack_s=60, failing_grace_s=0.0)
+    board.register(NAME, 0.01, kind="retention")
+    pruner = FakePruner(fail_first=3)
+    loop = RetentionLoop(pruner, interval_s=0.01, board=board)
+    stop = asyncio.Event()
+    task = asyncio.create_task(loop.run(stop))
+    seen_unhealthy = ""
+    async with asyncio.timeout(5):
+        while pruner.calls < 4:
+            ok, details = board.health()
+            if not ok:
+                seen_unhealthy = details["reason"]
+            await asyncio.sleep(0.001)
+        while not board.health()[0]:  # noqa: ASYNC110 - polling the board the loop writes
+            await asyncio.sleep(0.001)
+    stop.set()
+    await task
+    assert seen_unhealthy.startswith("retention:"), seen_unhealthy
+    assert "database went away" in seen_unhealthy
