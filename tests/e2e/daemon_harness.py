@@ -1,16 +1,14 @@
-"""Runs `temu-sync` as a subprocess against a simulator and a test schema, with a fake
-systemd notify socket; shared by the daemon and secrets e2e tests."""
+"""What the daemon e2e tests share: a config for a simulator and a test schema, a fake systemd
+notify socket, HTTP helpers and a condition poller. Processes run through
+tests/fixtures_proc.py."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
 import socket
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +17,6 @@ import asyncpg
 import orjson
 
 from engine.sim import Simulator
-
-REPO = Path(__file__).resolve().parents[2]
-_SYSTEMD_VARS = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 
 # The streams the daemon tests run and compare.
 STREAMS: tuple[str, ...] = ("orders", "returns")
@@ -95,60 +90,6 @@ class NotifySocket:
         self.sock.close()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
-
-
-class CliProcess:
-    """`python -m engine ...` with stdout/stderr captured to files (no pipe to fill up)."""
-
-    def __init__(self, workdir: Path, name: str) -> None:
-        self.stdout_path = workdir / f"{name}.stdout"
-        self.stderr_path = workdir / f"{name}.stderr"
-        self.proc: asyncio.subprocess.Process | None = None
-
-    async def start(self, args: Sequence[str], env: dict[str, str] | None = None) -> None:
-        # Never the notify socket of whatever runs the tests (a CI job under systemd).
-        inherited = {k: v for k, v in os.environ.items() if k not in _SYSTEMD_VARS}
-        full_env = {**inherited, **(env or {})}
-        with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "engine",
-                *args,
-                stdout=out,
-                stderr=err,
-                env=full_env,
-                cwd=str(REPO),
-            )
-
-    async def wait(self, within: float) -> int:
-        assert self.proc is not None
-        return await asyncio.wait_for(self.proc.wait(), within)
-
-    def signal(self, sig: signal.Signals = signal.SIGTERM) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-
-    async def kill(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.kill()
-            await self.proc.wait()
-
-    @property
-    def output(self) -> str:
-        return self.stdout_path.read_text() + self.stderr_path.read_text()
-
-
-async def run_cli(
-    workdir: Path, name: str, args: Sequence[str], within: float = 60
-) -> tuple[int, str, str]:
-    p = CliProcess(workdir, name)
-    await p.start(args)
-    try:
-        rc = await p.wait(within)
-    finally:
-        await p.kill()
-    return rc, p.stdout_path.read_text(), p.stderr_path.read_text()
 
 
 async def get_json(session: aiohttp.ClientSession, url: str) -> tuple[int, dict[str, Any]]:

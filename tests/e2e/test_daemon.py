@@ -16,16 +16,15 @@ import orjson
 from engine.sim import SimConfig, Simulator
 from tests.e2e.daemon_harness import (
     STREAMS,
-    CliProcess,
     NotifySocket,
     db_differences,
     eventually,
     free_port,
     get_json,
     get_text,
-    run_cli,
     write_config,
 )
+from tests.fixtures_proc import EngineProcess, run_cli
 from tests.fixtures_sim import SimFactory
 
 
@@ -46,14 +45,16 @@ async def test_daemon_lifecycle(
         tmp_path / "config.toml", sim, db_url=pg_url, schema=schema, listen=f"127.0.0.1:{port}"
     )
     notify = NotifySocket(tmp_path / "notify.sock")
-    daemon = CliProcess(tmp_path, "daemon")
+    daemon = EngineProcess(
+        tmp_path,
+        "daemon",
+        ["--config", str(cfg), "run"],
+        env={"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "200000"},
+    )
     base = f"http://127.0.0.1:{port}"
     conn = await asyncpg.connect(pg_url)
     try:
-        await daemon.start(
-            ["--config", str(cfg), "run"],
-            env={"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "200000"},
-        )
+        await daemon.start()
         await notify.wait_for("READY=1", within=30)
         await notify.wait_for("WATCHDOG=1", within=5)
         status = await notify.wait_for("STATUS=", within=5)
@@ -130,9 +131,11 @@ async def test_second_signal_exits_at_once(
         tmp_path / "config.toml", sim, db_url=pg_url, schema=schema, listen=f"127.0.0.1:{port}"
     )
     notify = NotifySocket(tmp_path / "notify.sock")
-    daemon = CliProcess(tmp_path, "daemon")
+    daemon = EngineProcess(
+        tmp_path, "daemon", ["--config", str(cfg), "run"], env={"NOTIFY_SOCKET": str(notify.path)}
+    )
     try:
-        await daemon.start(["--config", str(cfg), "run"], env={"NOTIFY_SOCKET": str(notify.path)})
+        await daemon.start()
         await notify.wait_for("READY=1", within=30)
         daemon.signal(signal.SIGTERM)
         await asyncio.sleep(0.2)
@@ -156,10 +159,10 @@ async def test_one_broken_shop(
         tmp_path / "config.toml", sim, db_url=pg_url, schema=schema, listen=f"127.0.0.1:{port}"
     )
     base = f"http://127.0.0.1:{port}"
-    daemon = CliProcess(tmp_path, "daemon")
+    daemon = EngineProcess(tmp_path, "daemon", ["--config", str(cfg), "run"])
     conn = await asyncpg.connect(pg_url)
     try:
-        await daemon.start(["--config", str(cfg), "run"])
+        await daemon.start()
         async with aiohttp.ClientSession() as http:
 
             async def shop2_failing() -> bool:
@@ -188,7 +191,9 @@ async def test_one_broken_shop(
             metrics = await get_text(http, f"{base}/metrics")
             assert 'temu_sync_loop_errors_total{loop="sync:shop-2:orders"}' in metrics
 
-        rc, out, err = await run_cli(tmp_path, "status", ["--config", str(cfg), "status", "--json"])
+        rc, out, err = (
+            await run_cli(tmp_path, "status", ["--config", str(cfg), "status", "--json"])
+        ).result()
         assert rc == 0, err
         doc = orjson.loads(out.strip().splitlines()[-1])
         by_key = {(s["shop_id"], s["stream"], s["kind"]): s for s in doc["streams"]}
@@ -197,7 +202,9 @@ async def test_one_broken_shop(
         healthy = by_key[("shop-1", "orders", "incremental")]
         assert healthy["failing"] is False and healthy["last_success_at"], healthy
 
-        rc, out, err = await run_cli(tmp_path, "status-text", ["--config", str(cfg), "status"])
+        rc, out, err = (
+            await run_cli(tmp_path, "status-text", ["--config", str(cfg), "status"])
+        ).result()
         assert rc == 0, err
         shop2 = [line for line in out.splitlines() if line.startswith("shop-2") and "incr" in line]
         assert shop2 and all("FAILING: " in line for line in shop2), out
@@ -208,9 +215,9 @@ async def test_one_broken_shop(
         daemon.signal(signal.SIGTERM)
         assert await daemon.wait(10) == 0, daemon.output
 
-        rc, out, err = await run_cli(
-            tmp_path, "once", ["--config", str(cfg), "run", "--once", "--json"]
-        )
+        rc, out, err = (
+            await run_cli(tmp_path, "once", ["--config", str(cfg), "run", "--once", "--json"])
+        ).result()
         assert rc == 3, out + err
         assert orjson.loads(out.strip().splitlines()[-1])["shops_failed"] == ["shop-2"]
     finally:

@@ -12,7 +12,8 @@ import orjson
 import pytest
 
 from engine.sim import SimConfig, Simulator
-from tests.e2e.daemon_harness import CliProcess, free_port, run_cli, write_config
+from tests.e2e.daemon_harness import free_port, write_config
+from tests.fixtures_proc import EngineProcess, run_cli
 from tests.fixtures_sim import SimFactory
 
 ADMIN_TOKEN = "admin-token-9f8e7d6c5b4a"
@@ -54,15 +55,15 @@ async def test_no_secret_in_output(
     )
     base = ["--config", str(cfg), "--log-format", log_format, "-vv"]
 
-    rc, out, err = await run_cli(tmp_path, "once", [*base, "run", "--once", "--json"])
+    rc, out, err = (await run_cli(tmp_path, "once", [*base, "run", "--once", "--json"])).result()
     assert rc == 3, out + err  # shop-2 failed, shop-1 completed
     summary = orjson.loads(out.strip().splitlines()[-1])
     assert summary["shops_failed"] == ["shop-2"]
     assert summary["retries"] + summary["rate_limited"] > 0, summary  # the faults did happen
     transcript = out + err
 
-    daemon = CliProcess(tmp_path, "daemon")
-    await daemon.start([*base, "run"])
+    daemon = EngineProcess(tmp_path, "daemon", [*base, "run"])
+    await daemon.start()
     try:
         await asyncio.sleep(2)
         # The admin API sees the token on every POST: right, wrong and mangled.
@@ -79,7 +80,7 @@ async def test_no_secret_in_output(
         await daemon.kill()
     transcript += daemon.output
 
-    rc, out, err = await run_cli(tmp_path, "status", [*base, "status"])
+    rc, out, err = (await run_cli(tmp_path, "status", [*base, "status"])).result()
     assert rc == 0, err
     transcript += out + err
 

@@ -7,7 +7,7 @@ move while a window is paged are never lost.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -17,8 +17,8 @@ from engine.app.runtime import Runtime, open_runtime
 from engine.app.sim_settings import settings_for_simulator
 from engine.sim.config import SimConfig
 from engine.sim.server import Simulator
+from tests.fixtures_sim import SimFactory
 
-SimFactory = Callable[[SimConfig], Awaitable[Simulator]]
 QPS = 100  # the simulator enforces it like Temu; tests run faster than the real limit
 
 

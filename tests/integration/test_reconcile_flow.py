@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -31,8 +31,8 @@ from engine.sim.catalog import CARRIERS_BY_NAME
 from engine.sim.config import SimConfig
 from engine.sim.server import Simulator
 from engine.store.reconcile_store import ReconcileStore
+from tests.fixtures_sim import SimFactory
 
-SimFactory = Callable[[SimConfig], Awaitable[Simulator]]
 QPS = 200
 OC_QPS = 200.0
 SHOP = "shop-1"

@@ -22,10 +22,10 @@ from engine.daemon.metrics import Metrics
 from engine.daemon.reconciler_loop import reconciler_loop
 from engine.sim.config import SimConfig
 from engine.sim.server import Simulator
+from tests.fixtures_sim import SimFactory
 from tests.integration.test_reconcile_flow import (
     QPS,
     SHOP,
-    SimFactory,
     awaiting,
     load_from_temu,
     make_settings,

@@ -26,10 +26,10 @@ from engine.reconcile.oc_rmas import PgTokenStore
 from engine.sim.config import SimConfig
 from engine.sim.data import logistics_entry
 from engine.sim.server import Simulator
+from tests.fixtures_sim import SimFactory
 from tests.integration.test_reconcile_flow import (
     QPS,
     SHOP,
-    SimFactory,
     awaiting,
     load_from_temu,
     make_settings,

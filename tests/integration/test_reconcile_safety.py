@@ -31,10 +31,10 @@ from engine.reconcile.tasks import upload_key
 from engine.sim.catalog import CARRIERS_BY_NAME
 from engine.sim.config import SimConfig
 from engine.sim.server import Simulator
+from tests.fixtures_sim import SimFactory
 from tests.integration.test_reconcile_flow import (
     QPS,
     SHOP,
-    SimFactory,
     awaiting,
     load_from_temu,
     make_due,

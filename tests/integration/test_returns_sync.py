@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -13,8 +13,8 @@ from engine.app.sim_settings import settings_for_simulator
 from engine.sim.config import SimConfig
 from engine.sim.server import Simulator
 from engine.sync.returns import needs_logistics
+from tests.fixtures_sim import SimFactory
 
-SimFactory = Callable[[SimConfig], Awaitable[Simulator]]
 SHOPS = ["shop-1", "shop-2"]
 LIST_TYPE = "bg.aftersales.parentaftersales.list.get"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import asyncpg
@@ -25,8 +25,8 @@ from engine.sim.server import Simulator
 from engine.store.events import EventStore
 from engine.sync.events import ConsumerSettings, EventConsumer, event_shop
 from engine.temu.subscriptions import subscribe_shops
+from tests.fixtures_sim import SimFactory
 
-SimFactory = Callable[[SimConfig], Awaitable[Simulator]]
 SECRET = "5f2b8c0d9e7a41b3a6c4d2e1f0a9b8c7d6e5f4a3"  # Temu's shape: 40 hex characters
 EVENTS = [
     "bg_order_status_change_event",

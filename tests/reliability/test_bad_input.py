@@ -16,7 +16,8 @@ import orjson
 import pytest
 
 from engine.store.pool import quote_ident
-from tests.reliability.harness import record_figures, run
+from tests.fixtures_proc import run_cli
+from tests.reliability.harness import record_figures
 from tests.reliability.temu_double import ORDERS, RETURNS, Shop, TemuDouble
 
 NOW = int(time.time())
@@ -210,7 +211,7 @@ def _config(tmp_path: Path, d: TemuDouble, pg_url: str, schema: str) -> Path:
 
 
 async def _backfill(tmp_path: Path, cfg: Path, name: str) -> Any:
-    return await run(
+    return await run_cli(
         tmp_path, name, ["--config", str(cfg), "backfill", "--since", SINCE, "--json"], within=120
     )
 
@@ -234,7 +235,7 @@ async def test_odd_records_are_stored_or_skipped_with_a_reason(
     _fill(double)
     cfg = _config(tmp_path, double, pg_url, schema)
     bf = await _backfill(tmp_path, cfg, "backfill")
-    assert bf.proc is not None and bf.proc.returncode == 0, bf.stderr[-3000:]
+    assert bf.returncode == 0, bf.stderr[-3000:]
     assert bf.summary()["shops_failed"] == []
 
     orders = await _payloads(pg_url, schema, "orders", "parent_order_sn", "bad")
@@ -364,7 +365,7 @@ async def test_page_level_problems_do_not_lose_records(
     double.hook = hook
     cfg = _config(tmp_path, double, pg_url, schema)
     bf = await _backfill(tmp_path, cfg, "backfill")
-    assert bf.proc is not None and bf.proc.returncode == 0, bf.stderr[-3000:]
+    assert bf.returncode == 0, bf.stderr[-3000:]
     for shop in ("bad", "good"):
         orders = await _payloads(pg_url, schema, "orders", "parent_order_sn", shop)
         assert orders == GOOD_ORDERS, f"{problem}: {shop} orders differ"
@@ -394,7 +395,7 @@ async def test_persistently_malformed_list_fails_that_shop_only(
     double.hook = hook
     cfg = _config(tmp_path, double, pg_url, schema)
     bf = await _backfill(tmp_path, cfg, "backfill")
-    assert bf.proc is not None and bf.proc.returncode == 3, bf.stderr[-3000:]
+    assert bf.returncode == 3, bf.stderr[-3000:]
     assert bf.summary()["shops_failed"] == ["bad"]
     assert "malformed" in bf.stderr and "bg.order.list.v2.get shop=bad" in bf.stderr
     assert await _payloads(pg_url, schema, "orders", "parent_order_sn", "good") == GOOD_ORDERS
@@ -422,10 +423,12 @@ async def test_unexpected_exception_in_a_stream_fails_that_shop_only(
         ("backfill", ["backfill", "--since", SINCE, "--json"]),
         ("once", ["run", "--once", "--json"]),
     ):
-        done = await run(tmp_path, name, ["--config", str(cfg), *args], within=120)
-        assert done.proc is not None and done.proc.returncode == 3, done.stderr[-3000:]
+        done = await run_cli(tmp_path, name, ["--config", str(cfg), *args], within=120)
+        assert done.returncode == 3, done.stderr[-3000:]
         assert done.summary()["shops_failed"] == ["bad"]
         assert await _payloads(pg_url, schema, "orders", "parent_order_sn", "good") == GOOD_ORDERS
-    status = await run(tmp_path, "status", ["--config", str(cfg), "status", "--json"], within=60)
+    status = await run_cli(
+        tmp_path, "status", ["--config", str(cfg), "status", "--json"], within=60
+    )
     text = status.stdout
     assert "TypeError" in text and "bad" in text, text[-3000:]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.daemon_harness import free_port
-from tests.reliability.harness import run
+from tests.fixtures_proc import run_cli
 
 APP_SECRET = "app-secret-7f3c9e1d5b"
 TOKEN = "shop-token-2a8d4f6b0c"
@@ -93,10 +93,11 @@ async def test_bad_config_exits_2_naming_the_key(
 ) -> None:
     cfg = tmp_path / "config.toml"
     cfg.write_text(text)
-    cli = await run(tmp_path, "cli", ["--config", str(cfg), "run", "--once", "--json"], within=30)
-    assert cli.proc is not None
+    cli = await run_cli(
+        tmp_path, "cli", ["--config", str(cfg), "run", "--once", "--json"], within=30
+    )
     output = cli.stdout + cli.stderr
-    assert cli.proc.returncode == 2, output
+    assert cli.returncode == 2, output
     assert "configuration error" in output and key in output, output
     assert str(cfg) in output, output  # and the file
     assert "Traceback" not in output, output
@@ -126,10 +127,9 @@ async def test_postgres_refusing_connections_at_startup(command: list[str], tmp_
     they say which server could not be used and exit 1, without the URL's password."""
     port = free_port()
     cfg = _db_config(tmp_path, f"postgresql://postgres:{DB_PASSWORD}@127.0.0.1:{port}/postgres")
-    cli = await run(tmp_path, "cli", ["--config", str(cfg), *command], within=30)
-    assert cli.proc is not None
+    cli = await run_cli(tmp_path, "cli", ["--config", str(cfg), *command], within=30)
     output = cli.stdout + cli.stderr
-    assert cli.proc.returncode == 1, output
+    assert cli.returncode == 1, output
     assert f"cannot use Postgres at 127.0.0.1:{port}/postgres" in output, output
     assert "refused" in output.lower(), output
     assert "Traceback" not in output, output

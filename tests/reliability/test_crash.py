@@ -16,7 +16,6 @@ import os
 import random
 import signal
 import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,19 +27,18 @@ from engine.sim.config import SimConfig
 from engine.sim.server import Simulator
 from engine.store.pool import quote_ident
 from tests.fixtures_db import new_schema_name
+from tests.fixtures_proc import EngineProcess, run_cli
+from tests.fixtures_sim import SimFactory
 from tests.reliability.harness import (
-    Cli,
     at_most_once,
     drop_schema,
     duplicate_inserts,
     record_figures,
-    run,
     scaled,
     sim_toml,
     truth_differences,
 )
 
-SimFactory = Callable[[SimConfig], Awaitable[Simulator]]
 SEED = int(os.environ.get("TEMU_SYNC_CRASH_SEED", "8"))
 TRIALS = scaled(10, 40)
 QPS = 400  # high: trials stay short; pacing is not what is under test here
@@ -65,25 +63,23 @@ class Killer:
         self.work = work
         self.kills = 0
 
-    async def run(self, cli: Cli) -> bool:
+    async def run(self, cli: EngineProcess) -> bool:
         """True if the kill landed; False if the run finished first."""
         threshold = self.rng.randint(0, max(1, self.work))
         base = accepted(self.sim)
         await cli.start()
-        assert cli.proc is not None
         delay = self.rng.uniform(0.05, STARTUP_S) if threshold == 0 else 60.0
         deadline = time.monotonic() + delay
-        while cli.proc.returncode is None:
+        while cli.returncode is None:
             if time.monotonic() >= deadline or (
                 threshold and accepted(self.sim) - base >= threshold
             ):
-                cli.kill()
-                await cli.proc.wait()
-                landed = cli.proc.returncode == -signal.SIGKILL
+                await cli.kill()
+                landed = cli.returncode == -signal.SIGKILL
                 self.kills += landed
                 return landed
             await asyncio.sleep(0.002)
-        assert cli.proc.returncode == 0, cli.stderr[-3000:]
+        assert cli.returncode == 0, cli.stderr[-3000:]
         self.work = max(1, accepted(self.sim) - base)  # the work is smaller than thought
         return False
 
@@ -126,8 +122,8 @@ async def test_sigkill_during_backfill(
     schema = new_schema_name()
     before = accepted(sim)
     try:
-        clean = await run(tmp_path, "clean", args(schema))
-        assert clean.proc is not None and clean.proc.returncode == 0, clean.stderr[-3000:]
+        clean = await run_cli(tmp_path, "clean", args(schema))
+        assert clean.returncode == 0, clean.stderr[-3000:]
         await check_truth(pg_url, schema, sim, "clean backfill")
     finally:
         await drop_schema(pg_url, schema)
@@ -136,9 +132,9 @@ async def test_sigkill_during_backfill(
         schema = new_schema_name()
         try:
             a = args(schema)
-            await killer.run(Cli(tmp_path, f"t{trial}", a))
-            rerun = await run(tmp_path, f"t{trial}-rerun", a)
-            assert rerun.proc is not None and rerun.proc.returncode == 0, rerun.stderr[-3000:]
+            await killer.run(EngineProcess(tmp_path, f"t{trial}", a))
+            rerun = await run_cli(tmp_path, f"t{trial}-rerun", a)
+            assert rerun.returncode == 0, rerun.stderr[-3000:]
             await check_truth(pg_url, schema, sim, f"backfill trial {trial}")
         finally:
             await drop_schema(pg_url, schema)
@@ -189,15 +185,15 @@ async def test_sigkill_during_incremental_pass(
     # A clean pass over one round of changes tells how many requests the kills range over.
     change()
     before = accepted(sim)
-    clean = await run(tmp_path, "clean", args)
-    assert clean.proc is not None and clean.proc.returncode == 0, clean.stderr[-3000:]
+    clean = await run_cli(tmp_path, "clean", args)
+    assert clean.returncode == 0, clean.stderr[-3000:]
     await check_truth(pg_url, schema, sim, "clean incremental pass")
     killer = Killer(sim, rng, accepted(sim) - before)
     for trial in range(TRIALS):
         change()
-        await killer.run(Cli(tmp_path, f"t{trial}", args))
-        rerun = await run(tmp_path, f"t{trial}-rerun", args)
-        assert rerun.proc is not None and rerun.proc.returncode == 0, rerun.stderr[-3000:]
+        await killer.run(EngineProcess(tmp_path, f"t{trial}", args))
+        rerun = await run_cli(tmp_path, f"t{trial}-rerun", args)
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
         await check_truth(pg_url, schema, sim, f"incremental trial {trial}")
     assert killer.kills >= TRIALS * 0.7, f"only {killer.kills} of {TRIALS} kills landed"
     record_figures("crash_incremental", {"trials": TRIALS, "kills": killer.kills})
@@ -289,17 +285,17 @@ async def test_sigkill_during_reconciler_pass(
 
     # The seed's own backlog first, then a clean pass over one round of work tells how many
     # requests the kills range over.
-    backlog = await run(tmp_path, "backlog", args)
-    assert backlog.proc is not None and backlog.proc.returncode == 0, backlog.stderr[-3000:]
+    backlog = await run_cli(tmp_path, "backlog", args)
+    assert backlog.returncode == 0, backlog.stderr[-3000:]
     await make_work()
     before = accepted(sim)
-    clean = await run(tmp_path, "clean", args)
-    assert clean.proc is not None and clean.proc.returncode == 0, clean.stderr[-3000:]
+    clean = await run_cli(tmp_path, "clean", args)
+    assert clean.returncode == 0, clean.stderr[-3000:]
     assert clean.summary()["labels_uploaded"] > 0, clean.stdout
     killer = Killer(sim, rng, accepted(sim) - before)
     for trial in range(TRIALS):
         await make_work()
-        await killer.run(Cli(tmp_path, f"t{trial}", args))
+        await killer.run(EngineProcess(tmp_path, f"t{trial}", args))
         # The next trial's run is this one's restart (it also finds the new work).
         problems = at_most_once(sim)
         assert not problems, f"reconcile trial {trial}: {problems}"
@@ -317,8 +313,8 @@ async def test_sigkill_during_reconciler_pass(
     finally:
         await conn.close()
     for final in range(5):
-        done = await run(tmp_path, f"final{final}", args)
-        assert done.proc is not None and done.proc.returncode == 0, done.stderr[-3000:]
+        done = await run_cli(tmp_path, f"final{final}", args)
+        assert done.returncode == 0, done.stderr[-3000:]
         box = await _outbox(pg_url, schema)
         if not box.get("pending") and not box.get("running"):
             break

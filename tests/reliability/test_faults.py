@@ -11,7 +11,6 @@ simulator's own counters, so a test that injected nothing cannot pass.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,19 +18,18 @@ import asyncpg
 import pytest
 
 from engine.sim.config import ALL_FAULT_KINDS, SimConfig
-from engine.sim.server import Simulator
+from tests.fixtures_proc import run_cli
+from tests.fixtures_sim import SimFactory
 from tests.reliability.harness import (
     LONG,
     at_most_once,
     duplicate_inserts,
     record_figures,
-    run,
     scaled,
     sim_toml,
     truth_differences,
 )
 
-SimFactory = Callable[[SimConfig], Awaitable[Simulator]]
 TIMEOUT_S = 0.5  # apps.timeout_s: a "slow" answer (SLOW_S) must outlast it
 SLOW_S = 1.5
 # Per kind: how often it strikes. A storm refuses every request of the app for a second, and
@@ -93,29 +91,33 @@ async def test_sync_converges_under_faults(
     )
     conf = ["--config", str(cfg)]
 
-    backfill = await run(
+    backfill = await run_cli(
         tmp_path, "backfill", [*conf, "backfill", "--since", _since(config), "--json"], within=240
     )
-    assert backfill.proc is not None and backfill.proc.returncode == 0, backfill.stderr[-3000:]
+    assert backfill.returncode == 0, backfill.stderr[-3000:]
     summaries = [backfill.summary()]
 
     for shop in config.shops:
         sim.mutate(shop.shop_id, orders_changed=20, orders_new=20, returns_changed=5, returns_new=5)
-    once = await run(tmp_path, "once", [*conf, "run", "--once", "--json"], within=240)
-    assert once.proc is not None and once.proc.returncode == 0, once.stderr[-3000:]
+    once = await run_cli(tmp_path, "once", [*conf, "run", "--once", "--json"], within=240)
+    assert once.returncode == 0, once.stderr[-3000:]
     summaries.append(once.summary())
     if kind == "mixed":
         # A second pass: tasks whose retries were pushed back by the first are due again.
-        again = await run(tmp_path, "again", [*conf, "reconcile", "--once", "--json"], within=240)
-        assert again.proc is not None and again.proc.returncode == 0, again.stderr[-3000:]
+        again = await run_cli(
+            tmp_path, "again", [*conf, "reconcile", "--once", "--json"], within=240
+        )
+        assert again.returncode == 0, again.stderr[-3000:]
         summaries.append(again.summary())
         # Uploads change returns at Temu after the sync read them; the next pass brings them
         # in. Settled once a pass's reconciler changed nothing after its sync.
         # (An upload whose answer was lost is not counted, hence the simulator's own count.)
         for i in range(5):
             uploads = len(sim.uploads())
-            last = await run(tmp_path, f"last{i}", [*conf, "run", "--once", "--json"], within=240)
-            assert last.proc is not None and last.proc.returncode == 0, last.stderr[-3000:]
+            last = await run_cli(
+                tmp_path, f"last{i}", [*conf, "run", "--once", "--json"], within=240
+            )
+            assert last.returncode == 0, last.stderr[-3000:]
             summaries.append(last.summary())
             if len(sim.uploads()) == uploads:
                 break
