@@ -26,8 +26,10 @@ log = logging.getLogger(__name__)
 LINES_BATCH = 20  # parentAfterSalesSnList size per call; Temu documents no larger maximum
 LINES_PAGE_SIZE = 200
 REFUND_ONLY = 1
-# Statuses in which a return package exists or a label was handed out.
-LOGISTICS_STATUSES = frozenset({2, 3, 4, 5, 9})
+# Statuses in which no return package can exist yet: requested, awaiting review, or waiting
+# for its label. Any other status (cancelled and rejected included: goods may have been sent
+# back first) may carry tracking, so its logistics are read; an unknown status too.
+NO_PACKAGE_STATUSES = frozenset({1, 10, 11})
 LABEL_PENDING = 8
 OP_UPLOAD_LABEL = 10
 
@@ -37,10 +39,10 @@ def needs_logistics(item: dict[str, Any]) -> bool:
         return False
     status = item.get("parentAfterSalesStatus")
     ops = item.get("availableOperateList") or []
-    if status in LOGISTICS_STATUSES:
-        return True
-    # Status 8 without the upload operation: a label was uploaded, tracking now exists.
-    return status == LABEL_PENDING and isinstance(ops, list) and OP_UPLOAD_LABEL not in ops
+    if status in NO_PACKAGE_STATUSES:
+        return False
+    # Status 8 with the upload operation: no label yet, so no tracking either.
+    return not (status == LABEL_PENDING and isinstance(ops, list) and OP_UPLOAD_LABEL in ops)
 
 
 class ReturnsAdapter(ShopStream):

@@ -17,9 +17,7 @@ import asyncpg
 import orjson
 
 from engine.sim import Simulator
-
-# The streams the daemon tests run and compare.
-STREAMS: tuple[str, ...] = ("orders", "returns")
+from tests.truth import STREAMS, truth_differences
 
 
 def free_port() -> int:
@@ -124,40 +122,5 @@ async def eventually(
 
 
 async def db_differences(conn: asyncpg.Connection, schema: str, sim: Simulator) -> list[str]:
-    """Where the database differs from the simulator's truth (orders and returns, every shop);
-    empty when they are equal."""
-    problems: list[str] = []
-    for shop in sim.config.shops:
-        sid = shop.shop_id
-        truth = {o["parentOrderMap"]["parentOrderSn"]: o for o in sim.truth_orders(sid)}
-        rows = await conn.fetch(
-            f'SELECT parent_order_sn, payload::text AS p FROM "{schema}".orders WHERE shop_id=$1',
-            sid,
-        )
-        stored = {r["parent_order_sn"]: orjson.loads(r["p"]) for r in rows}
-        problems += _compare(f"{sid} orders", truth, stored)
-        if "returns" not in STREAMS:
-            continue
-        rtruth = {r["parentAfterSalesSn"]: r for r in sim.truth_returns(sid)}
-        rrows = await conn.fetch(
-            f'SELECT parent_after_sales_sn, payload::text AS p FROM "{schema}".returns '
-            "WHERE shop_id=$1",
-            sid,
-        )
-        rstored = {r["parent_after_sales_sn"]: orjson.loads(r["p"]) for r in rrows}
-        problems += _compare(f"{sid} returns", rtruth, rstored)
-    return problems
-
-
-def _compare(what: str, truth: dict[str, Any], stored: dict[str, Any]) -> list[str]:
-    out = []
-    missing = truth.keys() - stored.keys()
-    extra = stored.keys() - truth.keys()
-    differ = [k for k in truth.keys() & stored.keys() if truth[k] != stored[k]]
-    if missing:
-        out.append(f"{what}: {len(missing)} missing")
-    if extra:
-        out.append(f"{what}: {len(extra)} unexpected")
-    if differ:
-        out.append(f"{what}: {len(differ)} stale")
-    return out
+    """Where the database differs from the simulator's truth (every table, every shop)."""
+    return await truth_differences(conn, schema, sim, streams=STREAMS)

@@ -12,8 +12,8 @@ from engine.app.runtime import Runtime, open_runtime
 from engine.app.sim_settings import settings_for_simulator
 from engine.sim.config import SimConfig
 from engine.sim.server import Simulator
-from engine.sync.returns import needs_logistics
 from tests.fixtures_sim import SimFactory
+from tests.truth import truth_differences
 
 SHOPS = ["shop-1", "shop-2"]
 LIST_TYPE = "bg.aftersales.parentaftersales.list.get"
@@ -34,29 +34,10 @@ NORMALIZED = {
 
 
 async def assert_returns_equal_truth(rt: Runtime, sim: Simulator) -> None:
-    for shop in SHOPS:
-        want = {r["parentAfterSalesSn"]: r for r in sim.truth_returns(shop)}
-        rows = await rt.pool.fetch(
-            "SELECT parent_after_sales_sn, payload FROM returns WHERE shop_id = $1", shop
-        )
-        got = {r["parent_after_sales_sn"]: r["payload"] for r in rows}
-        assert set(got) == set(want)
-        assert [sn for sn in want if got[sn] != want[sn]] == []
-
-        want_lines = {ln["afterSalesSn"]: ln for ln in sim.truth_return_lines(shop)}
-        rows = await rt.pool.fetch(
-            "SELECT after_sales_sn, payload FROM return_lines WHERE shop_id = $1", shop
-        )
-        assert {r["after_sales_sn"]: r["payload"] for r in rows} == want_lines
-
-        truth_logistics = sim.truth_logistics(shop)
-        rows = await rt.pool.fetch(
-            "SELECT parent_after_sales_sn, payload FROM return_logistics WHERE shop_id = $1", shop
-        )
-        stored = {r["parent_after_sales_sn"]: r["payload"] for r in rows}
-        for sn, ret in want.items():
-            if needs_logistics(ret):
-                assert stored.get(sn) == truth_logistics.get(sn, []), sn
+    """Returns, their lines and their logistics equal the simulator's (tests/truth.py)."""
+    async with rt.pool.acquire() as conn:
+        schema = rt.settings.database.schema
+        assert await truth_differences(conn, schema, sim, streams=["returns"], shops=SHOPS) == []
 
 
 def list_calls(sim: Simulator) -> dict[str, int]:

@@ -1,5 +1,5 @@
 """Shared by the reliability suite: quick/long mode, truth comparison, at-most-once checks
-(the CLI runs through tests/fixtures_proc.py).
+(the CLI runs through tests/fixtures_proc.py, the truth check is tests/truth.py).
 
 Quick mode (default) keeps the whole suite within about two minutes on a 2-core CI machine;
 ``TEMU_SYNC_LONG=1`` runs more trials and more data (the figures quoted in the README's
@@ -59,70 +59,6 @@ async def drop_schema(pg_url: str, schema: str) -> None:
         await conn.execute(f"DROP SCHEMA IF EXISTS {quote_ident(schema)} CASCADE")
     finally:
         await conn.close()
-
-
-async def _stored(
-    conn: asyncpg.Connection, schema: str, table: str, key: str, shop: str
-) -> dict[str, Any]:
-    rows = await conn.fetch(
-        f"SELECT {key} AS k, payload::text AS p FROM {quote_ident(schema)}.{table} "
-        "WHERE shop_id = $1",
-        shop,
-    )
-    return {r["k"]: orjson.loads(r["p"]) for r in rows}
-
-
-def _compare(what: str, truth: dict[str, Any], stored: dict[str, Any]) -> list[str]:
-    out = []
-    missing = sorted(truth.keys() - stored.keys())
-    extra = sorted(stored.keys() - truth.keys())
-    stale = sorted(k for k in truth.keys() & stored.keys() if truth[k] != stored[k])
-    for label, keys in (("missing", missing), ("unexpected", extra), ("stale", stale)):
-        if keys:
-            out.append(f"{what}: {len(keys)} {label} (e.g. {keys[:3]})")
-    if stale:
-        k = stale[0]
-        fields = {
-            f: (stored[k].get(f), truth[k].get(f))
-            for f in set(truth[k]) | set(stored[k])
-            if truth[k].get(f) != stored[k].get(f)
-        }
-        out.append(f"{what}: {k} stored vs truth: {fields}")
-    return out
-
-
-async def truth_differences(
-    conn: asyncpg.Connection, schema: str, sim: Simulator, *, returns: bool = True
-) -> list[str]:
-    """Every way Postgres differs from the simulator's truth: orders, order lines, returns and
-    return lines of every shop, payload by payload. Empty when they are equal."""
-    problems: list[str] = []
-    for shop in sim.config.shops:
-        sid = shop.shop_id
-        orders = sim.truth_orders(sid)
-        problems += _compare(
-            f"{sid} orders",
-            {o["parentOrderMap"]["parentOrderSn"]: o for o in orders},
-            await _stored(conn, schema, "orders", "parent_order_sn", sid),
-        )
-        problems += _compare(
-            f"{sid} order lines",
-            {line["orderSn"]: line for o in orders for line in o["orderList"]},
-            await _stored(conn, schema, "order_lines", "order_sn", sid),
-        )
-        if not returns:
-            continue
-        problems += _compare(
-            f"{sid} returns",
-            {r["parentAfterSalesSn"]: r for r in sim.truth_returns(sid)},
-            await _stored(conn, schema, "returns", "parent_after_sales_sn", sid),
-        )
-        problems += _compare(
-            f"{sid} return lines",
-            {x["afterSalesSn"]: x for x in sim.truth_return_lines(sid)},
-            await _stored(conn, schema, "return_lines", "after_sales_sn", sid),
-        )
-    return problems
 
 
 async def duplicate_inserts(conn: asyncpg.Connection, schema: str) -> list[str]:

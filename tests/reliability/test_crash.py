@@ -36,8 +36,8 @@ from tests.reliability.harness import (
     record_figures,
     scaled,
     sim_toml,
-    truth_differences,
 )
+from tests.truth import truth_differences
 
 SEED = int(os.environ.get("TEMU_SYNC_CRASH_SEED", "8"))
 TRIALS = scaled(10, 40)

@@ -23,7 +23,8 @@ from engine.sim.config import SimConfig
 from engine.sim.server import Simulator
 from tests.fixtures_proc import run_cli
 from tests.fixtures_sim import SimFactory
-from tests.reliability.harness import sim_toml, truth_differences
+from tests.reliability.harness import sim_toml
+from tests.truth import truth_differences
 
 SMALL = {"orders": 120, "returns": 20, "qps": 400}
 

@@ -27,8 +27,8 @@ from tests.reliability.harness import (
     record_figures,
     scaled,
     sim_toml,
-    truth_differences,
 )
+from tests.truth import truth_differences
 
 TIMEOUT_S = 0.5  # apps.timeout_s: a "slow" answer (SLOW_S) must outlast it
 SLOW_S = 1.5
