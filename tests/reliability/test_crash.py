@@ -18,6 +18,7 @@ import signal
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -43,6 +44,7 @@ SEED = int(os.environ.get("TEMU_SYNC_CRASH_SEED", "8"))
 TRIALS = scaled(10, 40)
 QPS = 400  # high: trials stay short; pacing is not what is under test here
 STARTUP_S = 0.6  # about how long the CLI takes before its first request
+LAG_S = 1  # sync.safety_lag_s of the incremental trials
 
 
 def accepted(sim: Simulator) -> int:
@@ -143,8 +145,11 @@ async def test_sigkill_during_backfill(
     record_figures("crash_backfill", {"trials": TRIALS, "kills": killer.kills})
 
 
-async def _sync_in_process(sim: Simulator, config: SimConfig, pg_url: str, schema: str) -> None:
-    rt = await open_runtime(settings_for_simulator(sim, config, database_url=pg_url, schema=schema))
+async def _sync_in_process(
+    sim: Simulator, config: SimConfig, pg_url: str, schema: str, **sync: Any
+) -> None:
+    settings = settings_for_simulator(sim, config, database_url=pg_url, schema=schema, sync=sync)
+    rt = await open_runtime(settings)
     try:
         await rt.sync_service().incremental_pass()
         assert not rt.counters.shops_failed
@@ -152,45 +157,85 @@ async def _sync_in_process(sim: Simulator, config: SimConfig, pg_url: str, schem
         await rt.close()
 
 
+async def _cursor_end(pg_url: str, schema: str) -> int:
+    """The latest second any incremental cursor covers."""
+    conn = await asyncpg.connect(pg_url)
+    try:
+        end = await conn.fetchval(
+            f"SELECT max(position) FROM {quote_ident(schema)}.sync_state WHERE kind = 'incremental'"
+        )
+    finally:
+        await conn.close()
+    assert end is not None
+    return int(end.timestamp())
+
+
 async def test_sigkill_during_incremental_pass(
     sim_factory: SimFactory, pg_url: str, schema: str, tmp_path: Path
 ) -> None:
+    """Runs with no overlap (each pass starts one second after its cursor), and every round
+    of changes is stamped over the seconds just after the last cursor, the first of them
+    included: a pass that skipped any of its window, or committed a cursor beyond what it
+    stored, leaves those changes out for good and the truth check fails."""
     config = SimConfig.default(
         orders=scaled(120, 1000), returns=scaled(25, 150), shops=2, qps=QPS, seed=SEED + 1
     )
     sim = await sim_factory(config)
-    # Changes made by mutate() are stamped a few seconds in the past, so they fall inside the
-    # pass's window (which ends safety_lag_s behind now) without the test sleeping.
-    sim.world.clock = lambda: time.time() - 5
     rng = random.Random(SEED + 1)
     cfg = tmp_path / "config.toml"
+    sync = f'[sync]\nstart = "{_since(config)}"\nsafety_lag_s = {LAG_S}\noverlap_s = 0\n'
     cfg.write_text(
-        sim_toml(sim, config, db_url=pg_url, schema=schema, extra="[reconciler]\nenabled = false\n")
+        sim_toml(
+            sim,
+            config,
+            db_url=pg_url,
+            schema=schema,
+            extra=sync + "[reconciler]\nenabled = false\n",
+        )
     )
     args = ["--config", str(cfg), "run", "--once", "--json"]
-    await _sync_in_process(sim, config, pg_url, schema)
+    await _sync_in_process(sim, config, pg_url, schema, overlap_s=0, safety_lag_s=LAG_S)
 
     n = scaled(10, 40)
 
-    def change() -> None:
-        for shop in config.shops:
-            sim.mutate(
-                shop.shop_id,
-                orders_changed=n,
-                orders_new=n,
-                returns_changed=n // 3,
-                returns_new=n // 3,
-            )
+    async def change() -> None:
+        # Seconds after every cursor that the next pass's window (ending LAG_S behind its
+        # start) is sure to reach: wait (bounded) until there is at least one.
+        first = await _cursor_end(pg_url, schema) + 1
+        deadline = time.monotonic() + 10
+        while int(time.time()) - LAG_S < first:
+            assert time.monotonic() < deadline, "the clock does not move"
+            await asyncio.sleep(0.05)
+        seconds = list(range(first, int(time.time()) - LAG_S + 1))
+        try:
+            for i in range(n):
+                # Each change alone, on the next stamp in turn: the cursor's next second
+                # first, the newest last.
+                stamp = seconds[min(i * len(seconds) // n, len(seconds) - 1)]
+                if i == n - 1:
+                    stamp = seconds[-1]
+                sim.world.clock = lambda stamp=stamp: float(stamp)
+                for shop in config.shops:
+                    k = 1 if i % 3 == 0 else 0
+                    sim.mutate(
+                        shop.shop_id,
+                        orders_changed=1,
+                        orders_new=1,
+                        returns_changed=k,
+                        returns_new=k,
+                    )
+        finally:
+            sim.world.clock = time.time
 
     # A clean pass over one round of changes tells how many requests the kills range over.
-    change()
+    await change()
     before = accepted(sim)
     clean = await run_cli(tmp_path, "clean", args)
     assert clean.returncode == 0, clean.stderr[-3000:]
     await check_truth(pg_url, schema, sim, "clean incremental pass")
     killer = Killer(sim, rng, accepted(sim) - before)
     for trial in range(TRIALS):
-        change()
+        await change()
         await killer.run(EngineProcess(tmp_path, f"t{trial}", args))
         rerun = await run_cli(tmp_path, f"t{trial}-rerun", args)
         assert rerun.returncode == 0, rerun.stderr[-3000:]
