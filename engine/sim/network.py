@@ -29,6 +29,11 @@ class Network:
         self.fault_after_apply_rate = config.fault_after_apply_rate
         self.set_faults(config.fault_rate, config.fault_kinds)
         self._storm_until: dict[str, float] = {}
+        # hold(): requests wait at arrival until release(), so a test can have a pass in
+        # flight (and know it is) at the moment it signals the engine.
+        self._released = asyncio.Event()
+        self._released.set()
+        self.held = 0
 
     def set_faults(
         self,
@@ -52,8 +57,20 @@ class Network:
         self.latency_s = latency_ms / 1000
         self.jitter_s = jitter_ms / 1000
 
+    def hold(self) -> None:
+        self._released.clear()
+
+    def release(self) -> None:
+        self._released.set()
+
     # -- latency: half the round trip before arrival (jittered), half after ---------------
     async def to_server(self) -> None:
+        if not self._released.is_set():
+            self.held += 1
+            try:
+                await self._released.wait()
+            finally:
+                self.held -= 1
         half = self.latency_s / 2
         if half > 0 or self.jitter_s > 0:
             delay = self.rng.uniform(half - self.jitter_s, half + self.jitter_s)

@@ -160,6 +160,18 @@ class Simulator:
     def set_latency(self, latency_ms: float, jitter_ms: float = 0.0) -> None:
         self.network.set_latency(latency_ms, jitter_ms)
 
+    def hold_requests(self) -> None:
+        """Every request (Temu and OC) waits at arrival until ``release_requests``."""
+        self.network.hold()
+
+    def release_requests(self) -> None:
+        self.network.release()
+
+    @property
+    def held_requests(self) -> int:
+        """How many requests are waiting at arrival now."""
+        return self.network.held
+
     def set_drift(self, rate: float) -> None:
         self.network.drift_rate = rate
 

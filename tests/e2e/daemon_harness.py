@@ -17,7 +17,7 @@ import asyncpg
 import orjson
 
 from engine.sim import Simulator
-from tests.truth import STREAMS, truth_differences
+from tests.truth import STREAMS, compare, truth_differences
 
 
 def free_port() -> int:
@@ -38,6 +38,7 @@ def write_config(
     admin_token: str = "",
     reconciler: bool = True,
     extra: str = "",
+    overlap_s: int = 120,
 ) -> Path:
     start_ts = sim.config.time_range()[0] - 86400
     start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start_ts))
@@ -46,7 +47,7 @@ def write_config(
         "pool_min = 1\npool_max = 4\n\n"
         + sim.config_toml()
         + f'\n[sync]\nstart = "{start}"\npoll_interval_s = {poll_interval_s}\n'
-        "overlap_s = 120\nsafety_lag_s = 1\n"
+        f"overlap_s = {overlap_s}\nsafety_lag_s = 1\n"
         f"returns = {'true' if 'returns' in STREAMS else 'false'}\n\n"
         f"[reconciler]\nenabled = {'true' if reconciler else 'false'}\ninterval_s = 1\n\n"
         f'[http]\nlisten = "{listen}"\nadmin_token = "{admin_token}"\n' + extra
@@ -124,3 +125,40 @@ async def eventually(
 async def db_differences(conn: asyncpg.Connection, schema: str, sim: Simulator) -> list[str]:
     """Where the database differs from the simulator's truth (every table, every shop)."""
     return await truth_differences(conn, schema, sim, streams=STREAMS)
+
+
+async def behind_cursor_differences(
+    conn: asyncpg.Connection, schema: str, sim: Simulator
+) -> list[str]:
+    """Records the simulator last changed at or before a stream's incremental cursor that are
+    missing or stale in Postgres: a cursor must never run ahead of what was stored."""
+    rows = await conn.fetch(
+        f'SELECT shop_id, stream, position FROM "{schema}".sync_state '
+        "WHERE kind = 'incremental' AND position IS NOT NULL"
+    )
+    problems: list[str] = []
+    for r in rows:
+        shop, stream, upto = r["shop_id"], r["stream"], int(r["position"].timestamp())
+        if stream == "orders":
+            truth = {
+                o["parentOrderMap"]["parentOrderSn"]: o
+                for o in sim.truth_orders(shop)
+                if o["parentOrderMap"]["updateTime"] <= upto
+            }
+            table, key = "orders", "parent_order_sn"
+        else:
+            truth = {x["parentAfterSalesSn"]: x for x in sim.truth_returns(shop)}
+            truth = {k: v for k, v in truth.items() if v["updateAt"] <= upto}
+            table, key = "returns", "parent_after_sales_sn"
+        stored = await conn.fetch(
+            f'SELECT {key} AS k, payload::text AS p FROM "{schema}".{table} '
+            f"WHERE shop_id = $1 AND {key} = ANY($2)",
+            shop,
+            list(truth),
+        )
+        problems += compare(
+            f"{shop} {stream} up to its cursor",
+            truth,
+            {x["k"]: orjson.loads(x["p"]) for x in stored},
+        )
+    return problems

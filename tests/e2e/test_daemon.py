@@ -17,6 +17,7 @@ from engine.sim import SimConfig, Simulator
 from tests.e2e.daemon_harness import (
     STREAMS,
     NotifySocket,
+    behind_cursor_differences,
     db_differences,
     eventually,
     free_port,
@@ -41,8 +42,14 @@ async def test_daemon_lifecycle(
 ) -> None:
     sim = await sim_factory(SimConfig.default(orders=150, returns=30, shops=2))
     port = free_port()
+    # No overlap: a cursor ahead of what was stored would lose records for good.
     cfg = write_config(
-        tmp_path / "config.toml", sim, db_url=pg_url, schema=schema, listen=f"127.0.0.1:{port}"
+        tmp_path / "config.toml",
+        sim,
+        db_url=pg_url,
+        schema=schema,
+        listen=f"127.0.0.1:{port}",
+        overlap_s=0,
     )
     notify = NotifySocket(tmp_path / "notify.sock")
     daemon = EngineProcess(
@@ -98,15 +105,25 @@ async def test_daemon_lifecycle(
         # Several status updates were sent, each one line.
         assert sum(f.startswith("STATUS=") for f in notify.fields()) >= 2
 
+        # SIGTERM while a pass is in flight (its request held at the simulator): the pass
+        # finishes within the grace and commits; nothing behind any cursor is missing.
+        before = await _cursors(conn, schema)
+        await _hold_a_pass_in_flight(sim, "shop-1")
+        held = await _cursors(conn, schema)
         began = time.monotonic()
         daemon.signal(signal.SIGTERM)
+        await notify.wait_for("STOPPING=1", within=5)
+        sim.release_requests()
         rc = await daemon.wait(10)
         took = time.monotonic() - began
         assert rc == 0, daemon.output
         assert took < 10
-        await notify.wait_for("STOPPING=1", within=1)
-        cursors = await _cursors(conn, schema)
-        assert set(cursors) == {(s, t) for s in ("shop-1", "shop-2") for t in STREAMS}
+        after = await _cursors(conn, schema)
+        assert set(after) == {(s, t) for s in ("shop-1", "shop-2") for t in STREAMS}
+        assert all(after[k] >= before[k] for k in before), (before, after)
+        assert await behind_cursor_differences(conn, schema, sim) == []
+        # The held pass was not cut off: it committed after its request was released.
+        assert any(after[k] > held[k] for k in held), (held, after)
         assert "Traceback" not in daemon.output, daemon.output
     finally:
         await daemon.kill()
@@ -121,32 +138,60 @@ async def _synced(conn: asyncpg.Connection, schema: str, sim: Simulator) -> bool
     return not diffs
 
 
+async def _hold_a_pass_in_flight(sim: Simulator, shop: str) -> None:
+    """Changes ``shop``, then holds every request at the simulator and waits until a pass's
+    request is held: from then on that pass is in flight and cannot commit its last window
+    until released (its cursor moves only after its request is answered)."""
+    sim.mutate(shop, orders_changed=2, orders_new=2)
+    sim.hold_requests()
+    deadline = time.monotonic() + 20
+    while sim.held_requests < 1:
+        assert time.monotonic() < deadline, "no pass started within 20 s"
+        await asyncio.sleep(0.02)
+
+
 async def test_second_signal_exits_at_once(
     sim_factory: SimFactory, pg_url: str, schema: str, tmp_path: Path
 ) -> None:
-    # Slow answers keep a pass in flight, so the first SIGTERM has something to wait for.
-    sim = await sim_factory(SimConfig.default(orders=50, returns=5, shops=1, latency_ms=400))
+    sim = await sim_factory(SimConfig.default(orders=50, returns=5, shops=1))
     port = free_port()
     cfg = write_config(
-        tmp_path / "config.toml", sim, db_url=pg_url, schema=schema, listen=f"127.0.0.1:{port}"
+        tmp_path / "config.toml",
+        sim,
+        db_url=pg_url,
+        schema=schema,
+        listen=f"127.0.0.1:{port}",
+        overlap_s=0,
     )
     notify = NotifySocket(tmp_path / "notify.sock")
     daemon = EngineProcess(
         tmp_path, "daemon", ["--config", str(cfg), "run"], env={"NOTIFY_SOCKET": str(notify.path)}
     )
+    conn = await asyncpg.connect(pg_url)
     try:
         await daemon.start()
         await notify.wait_for("READY=1", within=30)
+        await eventually(lambda: _synced(conn, schema, sim), within=30, what="the first sync")
+        before = await _cursors(conn, schema)
+        # A pass is in flight for certain (its request held), so the first SIGTERM has
+        # something to wait for; the second must not wait for it.
+        await _hold_a_pass_in_flight(sim, "shop-1")
         daemon.signal(signal.SIGTERM)
-        await asyncio.sleep(0.2)
+        await notify.wait_for("STOPPING=1", within=5)
         began = time.monotonic()
         daemon.signal(signal.SIGTERM)
         rc = await daemon.wait(5)
-        assert rc != 0
+        assert rc == 128 + signal.SIGTERM, daemon.output  # 143: "terminated by the operator"
         assert time.monotonic() - began < 1.5
+        # Exiting at once never commits half a pass: no cursor ahead of what was stored.
+        after = await _cursors(conn, schema)
+        assert all(after[k] >= before[k] for k in before), (before, after)
+        assert await behind_cursor_differences(conn, schema, sim) == []
     finally:
+        sim.release_requests()
         await daemon.kill()
         notify.close()
+        await conn.close()
 
 
 async def test_one_broken_shop(

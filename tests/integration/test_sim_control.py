@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -179,3 +180,20 @@ async def test_slow_upload_is_not_applied_when_the_client_gave_up(
             await r.read()
     await asyncio.sleep(0.4)
     assert sim.uploads() == []
+
+
+async def test_held_requests_wait_until_released(
+    sim_factory: SimFactory, sim_http: aiohttp.ClientSession
+) -> None:
+    sim = await sim_factory(SimConfig.default(orders=10, returns=2, shops=1))
+    caller = TemuCaller(sim_http, sim)
+    sim.hold_requests()
+    call = asyncio.create_task(caller.post(caller.params("bg.logistics.companies.get")))
+    deadline = asyncio.get_running_loop().time() + 10
+    while sim.held_requests < 1:
+        assert asyncio.get_running_loop().time() < deadline, "the request never arrived"
+        await asyncio.sleep(0.01)
+    assert not call.done()
+    sim.release_requests()
+    answer = await asyncio.wait_for(call, 10)
+    assert answer["success"] and sim.held_requests == 0
