@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections import Counter
 from collections.abc import Iterable
 
 from aiohttp import web
@@ -33,7 +34,7 @@ class Network:
         # flight (and know it is) at the moment it signals the engine.
         self._released = asyncio.Event()
         self._released.set()
-        self.held = 0
+        self.held: Counter[str] = Counter()  # what is waiting now, by kind (a Temu API type)
 
     def set_faults(
         self,
@@ -64,13 +65,13 @@ class Network:
         self._released.set()
 
     # -- latency: half the round trip before arrival (jittered), half after ---------------
-    async def to_server(self) -> None:
+    async def to_server(self, kind: str = "") -> None:
         if not self._released.is_set():
-            self.held += 1
+            self.held[kind] += 1
             try:
                 await self._released.wait()
             finally:
-                self.held -= 1
+                self.held[kind] -= 1
         half = self.latency_s / 2
         if half > 0 or self.jitter_s > 0:
             delay = self.rng.uniform(half - self.jitter_s, half + self.jitter_s)

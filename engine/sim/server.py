@@ -167,10 +167,10 @@ class Simulator:
     def release_requests(self) -> None:
         self.network.release()
 
-    @property
-    def held_requests(self) -> int:
-        """How many requests are waiting at arrival now."""
-        return self.network.held
+    def held_requests(self, kind: str | None = None) -> int:
+        """How many requests wait at arrival now: all, or of one Temu API type ("oc": OC)."""
+        held = self.network.held
+        return sum(held.values()) if kind is None else held[kind]
 
     def set_drift(self, rate: float) -> None:
         self.network.drift_rate = rate

@@ -76,7 +76,7 @@ class TemuRouter:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        await self.network.to_server()
+        await self.network.to_server(_peek_type(body))
         arrival = time.monotonic()
         request_id = self._request_id()
         response = await self._answer(request, body, arrival, request_id)
@@ -287,3 +287,12 @@ class TemuRouter:
             return envelope(call.request_id, self.handlers[api_type](call))
         except ApiError as err:
             return envelope(call.request_id, None, err.code, err.message)
+
+
+def _peek_type(body: bytes) -> str:
+    """The API type a request names, for the network's hold count ("" when unreadable)."""
+    try:
+        api_type = orjson.loads(body).get("type")
+    except (orjson.JSONDecodeError, AttributeError):
+        return ""
+    return api_type if isinstance(api_type, str) else ""

@@ -14,6 +14,7 @@ import asyncpg
 import orjson
 
 from engine.sim import SimConfig, Simulator
+from engine.sim.temu_api import LIST_TYPES
 from tests.e2e.daemon_harness import (
     STREAMS,
     NotifySocket,
@@ -139,13 +140,13 @@ async def _synced(conn: asyncpg.Connection, schema: str, sim: Simulator) -> bool
 
 
 async def _hold_a_pass_in_flight(sim: Simulator, shop: str) -> None:
-    """Changes ``shop``, then holds every request at the simulator and waits until a pass's
-    request is held: from then on that pass is in flight and cannot commit its last window
-    until released (its cursor moves only after its request is answered)."""
+    """Changes ``shop``, then holds every request at the simulator and waits until a sync
+    pass's list request is held: from then on that pass is in flight and cannot commit its
+    window until released (its cursor moves only after its request is answered)."""
     sim.mutate(shop, orders_changed=2, orders_new=2)
     sim.hold_requests()
     deadline = time.monotonic() + 20
-    while sim.held_requests < 1:
+    while not any(sim.held_requests(t) for t in LIST_TYPES):
         assert time.monotonic() < deadline, "no pass started within 20 s"
         await asyncio.sleep(0.02)
 
