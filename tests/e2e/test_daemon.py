@@ -8,6 +8,7 @@ import re
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -266,6 +267,51 @@ async def test_one_broken_shop(
         ).result()
         assert rc == 3, out + err
         assert orjson.loads(out.strip().splitlines()[-1])["shops_failed"] == ["shop-2"]
+    finally:
+        await daemon.kill()
+        await conn.close()
+
+
+async def test_a_stopped_shop_resumes_on_its_own_once_its_token_works(
+    sim_factory: SimFactory, pg_url: str, schema: str, tmp_path: Path
+) -> None:
+    """README: a stopped shop is not abandoned; once the seller re-authorises (the same token
+    works again) its loop's next probe resumes it, with no restart."""
+    sim = await sim_factory(SimConfig.default(orders=60, returns=10, shops=2))
+    sim.revoke_token("sim-token-shop-2")
+    port = free_port()
+    cfg = write_config(
+        tmp_path / "config.toml", sim, db_url=pg_url, schema=schema, listen=f"127.0.0.1:{port}"
+    )
+    base = f"http://127.0.0.1:{port}"
+    daemon = EngineProcess(tmp_path, "daemon", ["--config", str(cfg), "run"])
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await daemon.start()
+        async with aiohttp.ClientSession() as http:
+
+            async def shop2_loops() -> dict[str, Any]:
+                _, body = await get_json(http, f"{base}/healthz")
+                loops = body.get("loops", {})
+                return {k: v for k, v in loops.items() if k.startswith("sync:shop-2:")}
+
+            async def shop2_failing() -> bool:
+                loops = await shop2_loops()
+                return len(loops) == len(STREAMS) and all(v["failing"] for v in loops.values())
+
+            await eventually(shop2_failing, within=30, what="shop-2 to be reported failing")
+            assert [d for d in await db_differences(conn, schema, sim) if d.startswith("shop-2")]
+            sim.unrevoke_token("sim-token-shop-2")
+
+            async def shop2_back() -> bool:
+                loops = await shop2_loops()
+                return bool(loops) and not any(v["failing"] for v in loops.values())
+
+            # The loop backs off 1, 2, 4 ... s from its first failure: its next probes come soon.
+            await eventually(shop2_back, within=30, what="shop-2 to recover")
+            await eventually(lambda: _synced(conn, schema, sim), within=30, what="shop-2 synced")
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait(10) == 0, daemon.output
     finally:
         await daemon.kill()
         await conn.close()
