@@ -70,7 +70,8 @@ class Runtime:
     # For the few uses that need a connection of their own, outside the pool (LISTEN).
     database_url: str = ""
 
-    def sync_service(self) -> SyncService:
+    def sync_service(self, clock: Callable[[], float] = time.time) -> SyncService:
+        """``clock``: the wall clock its windows end by (tests move it instead of sleeping)."""
         shops = []
         for shop in self.settings.shops:
             api = self.shop_apis[shop.id]
@@ -97,6 +98,7 @@ class Runtime:
             settings=self.settings.sync,
             counters=self.counters,
             tokens=self.token_gate(),
+            clock=clock,
         )
 
     def token_gate(self) -> TokenGate:

@@ -174,3 +174,40 @@ async def test_backfill_until_the_future_stops_at_the_safety_lag(
     await rt.sync_service().backfill(since, until, shop_ids=["shop-1"])
     stored = await stored_orders(rt.pool, "shop-1")
     assert stored[sn] == truth_orders(sim, "shop-1")[sn]
+
+
+async def test_a_backfill_to_now_hands_over_to_the_incremental_cursor(
+    sim_factory: SimFactory, pg_url: str, schema: str
+) -> None:
+    """README: a backfill that reaches now hands over to the incremental cursor. With no
+    overlap, the first incremental pass then reads only what changed after the backfill's end:
+    nothing of the history again, and nothing of the new changes missed."""
+    import time
+
+    config = SimConfig.default(orders=400, returns=0, shops=1, qps=QPS, seed=5)
+    sim = await sim_factory(config)
+    settings = settings_for_simulator(
+        sim, config, database_url=pg_url, schema=schema, sync={"returns": False, "overlap_s": 0}
+    )
+    rt = await open_runtime(settings)
+    try:
+        t0 = time.time()
+        assert not (
+            await rt.sync_service(clock=lambda: t0).backfill(settings.sync.start, None)
+        ).failed
+        handed = await rt.store.get_cursor("shop-1", "orders", "incremental")
+        assert handed is not None and int(handed.timestamp()) == int(t0) - 1
+        # Changes right after the backfill's end, seen by a pass whose clock is 5 s later.
+        sim.world.clock = lambda: float(int(t0))
+        try:
+            changed = sim.mutate("shop-1", orders_changed=4, orders_new=3)
+        finally:
+            sim.world.clock = time.time
+        before = rt.counters.entity("order").as_dict()
+        assert not (await rt.sync_service(clock=lambda: t0 + 5).incremental_pass()).failed
+        after = rt.counters.entity("order").as_dict()
+        read = {k: after[k] - before[k] for k in after}
+        assert read == {"inserted": 3, "updated": 4, "unchanged": 0}, (read, changed)
+        await assert_equal_to_truth(rt, sim, ["shop-1"])
+    finally:
+        await rt.close()
