@@ -385,6 +385,15 @@ async def test_sigkill_during_reconciler_pass(
     assert uploaded, "no label was uploaded at all"
     cancelled = {p["referenceNumber"] for p in sim.oc_pushes() if p["operation"] == "CANCEL"}
     assert cancelled, "no OC cancel was pushed at all"
+    # Every return cancelled or denied at Temu has its RMA cancelled at OC: none left open.
+    ended = {
+        r["parentAfterSalesSn"]
+        for s in config.shops
+        for r in sim.truth_returns(s.shop_id)
+        if r["parentAfterSalesStatus"] in (6, 7)
+    }
+    assert ended & cancelled, "no cancel among the trials' work"
+    assert sorted(ended & _open_rma_refs(sim)) == [], "RMAs still open for ended returns"
     problems = at_most_once(sim)
     assert not problems, problems
     record_figures(
