@@ -7,6 +7,7 @@ keeps the other records of its page, its window or the other shop from being sto
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -342,8 +343,15 @@ async def test_page_level_problems_do_not_lose_records(
     bad = Shop(token="tok-bad", orders=list(good.orders), returns=list(good.returns), lines=LINES)
     double.shops = {"bad": bad, "good": good}
     seen = _twice({})
+    fired: Counter[str] = Counter()
 
     def hook(api_type: str, p: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+        changed = _page_problem(api_type, p, result)
+        if changed is not result:
+            fired[api_type] += 1
+        return changed
+
+    def _page_problem(api_type: str, p: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
         if p["access_token"] != "tok-bad" or api_type not in (ORDERS, RETURNS):
             return result
         items_key = "pageItems" if api_type == ORDERS else "data"
@@ -366,6 +374,8 @@ async def test_page_level_problems_do_not_lose_records(
     cfg = _config(tmp_path, double, pg_url, schema)
     bf = await _backfill(tmp_path, cfg, "backfill")
     assert bf.returncode == 0, bf.stderr[-3000:]
+    # The problem was served on both streams' pages (else the case proves nothing).
+    assert fired[ORDERS] and fired[RETURNS], f"{problem}: the hook never fired: {fired}"
     for shop in ("bad", "good"):
         orders = await _payloads(pg_url, schema, "orders", "parent_order_sn", shop)
         assert orders == GOOD_ORDERS, f"{problem}: {shop} orders differ"
@@ -387,14 +397,18 @@ async def test_persistently_malformed_list_fails_that_shop_only(
 ) -> None:
     _fill(double)
 
+    fired: Counter[str] = Counter()
+
     def hook(api_type: str, p: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
         if p["access_token"] == "tok-bad" and api_type == ORDERS:
+            fired[api_type] += 1
             return {"totalItemNum": "many", "pageItems": "not a list"}
         return result
 
     double.hook = hook
     cfg = _config(tmp_path, double, pg_url, schema)
     bf = await _backfill(tmp_path, cfg, "backfill")
+    assert fired[ORDERS], "the malformed page was never served"
     assert bf.returncode == 3, bf.stderr[-3000:]
     assert bf.summary()["shops_failed"] == ["bad"]
     assert "malformed" in bf.stderr and "bg.order.list.v2.get shop=bad" in bf.stderr
@@ -412,8 +426,11 @@ async def test_unexpected_exception_in_a_stream_fails_that_shop_only(
     shops' runs: exit 3, shops_failed names the shop, status shows the error."""
     _fill(double)
 
+    fired: Counter[str] = Counter()
+
     def hook(api_type: str, p: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
         if p["access_token"] == "tok-bad" and api_type == RETURNS and result.get("data"):
+            fired[api_type] += 1
             result = {**result, "data": [{**result["data"][0], "parentAfterSalesStatus": [2]}]}
         return result
 
@@ -423,7 +440,9 @@ async def test_unexpected_exception_in_a_stream_fails_that_shop_only(
         ("backfill", ["backfill", "--since", SINCE, "--json"]),
         ("once", ["run", "--once", "--json"]),
     ):
+        served = fired[RETURNS]
         done = await run_cli(tmp_path, name, ["--config", str(cfg), *args], within=120)
+        assert fired[RETURNS] > served, f"{name}: the odd return was never served"
         assert done.returncode == 3, done.stderr[-3000:]
         assert done.summary()["shops_failed"] == ["bad"]
         assert await _payloads(pg_url, schema, "orders", "parent_order_sn", "good") == GOOD_ORDERS
