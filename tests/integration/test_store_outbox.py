@@ -68,9 +68,11 @@ async def test_skip_locked_while_a_claim_transaction_is_open(
 
 async def test_lease_expiry_allows_reclaim(store: Store, pool: asyncpg.Pool) -> None:
     await store.enqueue("label", "k", {"x": 1})
-    (t1,) = await store.claim(["label"], limit=5, lease_s=0.2, owner="dead-worker")
+    (t1,) = await store.claim(["label"], limit=5, lease_s=60, owner="dead-worker")
     assert await store.claim(["label"], limit=5, lease_s=60, owner="w2") == []
-    await asyncio.sleep(0.3)
+    # The lease runs out (moved into the past rather than slept through: no sub-second race
+    # with the database round trips).
+    await pool.execute("UPDATE outbox SET lease_expires_at = now() - interval '1 millisecond'")
     (t2,) = await store.claim(["label"], limit=5, lease_s=60, owner="w2")
     assert t2.id == t1.id and t2.attempts == 2 and t2.owner == "w2"
     # The worker that lost its lease can no longer finish the task.
