@@ -3,7 +3,6 @@ in both log formats at full verbosity, one-shot and as the daemon."""
 
 from __future__ import annotations
 
-import asyncio
 import signal
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import orjson
 import pytest
 
 from engine.sim import SimConfig, Simulator
-from tests.e2e.daemon_harness import free_port, write_config
+from tests.e2e.daemon_harness import eventually, free_port, get_json, write_config
 from tests.fixtures_proc import EngineProcess, run_cli
 from tests.fixtures_sim import SimFactory
 
@@ -65,15 +64,28 @@ async def test_no_secret_in_output(
     daemon = EngineProcess(tmp_path, "daemon", [*base, "run"])
     await daemon.start()
     try:
-        await asyncio.sleep(2)
-        # The admin API sees the token on every POST: right, wrong and mangled.
-        url = f"http://127.0.0.1:{port}/returns/RA-1/fulfillment"
         async with aiohttp.ClientSession() as http:
+
+            async def both_shops_passed() -> bool:
+                # Every sync loop has run: shop-1's succeeded, shop-2's failed on its token
+                # (so the daemon has logged about both, at full verbosity).
+                _, body = await get_json(http, f"http://127.0.0.1:{port}/healthz")
+                loops = {k: v for k, v in body.get("loops", {}).items() if k.startswith("sync:")}
+                shop2 = [v for k, v in loops.items() if k.startswith("sync:shop-2:")]
+                shop1 = [v for k, v in loops.items() if k.startswith("sync:shop-1:")]
+                return (
+                    bool(shop1 and shop2)
+                    and all(v["failing"] for v in shop2)
+                    and all(v["last_progress"] and not v["failing"] for v in shop1)
+                )
+
+            await eventually(both_shops_passed, within=30, what="a pass of every loop")
+            # The admin API sees the token on every POST: right, wrong and mangled.
+            url = f"http://127.0.0.1:{port}/returns/RA-1/fulfillment"
             for auth in (ADMIN_TOKEN, ADMIN_TOKEN + "x", ADMIN_TOKEN[:-1]):
                 headers = {"Authorization": f"Bearer {auth}"}
                 async with http.post(url, data=b"{", headers=headers) as resp:
                     assert resp.status in (400, 401), await resp.text()
-        await asyncio.sleep(1)
         daemon.signal(signal.SIGTERM)
         assert await daemon.wait(10) == 0, daemon.output
     finally:
