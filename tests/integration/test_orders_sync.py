@@ -17,7 +17,9 @@ from engine.app.runtime import Runtime, open_runtime
 from engine.app.sim_settings import settings_for_simulator
 from engine.sim.config import SimConfig
 from engine.sim.server import Simulator
-from tests.fixtures_sim import SimFactory
+from tests.fixtures_sim import SimFactory, past_the_lag
+
+LAG_S = 1  # sync.safety_lag_s of settings_for_simulator
 
 QPS = 100  # the simulator enforces it like Temu; tests run faster than the real limit
 
@@ -91,9 +93,8 @@ async def test_backfill_then_changes_then_nothing(world: tuple[Simulator, Runtim
     for shop in shops:
         m = sim.mutate(shop, orders_changed=100, orders_new=25)
         mutated |= {f"{shop}/{sn}" for sn in m["orders_changed"] + m["orders_new"]}
-    await _sleep_past_lag()
     rt.counters.rows.clear()
-    result = await service.incremental_pass()
+    result = await rt.sync_service(clock=past_the_lag(LAG_S)).incremental_pass()
     assert not result.failed
     await assert_equal_to_truth(rt, sim, shops)
     assert rt.counters.entity("order").inserted == 50
@@ -109,8 +110,7 @@ async def test_backfill_then_changes_then_nothing(world: tuple[Simulator, Runtim
     xmins = await rt.pool.fetchval("SELECT sum(xmin::text::bigint) FROM orders")
     changes_now = await rt.pool.fetchval("SELECT count(*) FROM changes")
     rt.counters.rows.clear()
-    await _sleep_past_lag()
-    await service.incremental_pass()
+    await rt.sync_service(clock=past_the_lag(LAG_S)).incremental_pass()
     assert rt.counters.entity("order").inserted == 0
     assert rt.counters.entity("order").updated == 0
     assert await rt.pool.fetchval("SELECT sum(xmin::text::bigint) FROM orders") == xmins
@@ -133,17 +133,10 @@ async def test_drift_while_paging_loses_nothing(
         assert rt.counters.drift_events > 0, "the engine should have noticed"
         # Records moved to "now" are picked up by the next incremental pass.
         sim.set_drift(0.0)
-        await _sleep_past_lag()
-        await rt.sync_service().incremental_pass()
+        await rt.sync_service(clock=past_the_lag(LAG_S)).incremental_pass()
         await assert_equal_to_truth(rt, sim, ["shop-1"])
     finally:
         await rt.close()
-
-
-async def _sleep_past_lag() -> None:
-    import asyncio
-
-    await asyncio.sleep(1.2)  # safety_lag_s = 1 in these settings
 
 
 async def test_backfill_until_the_future_stops_at_the_safety_lag(
@@ -168,10 +161,9 @@ async def test_backfill_until_the_future_stops_at_the_safety_lag(
 
     # An order updated after that backfill is still inside its [since, until] range: the
     # re-run picks it up instead of treating the range as done.
-    await _sleep_past_lag()
+    # (Stamped no earlier than the second the backfill's cursor ends before.)
     sn = sim.mutate("shop-1", orders_new=1)["orders_new"][0]
-    await _sleep_past_lag()
-    await rt.sync_service().backfill(since, until, shop_ids=["shop-1"])
+    await rt.sync_service(clock=past_the_lag(LAG_S)).backfill(since, until, shop_ids=["shop-1"])
     stored = await stored_orders(rt.pool, "shop-1")
     assert stored[sn] == truth_orders(sim, "shop-1")[sn]
 

@@ -30,7 +30,7 @@ from engine.sim.catalog import CARRIERS_BY_NAME
 from engine.sim.config import SimConfig
 from engine.sim.server import Simulator
 from engine.store.reconcile_store import ReconcileStore
-from tests.fixtures_sim import SimFactory
+from tests.fixtures_sim import SimFactory, past_the_lag
 
 QPS = 200
 OC_QPS = 200.0
@@ -38,8 +38,9 @@ SHOP = "shop-1"
 
 
 async def load_from_temu(rt: Runtime) -> None:
-    """Fills the database the way the engine does: one incremental sync pass."""
-    await rt.sync_service().incremental_pass()
+    """Fills the database the way the engine does: one incremental sync pass, run as if the
+    safety lag had passed since the simulator's last change."""
+    await rt.sync_service(clock=past_the_lag(rt.settings.sync.safety_lag_s)).incremental_pass()
     assert not rt.counters.shops_failed
 
 

@@ -128,7 +128,6 @@ async def test_a_cancel_whose_answer_is_lost_is_applied_once(
     rma = open_rma_of(sim, sn)
     assert rma is not None
     sim.set_return_status(SHOP, sn, 6)
-    await asyncio.sleep(1.1)  # the sync's window ends a second behind now
     await load_from_temu(rt)
     sim.set_faults(0.0, after_apply_rate=1.0)
     try:
@@ -215,7 +214,6 @@ def quiet_return_without_rma(sim: Simulator, skip: int = 0) -> str:
 
 async def temu_moves(rt: Runtime, sim: Simulator, sn: str, status: int) -> None:
     sim.set_return_status(SHOP, sn, status)
-    await asyncio.sleep(1.1)  # the sync's window ends a second behind now
     await load_from_temu(rt)
 
 
@@ -351,7 +349,6 @@ async def test_every_distinct_tracking_number_reaches_the_rma_once(
         {**first, "carrierName": ""},
         logistics_entry("UPS", ""),
     ]
-    await asyncio.sleep(1.1)
     await load_from_temu(rt)
     await passes(rt, 3)
     pushed = pushes_to(sim, rma["orderNumber"])

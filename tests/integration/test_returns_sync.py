@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,8 +11,10 @@ from engine.app.runtime import Runtime, open_runtime
 from engine.app.sim_settings import settings_for_simulator
 from engine.sim.config import SimConfig
 from engine.sim.server import Simulator
-from tests.fixtures_sim import SimFactory
+from tests.fixtures_sim import SimFactory, past_the_lag
 from tests.truth import truth_differences
+
+LAG_S = 1  # sync.safety_lag_s of settings_for_simulator
 
 SHOPS = ["shop-1", "shop-2"]
 LIST_TYPE = "bg.aftersales.parentaftersales.list.get"
@@ -71,18 +72,16 @@ async def test_returns_backfill_changes_and_quiet_pass(world: tuple[Simulator, R
 
     for shop in SHOPS:
         sim.mutate(shop, returns_changed=20, returns_new=5)
-    await asyncio.sleep(1.2)
     rt.counters.rows.clear()
-    await service.incremental_pass()
+    await rt.sync_service(clock=past_the_lag(LAG_S)).incremental_pass()
     await assert_returns_equal_truth(rt, sim)
     assert rt.counters.entity("return").inserted == 10
     assert rt.counters.entity("return").updated == 40
 
     # Nothing changed: only the list API is called, nothing is written.
-    await asyncio.sleep(1.2)
     before = list_calls(sim)
     rt.counters.rows.clear()
-    await service.incremental_pass()
+    await rt.sync_service(clock=past_the_lag(LAG_S)).incremental_pass()
     after = list_calls(sim)
     spent = {k: after.get(k, 0) - before.get(k, 0) for k in after}
     assert {k for k, v in spent.items() if v} == {LIST_TYPE}
@@ -127,8 +126,7 @@ async def test_returns_drift_loses_nothing(
         await rt.sync_service().backfill(settings.sync.start, None)
         assert sim.stats(arrivals=False)["drift_events"] > 0
         sim.set_drift(0.0)
-        await asyncio.sleep(1.2)
-        await rt.sync_service().incremental_pass()
+        await rt.sync_service(clock=past_the_lag(LAG_S)).incremental_pass()
         await assert_returns_equal_truth(rt, sim)
     finally:
         await rt.close()
