@@ -45,7 +45,8 @@ def write_config(
     path.write_text(
         f'[database]\nurl = "{db_url}"\nschema = "{schema}"\ndata_dir = "{path.parent / "data"}"\n'
         "pool_min = 1\npool_max = 4\n\n"
-        + sim.config_toml()
+        # OC paced fast: its 5/s default only makes the tests slow, it is not under test.
+        + sim.config_toml().replace("[orange_connex]\n", "[orange_connex]\nqps = 200\n", 1)
         + f'\n[sync]\nstart = "{start}"\npoll_interval_s = {poll_interval_s}\n'
         f"overlap_s = {overlap_s}\nsafety_lag_s = 1\n"
         f"returns = {'true' if 'returns' in STREAMS else 'false'}\n\n"

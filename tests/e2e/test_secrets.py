@@ -39,7 +39,9 @@ async def test_no_secret_in_output(
     sim_factory: SimFactory, pg_url: str, schema: str, tmp_path: Path, log_format: str
 ) -> None:
     sim = await sim_factory(
-        SimConfig.default(orders=1500, returns=20, shops=2, fault_rate=0.2, fault_kinds=FAULTS)
+        SimConfig.default(
+            orders=400, returns=20, shops=2, qps=100, fault_rate=0.2, fault_kinds=FAULTS
+        )
     )
     sim.revoke_token("sim-token-shop-2")
     port = free_port()
