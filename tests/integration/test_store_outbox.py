@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import asyncpg
 
@@ -12,20 +13,23 @@ from engine.store.store import Store
 async def test_enqueue_is_idempotent_and_notifies(
     store: Store, pool: asyncpg.Pool, pg_url: str
 ) -> None:
+    # The channel is database-wide: other test sessions on the same server notify on it too,
+    # so this test's task kind is its own and only that kind is counted.
+    kind = f"label_{uuid.uuid4().hex[:8]}"
     heard: list[str] = []
     listener = await asyncpg.connect(pg_url)
     try:
         await listener.add_listener("temu_sync_outbox", lambda *a: heard.append(a[3]))
-        assert await store.enqueue("label", "label:R-1", {"sn": "R-1", "ü": [1]}, shop_id="s")
-        assert not await store.enqueue("label", "label:R-1", {"other": True})
+        assert await store.enqueue(kind, "label:R-1", {"sn": "R-1", "ü": [1]}, shop_id="s")
+        assert not await store.enqueue(kind, "label:R-1", {"other": True})
         for _ in range(50):
-            if heard:
+            if kind in heard:
                 break
             await asyncio.sleep(0.02)
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # a second notification would have arrived by now
     finally:
         await listener.close()
-    assert heard == ["label"]
+    assert [k for k in heard if k == kind] == [kind]
     (task,) = await store.outbox_tasks()
     assert task["payload"] == {"sn": "R-1", "ü": [1]} and task["state"] == "pending"
     assert task["shop_id"] == "s" and task["attempts"] == 0
