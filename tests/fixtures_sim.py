@@ -89,3 +89,11 @@ async def sim_http() -> AsyncIterator[aiohttp.ClientSession]:
 @pytest.fixture
 def sim_caller(sim_http: aiohttp.ClientSession, sim: Simulator) -> TemuCaller:
     return TemuCaller(sim_http, sim)
+
+
+def past_the_lag(safety_lag_s: float) -> Callable[[], float]:
+    """An engine clock ``safety_lag_s`` (and a bit) ahead: a pass run with it sees what one
+    run after the lag would, without the test sleeping the lag out. The simulator applies a
+    change at once, so nothing can still arrive in the window the lag protects."""
+    ahead = safety_lag_s + 0.5
+    return lambda: time.time() + ahead

@@ -87,7 +87,8 @@ class Runtime:
             )
         return self._oc_session
 
-    def sync_service(self) -> SyncService:
+    def sync_service(self, clock: Callable[[], float] = time.time) -> SyncService:
+        """``clock``: the wall clock its windows end by (tests move it instead of sleeping)."""
         shops = []
         for shop in self.settings.shops:
             api = self.shop_apis[shop.id]
@@ -114,6 +115,7 @@ class Runtime:
             settings=self.settings.sync,
             counters=self.counters,
             tokens=self.token_gate(),
+            clock=clock,
         )
 
     def token_gate(self) -> TokenGate:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections import Counter
 from collections.abc import Iterable
 
 from aiohttp import web
@@ -29,11 +30,16 @@ class Network:
         self.fault_after_apply_rate = config.fault_after_apply_rate
         self.set_faults(config.fault_rate, config.fault_kinds)
         self._storm_until: dict[str, float] = {}
+        # hold(): requests wait at arrival until release(), so a test can have a pass in
+        # flight (and know it is) at the moment it signals the engine.
+        self._released = asyncio.Event()
+        self._released.set()
+        self.held: Counter[str] = Counter()  # what is waiting now, by kind (a Temu API type)
         # Set: answers go out as usual. Cleared (hold_answers): every answer waits until it
         # is set again, then all leave at once (a Temu that stalls, then catches up).
         self._answers = asyncio.Event()
         self._answers.set()
-        self.held = 0
+        self.answers_held = 0
 
     def hold_answers(self) -> None:
         self._answers.clear()
@@ -44,11 +50,11 @@ class Network:
     async def answer_gate(self) -> None:
         if self._answers.is_set():
             return
-        self.held += 1
+        self.answers_held += 1
         try:
             await self._answers.wait()
         finally:
-            self.held -= 1
+            self.answers_held -= 1
 
     def set_faults(
         self,
@@ -72,8 +78,20 @@ class Network:
         self.latency_s = latency_ms / 1000
         self.jitter_s = jitter_ms / 1000
 
+    def hold(self) -> None:
+        self._released.clear()
+
+    def release(self) -> None:
+        self._released.set()
+
     # -- latency: half the round trip before arrival (jittered), half after ---------------
-    async def to_server(self) -> None:
+    async def to_server(self, kind: str = "") -> None:
+        if not self._released.is_set():
+            self.held[kind] += 1
+            try:
+                await self._released.wait()
+            finally:
+                self.held[kind] -= 1
         half = self.latency_s / 2
         if half > 0 or self.jitter_s > 0:
             delay = self.rng.uniform(half - self.jitter_s, half + self.jitter_s)

@@ -119,7 +119,7 @@ class OcApi:
 
     # -- OAuth ----------------------------------------------------------------------------
     async def token(self, request: web.Request) -> web.StreamResponse:
-        await self.network.to_server()
+        await self.network.to_server("oc")
         q = request.query
         self.stats.oc_requests["oauth/token"] += 1
         if q.get("client_id") != self.oc.tokens.client_id:
@@ -142,7 +142,7 @@ class OcApi:
     # -- API ------------------------------------------------------------------------------
     async def _serve(self, request: web.Request, name: str, *, write: bool) -> web.StreamResponse:
         raw = await request.read()
-        await self.network.to_server()
+        await self.network.to_server("oc")
         request_id = self._request_id()
         note: dict[str, Any] = {}  # the attempt's outcome, logged for writes only
         answer = await self._answer(request, name, raw, request_id, note)

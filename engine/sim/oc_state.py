@@ -51,7 +51,7 @@ class OcTokens:
         self.refresh_token = refresh_token
         self.ttl_s = ttl_s
         self.rotate = rotate
-        self._clock = clock
+        self.clock = clock  # public: a test steps it to expire tokens without sleeping
         self._access: dict[str, float] = {}  # token -> expiry (clock)
         self.refreshes = 0
 
@@ -62,7 +62,7 @@ class OcTokens:
         if self.rotate:
             self.refresh_token = f"oc-refresh-{self.refreshes}-{secrets.token_hex(8)}"
         access = f"oc-access-{secrets.token_hex(16)}"
-        self._access[access] = self._clock() + self.ttl_s
+        self._access[access] = self.clock() + self.ttl_s
         return {
             "access_token": access,
             "refresh_token": self.refresh_token,
@@ -74,7 +74,7 @@ class OcTokens:
         if not access:
             return False
         expiry = self._access.get(access)
-        return expiry is not None and self._clock() < expiry
+        return expiry is not None and self.clock() < expiry
 
     def expire_all(self) -> None:
         """Forces the next API call onto the 401 + refresh path (tests)."""

@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import random
 import signal
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from aiohttp import web
@@ -27,7 +28,9 @@ _MAX_BODY = 4 * 1024 * 1024
 class Simulator:
     """Temu + Orange Connex in one process. Build (generates the data), ``start``, ``stop``."""
 
-    def __init__(self, config: SimConfig) -> None:
+    def __init__(
+        self, config: SimConfig, *, arrival_clock: Callable[[], float] | None = None
+    ) -> None:
         self.config = config
         self.world = World(config)
         self.network = Network(config, random.Random(f"{config.seed}:network"))
@@ -39,7 +42,11 @@ class Simulator:
         )
         self.world.listeners.append(self.webhooks)
         self._temu = TemuRouter(
-            self.world, self.network, self._stats, extra_handlers=tmc_handlers(self.webhooks)
+            self.world,
+            self.network,
+            self._stats,
+            extra_handlers=tmc_handlers(self.webhooks),
+            clock=arrival_clock or time.monotonic,
         )
         self._oc = OcApi(self.world, self.network, self._stats)
         self._control = Control(
@@ -162,6 +169,18 @@ class Simulator:
 
     def set_latency(self, latency_ms: float, jitter_ms: float = 0.0) -> None:
         self.network.set_latency(latency_ms, jitter_ms)
+
+    def hold_requests(self) -> None:
+        """Every request (Temu and OC) waits at arrival until ``release_requests``."""
+        self.network.hold()
+
+    def release_requests(self) -> None:
+        self.network.release()
+
+    def held_requests(self, kind: str | None = None) -> int:
+        """How many requests wait at arrival now: all, or of one Temu API type ("oc": OC)."""
+        held = self.network.held
+        return sum(held.values()) if kind is None else held[kind]
 
     def set_drift(self, rate: float) -> None:
         self.network.drift_rate = rate

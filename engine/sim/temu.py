@@ -7,7 +7,7 @@ import itertools
 import logging
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from email.utils import formatdate
 from typing import Any
 
@@ -57,8 +57,12 @@ class TemuRouter:
         network: Network,
         stats: SimStats,
         extra_handlers: Mapping[str, Handler] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.handlers: dict[str, Handler] = {**HANDLERS, **(extra_handlers or {})}
+        # Arrival times (the rate limit, storms, stats) are read from ``clock``: a test can
+        # step it instead of sleeping through the sliding second.
+        self._clock = clock
         self.world = world
         self.network = network
         self.stats = stats
@@ -68,7 +72,7 @@ class TemuRouter:
         }
         self._ids = itertools.count(1)
         self._id_prefix = secrets.token_hex(4)
-        self._mono0 = time.monotonic()
+        self._mono0 = clock()
         self._wall0 = time.time()
 
     def _request_id(self) -> str:
@@ -76,8 +80,8 @@ class TemuRouter:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        await self.network.to_server()
-        arrival = time.monotonic()
+        await self.network.to_server(_peek_type(body))
+        arrival = self._clock()
         request_id = self._request_id()
         response = await self._answer(request, body, arrival, request_id)
         # The gateway's own clock, like a real server's: a client can read a skew from it.
@@ -290,3 +294,12 @@ class TemuRouter:
             return envelope(call.request_id, self.handlers[api_type](call))
         except ApiError as err:
             return envelope(call.request_id, None, err.code, err.message)
+
+
+def _peek_type(body: bytes) -> str:
+    """The API type a request names, for the network's hold count ("" when unreadable)."""
+    try:
+        api_type = orjson.loads(body).get("type")
+    except (orjson.JSONDecodeError, AttributeError):
+        return ""
+    return api_type if isinstance(api_type, str) else ""

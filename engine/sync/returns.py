@@ -29,28 +29,31 @@ LINES_BATCH = 20  # parentAfterSalesSnList size per call; Temu documents no larg
 LINES_PAGE_SIZE = 200
 LOGISTICS_REREADS_PER_PASS = 50  # pending logistics read again per pass, at most
 REFUND_ONLY = 1
-# Statuses in which a return package exists or a label was handed out.
-LOGISTICS_STATUSES = frozenset({2, 3, 4, 5, 9})
+# Statuses in which no return package can exist yet: requested, awaiting review, or waiting
+# for its label. Any other status (cancelled and rejected included: goods may have been sent
+# back first) may carry tracking, so its logistics are read; an unknown status too.
+NO_PACKAGE_STATUSES = frozenset({1, 10, 11})
 LABEL_PENDING = 8
 OP_UPLOAD_LABEL = 10
 
 
 def needs_logistics(item: dict[str, Any]) -> bool:
-    """Total over hostile values: a status that is a list, an object or a float is no status
-    that has logistics (the typed column reads it as NULL too)."""
+    """Whether a return's reverse logistics are worth a call. Total over hostile values: a
+    status that is a list, an object or a float is read like an unknown status (its tracking
+    may exist), never raises."""
     if item.get("afterSalesType") == REFUND_ONLY:
         return False
     status = item.get("parentAfterSalesStatus")
     if not isinstance(status, int) or isinstance(status, bool):
-        return False
+        return True  # unreadable: like an unknown status, its tracking may exist
     ops = item.get("availableOperateList") or []
-    if status in LOGISTICS_STATUSES:
-        return True
-    # Status 8 without the upload operation: a label was uploaded, tracking now exists.
-    return (
+    if status in NO_PACKAGE_STATUSES:
+        return False
+    # Status 8 with the upload operation: no label yet, so no tracking either.
+    return not (
         status == LABEL_PENDING
         and isinstance(ops, list)
-        and not any(op == OP_UPLOAD_LABEL for op in ops if isinstance(op, int))
+        and any(op == OP_UPLOAD_LABEL for op in ops if isinstance(op, int))
     )
 
 

@@ -1,16 +1,14 @@
-"""Runs `temu-sync` as a subprocess against a simulator and a test schema, with a fake
-systemd notify socket; shared by the daemon and secrets e2e tests."""
+"""What the daemon e2e tests share: a config for a simulator and a test schema, a fake systemd
+notify socket, HTTP helpers and a condition poller. Processes run through
+tests/fixtures_proc.py."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
 import socket
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +17,7 @@ import asyncpg
 import orjson
 
 from engine.sim import Simulator
-
-REPO = Path(__file__).resolve().parents[2]
-_SYSTEMD_VARS = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
-
-# The streams the daemon tests run and compare.
-STREAMS: tuple[str, ...] = ("orders", "returns")
+from tests.truth import STREAMS, compare, truth_differences
 
 
 def free_port() -> int:
@@ -45,15 +38,17 @@ def write_config(
     admin_token: str = "",
     reconciler: bool = True,
     extra: str = "",
+    overlap_s: int = 120,
 ) -> Path:
     start_ts = sim.config.time_range()[0] - 86400
     start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start_ts))
     path.write_text(
         f'[database]\nurl = "{db_url}"\nschema = "{schema}"\ndata_dir = "{path.parent / "data"}"\n'
         "pool_min = 1\npool_max = 4\n\n"
-        + sim.config_toml()
+        # OC paced fast: its 5/s default only makes the tests slow, it is not under test.
+        + sim.config_toml().replace("[orange_connex]\n", "[orange_connex]\nqps = 200\n", 1)
         + f'\n[sync]\nstart = "{start}"\npoll_interval_s = {poll_interval_s}\n'
-        "overlap_s = 120\nsafety_lag_s = 1\n"
+        f"overlap_s = {overlap_s}\nsafety_lag_s = 1\n"
         f"returns = {'true' if 'returns' in STREAMS else 'false'}\n\n"
         f"[reconciler]\nenabled = {'true' if reconciler else 'false'}\ninterval_s = 1\n\n"
         f'[http]\nlisten = "{listen}"\nadmin_token = "{admin_token}"\n' + extra
@@ -97,60 +92,6 @@ class NotifySocket:
             self.path.unlink()
 
 
-class CliProcess:
-    """`python -m engine ...` with stdout/stderr captured to files (no pipe to fill up)."""
-
-    def __init__(self, workdir: Path, name: str) -> None:
-        self.stdout_path = workdir / f"{name}.stdout"
-        self.stderr_path = workdir / f"{name}.stderr"
-        self.proc: asyncio.subprocess.Process | None = None
-
-    async def start(self, args: Sequence[str], env: dict[str, str] | None = None) -> None:
-        # Never the notify socket of whatever runs the tests (a CI job under systemd).
-        inherited = {k: v for k, v in os.environ.items() if k not in _SYSTEMD_VARS}
-        full_env = {**inherited, **(env or {})}
-        with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "engine",
-                *args,
-                stdout=out,
-                stderr=err,
-                env=full_env,
-                cwd=str(REPO),
-            )
-
-    async def wait(self, within: float) -> int:
-        assert self.proc is not None
-        return await asyncio.wait_for(self.proc.wait(), within)
-
-    def signal(self, sig: signal.Signals = signal.SIGTERM) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-
-    async def kill(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.kill()
-            await self.proc.wait()
-
-    @property
-    def output(self) -> str:
-        return self.stdout_path.read_text() + self.stderr_path.read_text()
-
-
-async def run_cli(
-    workdir: Path, name: str, args: Sequence[str], within: float = 60
-) -> tuple[int, str, str]:
-    p = CliProcess(workdir, name)
-    await p.start(args)
-    try:
-        rc = await p.wait(within)
-    finally:
-        await p.kill()
-    return rc, p.stdout_path.read_text(), p.stderr_path.read_text()
-
-
 async def get_json(session: aiohttp.ClientSession, url: str) -> tuple[int, dict[str, Any]]:
     async with session.get(url) as resp:
         body: dict[str, Any] = orjson.loads(await resp.read())
@@ -183,40 +124,42 @@ async def eventually(
 
 
 async def db_differences(conn: asyncpg.Connection, schema: str, sim: Simulator) -> list[str]:
-    """Where the database differs from the simulator's truth (orders and returns, every shop);
-    empty when they are equal."""
+    """Where the database differs from the simulator's truth (every table, every shop)."""
+    return await truth_differences(conn, schema, sim, streams=STREAMS)
+
+
+async def behind_cursor_differences(
+    conn: asyncpg.Connection, schema: str, sim: Simulator
+) -> list[str]:
+    """Records the simulator last changed at or before a stream's incremental cursor that are
+    missing or stale in Postgres: a cursor must never run ahead of what was stored."""
+    rows = await conn.fetch(
+        f'SELECT shop_id, stream, position FROM "{schema}".sync_state '
+        "WHERE kind = 'incremental' AND position IS NOT NULL"
+    )
     problems: list[str] = []
-    for shop in sim.config.shops:
-        sid = shop.shop_id
-        truth = {o["parentOrderMap"]["parentOrderSn"]: o for o in sim.truth_orders(sid)}
-        rows = await conn.fetch(
-            f'SELECT parent_order_sn, payload::text AS p FROM "{schema}".orders WHERE shop_id=$1',
-            sid,
+    for r in rows:
+        shop, stream, upto = r["shop_id"], r["stream"], int(r["position"].timestamp())
+        if stream == "orders":
+            truth = {
+                o["parentOrderMap"]["parentOrderSn"]: o
+                for o in sim.truth_orders(shop)
+                if o["parentOrderMap"]["updateTime"] <= upto
+            }
+            table, key = "orders", "parent_order_sn"
+        else:
+            truth = {x["parentAfterSalesSn"]: x for x in sim.truth_returns(shop)}
+            truth = {k: v for k, v in truth.items() if v["updateAt"] <= upto}
+            table, key = "returns", "parent_after_sales_sn"
+        stored = await conn.fetch(
+            f'SELECT {key} AS k, payload::text AS p FROM "{schema}".{table} '
+            f"WHERE shop_id = $1 AND {key} = ANY($2)",
+            shop,
+            list(truth),
         )
-        stored = {r["parent_order_sn"]: orjson.loads(r["p"]) for r in rows}
-        problems += _compare(f"{sid} orders", truth, stored)
-        if "returns" not in STREAMS:
-            continue
-        rtruth = {r["parentAfterSalesSn"]: r for r in sim.truth_returns(sid)}
-        rrows = await conn.fetch(
-            f'SELECT parent_after_sales_sn, payload::text AS p FROM "{schema}".returns '
-            "WHERE shop_id=$1",
-            sid,
+        problems += compare(
+            f"{shop} {stream} up to its cursor",
+            truth,
+            {x["k"]: orjson.loads(x["p"]) for x in stored},
         )
-        rstored = {r["parent_after_sales_sn"]: orjson.loads(r["p"]) for r in rrows}
-        problems += _compare(f"{sid} returns", rtruth, rstored)
     return problems
-
-
-def _compare(what: str, truth: dict[str, Any], stored: dict[str, Any]) -> list[str]:
-    out = []
-    missing = truth.keys() - stored.keys()
-    extra = stored.keys() - truth.keys()
-    differ = [k for k in truth.keys() & stored.keys() if truth[k] != stored[k]]
-    if missing:
-        out.append(f"{what}: {len(missing)} missing")
-    if extra:
-        out.append(f"{what}: {len(extra)} unexpected")
-    if differ:
-        out.append(f"{what}: {len(differ)} stale")
-    return out

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import signal
-import sys
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,31 +13,15 @@ import orjson
 
 from engine.app.sim_settings import config_toml_for_simulator
 from engine.sim.config import SimConfig
-from engine.sim.server import Simulator
+from tests.fixtures_proc import EngineProcess
+from tests.fixtures_sim import SimFactory
 
-SimFactory = Callable[[SimConfig], Awaitable[Simulator]]
 ORDERS = 8_000
 
 
-async def _backfill(config_path: Path, since: str) -> asyncio.subprocess.Process:
-    # Output goes to a file: a pipe nobody reads fills up and blocks the process. The child
-    # keeps its own descriptor, so ours closes right after the spawn.
-    with (config_path.parent / "backfill.log").open("ab") as log:
-        return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "engine",
-            "--config",
-            str(config_path),
-            "backfill",
-            "--since",
-            since,
-            "--stream",
-            "orders",
-            "--json",
-            stdout=log,
-            stderr=log,
-        )
+def _backfill(config_path: Path, since: str, name: str) -> EngineProcess:
+    args = ["--config", str(config_path), "backfill", "--since", since, "--stream", "orders"]
+    return EngineProcess(config_path.parent, name, [*args, "--json"])
 
 
 async def test_sigkill_mid_backfill_then_rerun_equals_truth(
@@ -63,7 +44,7 @@ async def test_sigkill_mid_backfill_then_rerun_equals_truth(
     conn = await asyncpg.connect(pg_url, server_settings={"search_path": schema})
     try:
         for trial in range(3):
-            proc = await _backfill(cfg, since)
+            proc = await _backfill(cfg, since, f"killed{trial}").start()
             target = rng.randint(500, ORDERS // 2) * (trial + 1) // 2
             killed = False
             for _ in range(600):
@@ -75,19 +56,19 @@ async def test_sigkill_mid_backfill_then_rerun_equals_truth(
                 except asyncpg.UndefinedTableError:
                     continue
                 if n >= target:
-                    os.kill(proc.pid, signal.SIGKILL)
+                    await proc.kill()
                     killed = True
                     break
-            await asyncio.wait_for(proc.wait(), 60)
+            await proc.wait(60)
             if killed:
                 assert proc.returncode == -signal.SIGKILL
                 kills += 1
         assert kills >= 2, "the backfill finished before it could be killed"
         partial = await conn.fetchval("SELECT count(*) FROM orders")
         assert partial < ORDERS
-        final = await _backfill(cfg, since)
-        await asyncio.wait_for(final.wait(), 90)
-        assert final.returncode == 0, (tmp_path / "backfill.log").read_text()[-2000:]
+        final = await _backfill(cfg, since, "final").start()
+        await final.wait(90)
+        final.assert_ok()
 
         want = {o["parentOrderMap"]["parentOrderSn"]: o for o in sim.truth_orders("shop-1")}
         rows = await conn.fetch("SELECT parent_order_sn, payload FROM orders")

@@ -2,64 +2,54 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.metadata
-import os
 import signal
 import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-
-def test_version_prints_and_exits_0() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "engine", "--version"], capture_output=True, text=True, timeout=30
-    )
-    assert out.returncode == 0
-    assert out.stdout.strip() == f"temu-sync {importlib.metadata.version('temu-sync')}"
+from tests.fixtures_proc import EngineProcess, run_cli
 
 
-def test_sigint_during_a_one_shot_command_exits_130(tmp_path: Path) -> None:
+async def test_version_prints_and_exits_0(tmp_path: Path) -> None:
+    rc, out, _ = (await run_cli(tmp_path, "version", ["--version"], within=30)).result()
+    assert rc == 0
+    assert out.strip() == f"temu-sync {importlib.metadata.version('temu-sync')}"
+
+
+async def test_sigint_during_a_one_shot_command_exits_130(tmp_path: Path) -> None:
     # A "Postgres" that accepts connections and never answers keeps `migrate` waiting.
     with socket.socket() as black_hole:
         black_hole.bind(("127.0.0.1", 0))
         black_hole.listen()
+        black_hole.setblocking(False)
         port = black_hole.getsockname()[1]
         config = tmp_path / "config.toml"
         config.write_text(f'[database]\nurl = "postgresql://postgres@127.0.0.1:{port}/postgres"\n')
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "engine", "--config", str(config), "migrate"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        proc = EngineProcess(tmp_path, "migrate", ["--config", str(config), "migrate"])
+        await proc.start()
         try:
-            black_hole.settimeout(30)
-            conn, _ = black_hole.accept()  # the command is now inside its event loop
-            time.sleep(0.3)
-            proc.send_signal(signal.SIGINT)
-            _, err = proc.communicate(timeout=30)
+            loop = asyncio.get_running_loop()
+            # The command is now inside its event loop, its signal handlers installed.
+            conn, _ = await asyncio.wait_for(loop.sock_accept(black_hole), 30)
+            await asyncio.sleep(0.3)
+            proc.signal(signal.SIGINT)
+            rc = await proc.wait(30)
             conn.close()
         finally:
-            proc.kill()
-    assert proc.returncode == 130, err
-    assert "Traceback" not in err
+            await proc.kill()
+    assert rc == 130, proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
-def test_an_error_under_the_journal_has_a_priority_prefix(tmp_path: Path) -> None:
+async def test_an_error_under_the_journal_has_a_priority_prefix(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text('[database]\nurl = "postgresql://postgres@127.0.0.1:9/postgres"\n')
-    stderr = tmp_path / "stderr"
-    stderr.touch()
-    st = stderr.stat()
-    env = {**os.environ, "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
-    with stderr.open("w") as err:
-        proc = subprocess.run(
-            [sys.executable, "-m", "engine", "--config", str(config), "migrate"],
-            stderr=err,
-            env=env,
-            timeout=60,
-        )
-    assert proc.returncode == 1
-    assert stderr.read_text().startswith("<3>ERROR engine.cli: cannot use Postgres")
+    # JOURNAL_STREAM names the device and inode of the process's stderr: its output file.
+    p = EngineProcess(tmp_path, "migrate", ["--config", str(config), "migrate"])
+    p.err_path.touch()
+    st = p.err_path.stat()
+    p.env["JOURNAL_STREAM"] = f"{st.st_dev}:{st.st_ino}"
+    await p.start()
+    assert await p.wait(60) == 1
+    assert p.stderr.startswith("<3>ERROR engine.cli: cannot use Postgres")

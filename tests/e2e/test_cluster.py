@@ -17,13 +17,13 @@ import asyncpg
 
 from engine.sim import SimConfig, Simulator
 from tests.e2e.daemon_harness import (
-    CliProcess,
     db_differences,
     eventually,
     free_port,
     get_json,
     write_config,
 )
+from tests.fixtures_proc import EngineProcess
 from tests.fixtures_sim import SimFactory
 
 QPS = 4
@@ -44,7 +44,7 @@ def _max_in_any_second(times: list[float]) -> int:
 class Cluster:
     def __init__(self, tmp: Path, sim: Simulator, pg_url: str, schema: str) -> None:
         self.tmp, self.sim, self.pg_url, self.schema = tmp, sim, pg_url, schema
-        self.procs: dict[str, CliProcess] = {}
+        self.procs: dict[str, EngineProcess] = {}
         self.ports: dict[str, int] = {}
         self.starts = Counter[str]()
 
@@ -60,8 +60,8 @@ class Cluster:
             poll_interval_s=0.5,
             extra=f"\n[cluster]\nlease_s = {LEASE_S}\n",
         )
-        proc = CliProcess(self.tmp, f"{name}-{self.starts[name]}")
-        await proc.start(["--config", str(cfg), "run"])
+        proc = EngineProcess(self.tmp, f"{name}-{self.starts[name]}", ["--config", str(cfg), "run"])
+        await proc.start()
         self.procs[name], self.ports[name] = proc, port
 
     def pid(self, name: str) -> int:
@@ -197,7 +197,7 @@ async def test_three_daemons_share_six_apps(
             assert "Traceback" not in cluster.procs[n].output, cluster.procs[n].output
     finally:
         for proc in cluster.procs.values():
-            if proc.proc is not None and proc.proc.returncode is None:
+            if proc.returncode is None:
                 proc.signal(signal.SIGCONT)
             await proc.kill()
         await conn.close()

@@ -20,16 +20,15 @@ from engine.sim import SimConfig, Simulator
 from engine.store.embedded import EmbeddedPostgres
 from engine.store.migrate import migrate
 from tests.e2e.daemon_harness import (
-    CliProcess,
     NotifySocket,
     db_differences,
     eventually,
     free_port,
     get_json,
-    run_cli,
     write_config,
 )
 from tests.fixtures_db import new_schema_name
+from tests.fixtures_proc import EngineProcess, run_cli
 from tests.fixtures_sim import SimFactory
 
 
@@ -120,8 +119,8 @@ async def test_postgres_restart_under_the_daemon(
         listen=f"127.0.0.1:{port}",
     )
     healthz = f"http://127.0.0.1:{port}/healthz"
-    daemon = CliProcess(tmp_path, "daemon")
-    await daemon.start(["--config", str(cfg), "run"])
+    daemon = EngineProcess(tmp_path, "daemon", ["--config", str(cfg), "run"])
+    await daemon.start()
     try:
         async with aiohttp.ClientSession() as http:
 
@@ -144,7 +143,7 @@ async def test_postgres_restart_under_the_daemon(
             sim.mutate("shop-1", orders_changed=4, orders_new=3)
             sim.mutate("shop-2", orders_changed=2, orders_new=5)
             await asyncio.sleep(2)  # a few failed passes and probes
-            assert daemon.proc is not None and daemon.proc.returncode is None, daemon.output
+            assert daemon.returncode is None, daemon.output
             _, still_down = await get_json(http, healthz)
             assert still_down["database"]["ok"] is False
 
@@ -173,19 +172,21 @@ async def test_daemon_waits_for_postgres_at_startup(
     await asyncio.to_thread(own_pg.pg_stop)
 
     # A one-shot command fails at once, saying why.
-    rc, _, err = await run_cli(tmp_path, "once", ["--config", str(cfg), "run", "--once"])
+    rc, _, err = (await run_cli(tmp_path, "once", ["--config", str(cfg), "run", "--once"])).result()
     assert rc == 1, err
     assert "Traceback" not in err and "cannot use Postgres at" in err, err
 
     notify = NotifySocket(tmp_path / "notify.sock")
-    daemon = CliProcess(tmp_path, "daemon")
+    daemon = EngineProcess(
+        tmp_path, "daemon", ["--config", str(cfg), "run"], env={"NOTIFY_SOCKET": str(notify.path)}
+    )
     try:
-        await daemon.start(["--config", str(cfg), "run"], env={"NOTIFY_SOCKET": str(notify.path)})
+        await daemon.start()
         status = await notify.wait_for("STATUS=waiting for Postgres", within=15)
         assert "attempt 1" in status, status
         await notify.wait_for("EXTEND_TIMEOUT_USEC=", within=1)
         await asyncio.sleep(1.5)
-        assert daemon.proc is not None and daemon.proc.returncode is None, daemon.output
+        assert daemon.returncode is None, daemon.output
         assert not [f for f in notify.fields() if f == "READY=1"]
 
         await asyncio.to_thread(own_pg.pg_start)

@@ -16,7 +16,8 @@ from pathlib import Path
 import aiohttp
 
 from engine.sim import SimConfig
-from tests.e2e.daemon_harness import CliProcess, eventually, free_port, get_json, write_config
+from tests.e2e.daemon_harness import eventually, free_port, get_json, write_config
+from tests.fixtures_proc import EngineProcess
 from tests.fixtures_sim import SimFactory
 
 
@@ -56,8 +57,8 @@ async def test_http_answers_before_postgres_does(
         )
         text = cfg.read_text().replace("pool_max = 4\n", "pool_max = 4\nconnect_timeout_s = 1\n")
         cfg.write_text(text)
-        daemon = CliProcess(tmp_path, "daemon")
-        await daemon.start(["--config", str(cfg), "run"])
+        daemon = EngineProcess(tmp_path, "daemon", ["--config", str(cfg), "run"])
+        await daemon.start()
         base = f"http://127.0.0.1:{port}"
         try:
             async with aiohttp.ClientSession() as http:
@@ -82,7 +83,7 @@ async def test_http_answers_before_postgres_does(
                 async with http.post(f"{base}/returns/RA-1/fulfillment", json={}) as resp:
                     assert resp.status in (403, 503)
         finally:
-            if daemon.proc is not None and daemon.proc.returncode is None:
+            if daemon.returncode is None:
                 daemon.signal(signal.SIGTERM)
                 assert await daemon.wait(15) == 0, daemon.output
 
@@ -101,9 +102,9 @@ async def test_one_shot_fails_in_time_on_a_server_that_never_answers(
         )
         text = cfg.read_text().replace("pool_max = 4\n", "pool_max = 4\nconnect_timeout_s = 2\n")
         cfg.write_text(text)
-        cli = CliProcess(tmp_path, "once")
+        cli = EngineProcess(tmp_path, "once", ["--config", str(cfg), "run", "--once"])
         began = time.monotonic()
-        await cli.start(["--config", str(cfg), "run", "--once"])
+        await cli.start()
         rc = await cli.wait(30)
         took = time.monotonic() - began
     assert rc == 1, cli.output

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from engine.sim import SimConfig
-from tests.e2e.daemon_harness import CliProcess, NotifySocket, free_port, run_cli, write_config
+from tests.e2e.daemon_harness import NotifySocket, free_port, write_config
+from tests.fixtures_proc import EngineProcess, run_cli
 from tests.fixtures_sim import SimFactory
 
 
@@ -22,12 +23,16 @@ async def test_run_once_refuses_while_a_daemon_owns_the_app(
         listen=f"127.0.0.1:{free_port()}",
     )
     notify = NotifySocket(tmp_path / "notify.sock")
-    daemon = CliProcess(tmp_path, "daemon")
+    daemon = EngineProcess(
+        tmp_path, "daemon", ["--config", str(cfg), "run"], env={"NOTIFY_SOCKET": str(notify.path)}
+    )
     try:
-        await daemon.start(["--config", str(cfg), "run"], env={"NOTIFY_SOCKET": str(notify.path)})
+        await daemon.start()
         await notify.wait_for("READY=1", within=30)
         for command in (["run", "--once"], ["reconcile", "--once"]):
-            rc, out, err = await run_cli(tmp_path, "once", ["--config", str(cfg), *command])
+            rc, out, err = (
+                await run_cli(tmp_path, "once", ["--config", str(cfg), *command])
+            ).result()
             assert rc == 1, out + err
             assert "owned by the running daemon" in err and "sim-app-1" in err, err
     finally:
@@ -37,5 +42,7 @@ async def test_run_once_refuses_while_a_daemon_owns_the_app(
         notify.close()
 
     # With the daemon stopped (its lease released), the same pass runs.
-    rc, out, err = await run_cli(tmp_path, "again", ["--config", str(cfg), "run", "--once"])
+    rc, out, err = (
+        await run_cli(tmp_path, "again", ["--config", str(cfg), "run", "--once"])
+    ).result()
     assert rc == 0, out + err

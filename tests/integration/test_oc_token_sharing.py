@@ -9,7 +9,6 @@ its own session and in-process lock, as two daemons would have) race on one expi
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
@@ -18,11 +17,9 @@ from engine.app.sim_settings import settings_for_simulator
 from engine.oc.client import OCClient
 from engine.reconcile.oc_rmas import PgTokenStore
 from engine.sim.config import SimConfig
-from engine.sim.server import Simulator
 from engine.store.pool import create_pool
 from engine.store.store import Store
-
-SimFactory = Callable[[SimConfig], Awaitable[Simulator]]
+from tests.fixtures_sim import SimFactory
 
 
 async def test_two_clients_share_one_refresh(

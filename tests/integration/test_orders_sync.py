@@ -7,7 +7,7 @@ move while a window is paged are never lost.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -17,8 +17,10 @@ from engine.app.runtime import Runtime, open_runtime
 from engine.app.sim_settings import settings_for_simulator
 from engine.sim.config import SimConfig
 from engine.sim.server import Simulator
+from tests.fixtures_sim import SimFactory, past_the_lag
 
-SimFactory = Callable[[SimConfig], Awaitable[Simulator]]
+LAG_S = 1  # sync.safety_lag_s of settings_for_simulator
+
 QPS = 100  # the simulator enforces it like Temu; tests run faster than the real limit
 
 
@@ -91,9 +93,8 @@ async def test_backfill_then_changes_then_nothing(world: tuple[Simulator, Runtim
     for shop in shops:
         m = sim.mutate(shop, orders_changed=100, orders_new=25)
         mutated |= {f"{shop}/{sn}" for sn in m["orders_changed"] + m["orders_new"]}
-    await _sleep_past_lag()
     rt.counters.rows.clear()
-    result = await service.incremental_pass()
+    result = await rt.sync_service(clock=past_the_lag(LAG_S)).incremental_pass()
     assert not result.failed
     await assert_equal_to_truth(rt, sim, shops)
     assert rt.counters.entity("order").inserted == 50
@@ -109,8 +110,7 @@ async def test_backfill_then_changes_then_nothing(world: tuple[Simulator, Runtim
     xmins = await rt.pool.fetchval("SELECT sum(xmin::text::bigint) FROM orders")
     changes_now = await rt.pool.fetchval("SELECT count(*) FROM changes")
     rt.counters.rows.clear()
-    await _sleep_past_lag()
-    await service.incremental_pass()
+    await rt.sync_service(clock=past_the_lag(LAG_S)).incremental_pass()
     assert rt.counters.entity("order").inserted == 0
     assert rt.counters.entity("order").updated == 0
     assert await rt.pool.fetchval("SELECT sum(xmin::text::bigint) FROM orders") == xmins
@@ -133,21 +133,31 @@ async def test_drift_while_paging_loses_nothing(
         assert rt.counters.drift_events > 0, "the engine should have noticed"
         # Records moved to "now" are picked up by the next incremental pass.
         sim.set_drift(0.0)
-        await _sleep_past_lag()
-        await rt.sync_service().incremental_pass()
+        await rt.sync_service(clock=past_the_lag(LAG_S)).incremental_pass()
         await assert_equal_to_truth(rt, sim, ["shop-1"])
     finally:
         await rt.close()
 
 
-async def _sleep_past_lag() -> None:
-    import asyncio
-
-    await asyncio.sleep(1.2)  # safety_lag_s = 1 in these settings
+@pytest.fixture
+async def small_world(
+    sim_factory: SimFactory, pg_url: str, schema: str
+) -> AsyncIterator[tuple[Simulator, Runtime]]:
+    """For what a bound or a cursor proves: a few pages, not 20,000 orders."""
+    config = SimConfig.default(orders=300, returns=0, shops=1, qps=400, seed=42)
+    sim = await sim_factory(config)
+    settings = settings_for_simulator(
+        sim, config, database_url=pg_url, schema=schema, sync={"returns": False}
+    )
+    rt = await open_runtime(settings)
+    try:
+        yield sim, rt
+    finally:
+        await rt.close()
 
 
 async def test_backfill_until_the_future_stops_at_the_safety_lag(
-    world: tuple[Simulator, Runtime],
+    small_world: tuple[Simulator, Runtime],
 ) -> None:
     """An --until later than now - safety_lag_s must not carry the backfill's cursor over
     windows Temu may still add records to; a re-run of the same backfill resumes there."""
@@ -156,7 +166,7 @@ async def test_backfill_until_the_future_stops_at_the_safety_lag(
 
     from engine.sync.service import backfill_kind
 
-    sim, rt = world
+    sim, rt = small_world
     since = rt.settings.sync.start
     until = datetime.now(UTC) + timedelta(days=1)
     result = await rt.sync_service().backfill(since, until, shop_ids=["shop-1"])
@@ -168,9 +178,45 @@ async def test_backfill_until_the_future_stops_at_the_safety_lag(
 
     # An order updated after that backfill is still inside its [since, until] range: the
     # re-run picks it up instead of treating the range as done.
-    await _sleep_past_lag()
+    # (Stamped no earlier than the second the backfill's cursor ends before.)
     sn = sim.mutate("shop-1", orders_new=1)["orders_new"][0]
-    await _sleep_past_lag()
-    await rt.sync_service().backfill(since, until, shop_ids=["shop-1"])
+    await rt.sync_service(clock=past_the_lag(LAG_S)).backfill(since, until, shop_ids=["shop-1"])
     stored = await stored_orders(rt.pool, "shop-1")
     assert stored[sn] == truth_orders(sim, "shop-1")[sn]
+
+
+async def test_a_backfill_to_now_hands_over_to_the_incremental_cursor(
+    sim_factory: SimFactory, pg_url: str, schema: str
+) -> None:
+    """README: a backfill that reaches now hands over to the incremental cursor. With no
+    overlap, the first incremental pass then reads only what changed after the backfill's end:
+    nothing of the history again, and nothing of the new changes missed."""
+    import time
+
+    config = SimConfig.default(orders=400, returns=0, shops=1, qps=QPS, seed=5)
+    sim = await sim_factory(config)
+    settings = settings_for_simulator(
+        sim, config, database_url=pg_url, schema=schema, sync={"returns": False, "overlap_s": 0}
+    )
+    rt = await open_runtime(settings)
+    try:
+        t0 = time.time()
+        assert not (
+            await rt.sync_service(clock=lambda: t0).backfill(settings.sync.start, None)
+        ).failed
+        handed = await rt.store.get_cursor("shop-1", "orders", "incremental")
+        assert handed is not None and int(handed.timestamp()) == int(t0) - 1
+        # Changes right after the backfill's end, seen by a pass whose clock is 5 s later.
+        sim.world.clock = lambda: float(int(t0))
+        try:
+            changed = sim.mutate("shop-1", orders_changed=4, orders_new=3)
+        finally:
+            sim.world.clock = time.time
+        before = rt.counters.entity("order").as_dict()
+        assert not (await rt.sync_service(clock=lambda: t0 + 5).incremental_pass()).failed
+        after = rt.counters.entity("order").as_dict()
+        read = {k: after[k] - before[k] for k in after}
+        assert read == {"inserted": 3, "updated": 4, "unchanged": 0}, (read, changed)
+        await assert_equal_to_truth(rt, sim, ["shop-1"])
+    finally:
+        await rt.close()

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
 from collections import Counter
 from pathlib import Path
-
-import orjson
 
 from engine.app.runtime import open_runtime
 from engine.app.sim_settings import config_toml_for_simulator
 from engine.sim.config import SimConfig
+from tests.fixtures_proc import run_cli
+from tests.fixtures_sim import SimFactory
 from tests.integration.test_reconcile_flow import (
     QPS,
-    SimFactory,
     load_from_temu,
     make_settings,
 )
@@ -41,22 +37,10 @@ async def test_reconcile_once_json_reports_uploads_and_oc_updates(
     cfg = tmp_path / "config.toml"
     cfg.write_text(text)
 
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "engine",
-        "--config",
-        str(cfg),
-        "reconcile",
-        "--once",
-        "--json",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    proc = await run_cli(
+        tmp_path, "reconcile", ["--config", str(cfg), "reconcile", "--once", "--json"], within=120
     )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
-    assert proc.returncode == 0, err.decode()[-2000:]
-    summary = orjson.loads(out.decode().strip().splitlines()[-1])
+    summary = proc.assert_ok().summary()
     uploads, pushes = sim.uploads(), sim.oc_pushes()
     assert uploads and pushes, "the seed must give work of both kinds"
     assert summary["labels_uploaded"] == len(uploads)

@@ -7,7 +7,6 @@ the OAuth refresh token OC rotates is kept in Postgres and used from then on.
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -26,10 +25,10 @@ from engine.reconcile.oc_rmas import PgTokenStore
 from engine.sim.config import SimConfig
 from engine.sim.data import logistics_entry
 from engine.sim.server import Simulator
+from tests.fixtures_sim import SimFactory
 from tests.integration.test_reconcile_flow import (
     QPS,
     SHOP,
-    SimFactory,
     awaiting,
     load_from_temu,
     make_settings,
@@ -128,7 +127,6 @@ async def test_a_cancel_whose_answer_is_lost_is_applied_once(
     rma = open_rma_of(sim, sn)
     assert rma is not None
     sim.set_return_status(SHOP, sn, 6)
-    await asyncio.sleep(1.1)  # the sync's window ends a second behind now
     await load_from_temu(rt)
     sim.set_faults(0.0, after_apply_rate=1.0)
     try:
@@ -180,9 +178,10 @@ async def test_rotated_refresh_token_is_kept_in_postgres_and_used(
     assert stored is not None
     assert stored.refresh_token == sim.world.oc.tokens.refresh_token != configured
 
-    # The access token expires; the next pass (a new client, as after a restart) must refresh
-    # with the rotated token from Postgres: the configured one is no longer accepted.
-    await asyncio.sleep(TOKEN_TTL_S + 0.2)
+    # The access token dies at OC (expired there; the engine's copy still looks valid); the
+    # next pass (a new client, as after a restart) must refresh with the rotated token from
+    # Postgres: the configured one is no longer accepted.
+    sim.expire_oc_tokens()
     refreshes = sim.world.oc.tokens.refreshes
     await passes(rt, 3)
     assert sim.world.oc.tokens.refreshes > refreshes
@@ -215,7 +214,6 @@ def quiet_return_without_rma(sim: Simulator, skip: int = 0) -> str:
 
 async def temu_moves(rt: Runtime, sim: Simulator, sn: str, status: int) -> None:
     sim.set_return_status(SHOP, sn, status)
-    await asyncio.sleep(1.1)  # the sync's window ends a second behind now
     await load_from_temu(rt)
 
 
@@ -351,7 +349,6 @@ async def test_every_distinct_tracking_number_reaches_the_rma_once(
         {**first, "carrierName": ""},
         logistics_entry("UPS", ""),
     ]
-    await asyncio.sleep(1.1)
     await load_from_temu(rt)
     await passes(rt, 3)
     pushed = pushes_to(sim, rma["orderNumber"])

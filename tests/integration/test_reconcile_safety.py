@@ -11,7 +11,6 @@ label input refused line by line and with 4xx.
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -31,10 +30,10 @@ from engine.reconcile.tasks import upload_key
 from engine.sim.catalog import CARRIERS_BY_NAME
 from engine.sim.config import SimConfig
 from engine.sim.server import Simulator
+from tests.fixtures_sim import SimFactory
 from tests.integration.test_reconcile_flow import (
     QPS,
     SHOP,
-    SimFactory,
     awaiting,
     load_from_temu,
     make_due,
@@ -86,7 +85,6 @@ async def test_foreign_rmas_in_oc_answers_are_left_alone(open_world: Open) -> No
     closing = [sn for sn in sorted(waiting) if sn not in rmas][:2]
     for sn in closing:
         sim.set_return_status(SHOP, sn, 6)
-    await asyncio.sleep(1.1)
     await load_from_temu(rt)
     await passes(rt, 5)
     await make_due(rt)
@@ -229,7 +227,6 @@ async def test_temu_asking_again_gets_one_new_upload(open_world: Open) -> None:
     sn = first[0]["parentAfterSalesSn"]
     # Temu rejects the label and asks again.
     sim.set_return_status(SHOP, sn, 8, [10])
-    await asyncio.sleep(1.1)
     await load_from_temu(rt)
     await passes(rt, 3)
     await load_from_temu(rt)
@@ -255,7 +252,6 @@ async def test_merchant_label_is_taken_again_when_temu_asks_again(
     await submit.submit(sn, label)
     await passes(rt, 1)
     sim.set_return_status(SHOP, sn, 8, [10])
-    await asyncio.sleep(1.1)
     await load_from_temu(rt)
     second = {
         "returnFulfillment": {

@@ -7,7 +7,7 @@ from pathlib import Path
 import asyncpg
 import orjson
 
-from tests.e2e.daemon_harness import run_cli
+from tests.fixtures_proc import run_cli
 
 
 async def test_prune_command_dry_run_counts_then_prune_removes(
@@ -26,17 +26,17 @@ async def test_prune_command_dry_run_counts_then_prune_removes(
     )
     base = ["--config", str(config), "prune"]
 
-    rc, out, err = await run_cli(tmp_path, "dry", [*base, "--dry-run", "--json"])
+    rc, out, err = (await run_cli(tmp_path, "dry", [*base, "--dry-run", "--json"])).result()
     assert rc == 0, err
     assert "would remove 40 changes" in out
     assert orjson.loads(out.strip().splitlines()[-1])["removed"]["changes"] == 40
     assert await pool.fetchval("SELECT count(*) FROM changes") == 50
 
-    rc, out, err = await run_cli(tmp_path, "real", [*base, "--json"])
+    rc, out, err = (await run_cli(tmp_path, "real", [*base, "--json"])).result()
     assert rc == 0, err
     assert orjson.loads(out.strip().splitlines()[-1])["removed"]["changes"] == 40
     assert await pool.fetchval("SELECT count(*) FROM changes") == 10
 
     config.write_text(config.read_text().replace("changes_days = 30", "changes_days = -1"))
-    rc, out, err = await run_cli(tmp_path, "bad", base)
+    rc, out, err = (await run_cli(tmp_path, "bad", base)).result()
     assert rc == 2 and "retention.changes_days" in err

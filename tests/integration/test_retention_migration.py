@@ -116,7 +116,10 @@ async def test_a_large_table_is_converted_step_by_step_while_rows_are_written(
         stop.set()
         await w
     took = time.monotonic() - t0
-    assert [s.step for s in steps] == ["validate", "swap"]
+    # Where the kill landed depends on the machine's load: inside the validation (the resumed
+    # run validates, then swaps) or just after it committed (only the swap is left). Either
+    # way the second run resumes after the first's committed steps, never from scratch.
+    assert [s.step for s in steps] in (["validate", "swap"], ["swap"])
     assert written > 0
     assert await kind(at_0007) == "p"
     n, _, _ = await fingerprint(at_0007)

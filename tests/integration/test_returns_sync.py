@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -12,9 +11,11 @@ from engine.app.runtime import Runtime, open_runtime
 from engine.app.sim_settings import settings_for_simulator
 from engine.sim.config import SimConfig
 from engine.sim.server import Simulator
-from engine.sync.returns import needs_logistics
+from tests.fixtures_sim import SimFactory, past_the_lag
+from tests.truth import truth_differences
 
-SimFactory = Callable[[SimConfig], Awaitable[Simulator]]
+LAG_S = 1  # sync.safety_lag_s of settings_for_simulator
+
 SHOPS = ["shop-1", "shop-2"]
 LIST_TYPE = "bg.aftersales.parentaftersales.list.get"
 
@@ -34,29 +35,10 @@ NORMALIZED = {
 
 
 async def assert_returns_equal_truth(rt: Runtime, sim: Simulator) -> None:
-    for shop in SHOPS:
-        want = {r["parentAfterSalesSn"]: r for r in sim.truth_returns(shop)}
-        rows = await rt.pool.fetch(
-            "SELECT parent_after_sales_sn, payload FROM returns WHERE shop_id = $1", shop
-        )
-        got = {r["parent_after_sales_sn"]: r["payload"] for r in rows}
-        assert set(got) == set(want)
-        assert [sn for sn in want if got[sn] != want[sn]] == []
-
-        want_lines = {ln["afterSalesSn"]: ln for ln in sim.truth_return_lines(shop)}
-        rows = await rt.pool.fetch(
-            "SELECT after_sales_sn, payload FROM return_lines WHERE shop_id = $1", shop
-        )
-        assert {r["after_sales_sn"]: r["payload"] for r in rows} == want_lines
-
-        truth_logistics = sim.truth_logistics(shop)
-        rows = await rt.pool.fetch(
-            "SELECT parent_after_sales_sn, payload FROM return_logistics WHERE shop_id = $1", shop
-        )
-        stored = {r["parent_after_sales_sn"]: r["payload"] for r in rows}
-        for sn, ret in want.items():
-            if needs_logistics(ret):
-                assert stored.get(sn) == truth_logistics.get(sn, []), sn
+    """Returns, their lines and their logistics equal the simulator's (tests/truth.py)."""
+    async with rt.pool.acquire() as conn:
+        schema = rt.settings.database.schema
+        assert await truth_differences(conn, schema, sim, streams=["returns"], shops=SHOPS) == []
 
 
 def list_calls(sim: Simulator) -> dict[str, int]:
@@ -90,26 +72,40 @@ async def test_returns_backfill_changes_and_quiet_pass(world: tuple[Simulator, R
 
     for shop in SHOPS:
         sim.mutate(shop, returns_changed=20, returns_new=5)
-    await asyncio.sleep(1.2)
     rt.counters.rows.clear()
-    await service.incremental_pass()
+    await rt.sync_service(clock=past_the_lag(LAG_S)).incremental_pass()
     await assert_returns_equal_truth(rt, sim)
     assert rt.counters.entity("return").inserted == 10
     assert rt.counters.entity("return").updated == 40
 
     # Nothing changed: only the list API is called, nothing is written.
-    await asyncio.sleep(1.2)
     before = list_calls(sim)
     rt.counters.rows.clear()
-    await service.incremental_pass()
+    await rt.sync_service(clock=past_the_lag(LAG_S)).incremental_pass()
     after = list_calls(sim)
     spent = {k: after.get(k, 0) - before.get(k, 0) for k in after}
     assert {k for k, v in spent.items() if v} == {LIST_TYPE}
     assert rt.counters.entity("return").inserted == rt.counters.entity("return").updated == 0
 
 
-async def test_every_status_maps_in_the_view(world: tuple[Simulator, Runtime]) -> None:
-    sim, rt = world
+async def test_every_status_maps_in_the_view(
+    sim_factory: SimFactory, pg_url: str, schema: str
+) -> None:
+    # A mapping, not a volume: 60 returns a shop already hold every status (the generator
+    # makes sure of it), and pacing is not under test.
+    config = SimConfig.default(orders=50, returns=60, shops=2, qps=400, seed=9)
+    sim = await sim_factory(config)
+    settings = settings_for_simulator(
+        sim, config, database_url=pg_url, schema=schema, sync={"orders": False}
+    )
+    rt = await open_runtime(settings)
+    try:
+        await _check_the_view(sim, rt)
+    finally:
+        await rt.close()
+
+
+async def _check_the_view(sim: Simulator, rt: Runtime) -> None:
     await rt.sync_service().backfill(rt.settings.sync.start, None)
     rows = await rt.pool.fetch("SELECT DISTINCT temu_status, status FROM returns_normalized")
     seen = {r["temu_status"]: r["status"] for r in rows}
@@ -146,8 +142,7 @@ async def test_returns_drift_loses_nothing(
         await rt.sync_service().backfill(settings.sync.start, None)
         assert sim.stats(arrivals=False)["drift_events"] > 0
         sim.set_drift(0.0)
-        await asyncio.sleep(1.2)
-        await rt.sync_service().incremental_pass()
+        await rt.sync_service(clock=past_the_lag(LAG_S)).incremental_pass()
         await assert_returns_equal_truth(rt, sim)
     finally:
         await rt.close()
@@ -167,8 +162,8 @@ async def test_logistics_not_read_are_read_again_at_the_next_pass(
     assert 0 < pending <= 25
     before = await rt.pool.fetchval("SELECT count(*) FROM return_logistics")
 
-    await asyncio.sleep(1.2)
-    result = await service.incremental_pass()  # no return changed meanwhile
+    # No return changed meanwhile; the pass runs with a clock past the safety lag.
+    result = await rt.sync_service(clock=past_the_lag(LAG_S)).incremental_pass()
     assert not result.failed
     assert await rt.store.logistics_pending() == 0
     assert await rt.pool.fetchval("SELECT count(*) FROM return_logistics") == before + pending

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -193,3 +194,20 @@ async def test_webhook_delivery_is_configured_over_http(
     assert sim.webhooks.lost_ack_rate == 0.1 and sim.webhooks.forge_rate == 0.0
     assert await _get(sim_http, root + "/webhooks") == dict(sim.webhooks.counts)
     assert (await _post(sim_http, root + "/webhooks", {"url": "x", "forge_rate": "a"}))[0] == 400
+
+
+async def test_held_requests_wait_until_released(
+    sim_factory: SimFactory, sim_http: aiohttp.ClientSession
+) -> None:
+    sim = await sim_factory(SimConfig.default(orders=10, returns=2, shops=1))
+    caller = TemuCaller(sim_http, sim)
+    sim.hold_requests()
+    call = asyncio.create_task(caller.post(caller.params("bg.logistics.companies.get")))
+    deadline = asyncio.get_running_loop().time() + 10
+    while sim.held_requests("bg.logistics.companies.get") < 1:
+        assert asyncio.get_running_loop().time() < deadline, "the request never arrived"
+        await asyncio.sleep(0.01)
+    assert not call.done()
+    sim.release_requests()
+    answer = await asyncio.wait_for(call, 10)
+    assert answer["success"] and sim.held_requests() == 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import aiohttp
@@ -79,13 +78,17 @@ async def test_without_rotation_the_refresh_token_stays(
 async def test_access_token_required_and_expires(
     sim_factory: SimFactory, sim_http: aiohttp.ClientSession
 ) -> None:
-    oc = await _oc(sim_factory, sim_http, oc_token_ttl_s=0.3)
+    oc = await _oc(sim_factory, sim_http, oc_token_ttl_s=30)
+    tokens = oc.sim.world.oc.tokens
+    now = [1000.0]
+    tokens.clock = lambda: now[0]  # stepped, not slept through
     query = {"referenceNumber": "RA-1", "messageId": "m1"}
     status, body = await oc.get("/3pp/returns/v1/query/orders", **query)
     assert status == 401 and body["success"] is False
     await oc.refresh()
+    now[0] += 29.9
     assert (await oc.get("/3pp/returns/v1/query/orders", **query))[0] == 200
-    await asyncio.sleep(0.35)
+    now[0] += 0.2  # past the ttl
     assert (await oc.get("/3pp/returns/v1/query/orders", **query))[0] == 401
     await oc.refresh()
     assert (await oc.get("/3pp/returns/v1/query/orders", **query))[0] == 200

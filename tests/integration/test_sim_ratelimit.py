@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import time
+import contextlib
+from collections.abc import AsyncIterator
 
 import aiohttp
 
-from engine.sim import SimConfig
+from engine.sim import SimConfig, Simulator
 from tests.fixtures_sim import SimFactory, TemuCaller
 
 API = "bg.logistics.companies.get"
@@ -32,23 +33,41 @@ async def test_sixty_at_once_accepts_exactly_qps(
     assert len(stats["accepted_at"]) == 20 and len(stats["rejected_at"]) == 40
 
 
-async def test_window_slides_rejections_do_not_count(
-    sim_factory: SimFactory, sim_http: aiohttp.ClientSession
-) -> None:
-    sim = await sim_factory(SimConfig.default(orders=10, returns=2, shops=1, qps=5))
-    caller = TemuCaller(sim_http, sim)
-    assert (await _burst(caller, 5)).count(1000000) == 5
-    await asyncio.sleep(0.5)
-    # Still inside the same second: everything is refused, and refusals use up nothing.
-    assert (await _burst(caller, 10)).count(1000000) == 0
-    await asyncio.sleep(0.55)
-    assert (await _burst(caller, 8)).count(1000000) == 5
-    stats = sim.stats()["apps"]["sim-app-1"]
-    assert stats["max_accepted_in_1s"] == 5
-    arrivals = stats["accepted_at"]
-    assert all(
-        sum(1 for t in arrivals if a - 1 < t <= a) <= 5 for a in arrivals
-    )  # at most qps in every sliding second
+class SteppedClock:
+    """The simulator's arrival clock, moved by the test (no sleeping through a second)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@contextlib.asynccontextmanager
+async def _stepped(config: SimConfig) -> AsyncIterator[tuple[Simulator, SteppedClock]]:
+    clock = SteppedClock()
+    async with Simulator(config, arrival_clock=clock) as sim:
+        yield sim, clock
+
+
+async def test_window_slides_rejections_do_not_count(sim_http: aiohttp.ClientSession) -> None:
+    config = SimConfig.default(orders=10, returns=2, shops=1, qps=5)
+    async with _stepped(config) as (sim, clock):
+        caller = TemuCaller(sim_http, sim)
+        assert (await _burst(caller, 5)).count(1000000) == 5
+        clock.now += 0.5
+        # Still inside the same second: everything is refused, and refusals use up nothing.
+        assert (await _burst(caller, 10)).count(1000000) == 0
+        clock.now += 0.4999
+        assert (await _burst(caller, 3)).count(1000000) == 0  # the edge: not yet a second
+        clock.now += 0.0002
+        assert (await _burst(caller, 8)).count(1000000) == 5
+        stats = sim.stats()["apps"]["sim-app-1"]
+        assert stats["max_accepted_in_1s"] == 5
+        arrivals = stats["accepted_at"]
+        assert all(
+            sum(1 for t in arrivals if a - 1 < t <= a) <= 5 for a in arrivals
+        )  # at most qps in every sliding second
 
 
 async def test_paced_client_under_jitter_sees_no_rejections(
@@ -68,33 +87,32 @@ async def test_paced_client_under_jitter_sees_no_rejections(
 
 
 async def test_ratelimit_storm_rejects_for_about_a_second(
-    sim_factory: SimFactory, sim_http: aiohttp.ClientSession
+    sim_http: aiohttp.ClientSession,
 ) -> None:
-    sim = await sim_factory(SimConfig.default(orders=10, returns=2, shops=1))
-    caller = TemuCaller(sim_http, sim)
-    sim.set_faults(1.0, ["ratelimit_storm"])
-    assert (await caller.post(caller.params(API)))["errorCode"] == 4000004
-    sim.set_faults(0.0)
-    assert (await caller.post(caller.params(API)))["errorCode"] == 4000004  # storm goes on
-    await asyncio.sleep(1.05)
-    assert (await caller.post(caller.params(API)))["errorCode"] == 1000000
-    stats = sim.stats()
-    assert stats["faults"] == {"ratelimit_storm": 1}
-    assert stats["apps"]["sim-app-1"]["rejected_storm"] == 2
+    async with _stepped(SimConfig.default(orders=10, returns=2, shops=1)) as (sim, clock):
+        caller = TemuCaller(sim_http, sim)
+        sim.set_faults(1.0, ["ratelimit_storm"])
+        assert (await caller.post(caller.params(API)))["errorCode"] == 4000004
+        sim.set_faults(0.0)
+        clock.now += 0.99
+        assert (await caller.post(caller.params(API)))["errorCode"] == 4000004  # storm goes on
+        clock.now += 0.02
+        assert (await caller.post(caller.params(API)))["errorCode"] == 1000000
+        stats = sim.stats()
+        assert stats["faults"] == {"ratelimit_storm": 1}
+        assert stats["apps"]["sim-app-1"]["rejected_storm"] == 2
 
 
 async def test_lenient_calendar_second_window_lets_bursts_through_across_a_boundary(
-    sim_factory: SimFactory, sim_http: aiohttp.ClientSession
+    sim_http: aiohttp.ClientSession,
 ) -> None:
-    sim = await sim_factory(
-        SimConfig.default(orders=10, returns=2, shops=1, qps=10, strict_window=False)
-    )
-    caller = TemuCaller(sim_http, sim)
-    now = time.monotonic()
-    await asyncio.sleep((0.85 - now % 1.0) % 1.0)  # just before a second boundary
-    first = await _burst(caller, 10)
-    await asyncio.sleep(0.2)
-    second = await _burst(caller, 10)
-    assert first.count(1000000) == second.count(1000000) == 10
-    # The stats measure a sliding second regardless, so the burst is visible.
-    assert sim.stats()["apps"]["sim-app-1"]["max_accepted_in_1s"] == 20
+    config = SimConfig.default(orders=10, returns=2, shops=1, qps=10, strict_window=False)
+    async with _stepped(config) as (sim, clock):
+        caller = TemuCaller(sim_http, sim)
+        clock.now = 1000.85  # just before a second boundary
+        first = await _burst(caller, 10)
+        clock.now = 1001.05
+        second = await _burst(caller, 10)
+        assert first.count(1000000) == second.count(1000000) == 10
+        # The stats measure a sliding second regardless, so the burst is visible.
+        assert sim.stats()["apps"]["sim-app-1"]["max_accepted_in_1s"] == 20

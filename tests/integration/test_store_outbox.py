@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import asyncpg
 
@@ -12,20 +13,23 @@ from engine.store.store import Store
 async def test_enqueue_is_idempotent_and_notifies(
     store: Store, pool: asyncpg.Pool, pg_url: str
 ) -> None:
+    # The channel is database-wide: other test sessions on the same server notify on it too,
+    # so this test's task kind is its own and only that kind is counted.
+    kind = f"label_{uuid.uuid4().hex[:8]}"
     heard: list[str] = []
     listener = await asyncpg.connect(pg_url)
     try:
         await listener.add_listener("temu_sync_outbox", lambda *a: heard.append(a[3]))
-        assert await store.enqueue("label", "label:R-1", {"sn": "R-1", "ü": [1]}, shop_id="s")
-        assert not await store.enqueue("label", "label:R-1", {"other": True})
+        assert await store.enqueue(kind, "label:R-1", {"sn": "R-1", "ü": [1]}, shop_id="s")
+        assert not await store.enqueue(kind, "label:R-1", {"other": True})
         for _ in range(50):
-            if heard:
+            if kind in heard:
                 break
             await asyncio.sleep(0.02)
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # a second notification would have arrived by now
     finally:
         await listener.close()
-    assert heard == ["label"]
+    assert [k for k in heard if k == kind] == [kind]
     (task,) = await store.outbox_tasks()
     assert task["payload"] == {"sn": "R-1", "ü": [1]} and task["state"] == "pending"
     assert task["shop_id"] == "s" and task["attempts"] == 0
@@ -68,9 +72,11 @@ async def test_skip_locked_while_a_claim_transaction_is_open(
 
 async def test_lease_expiry_allows_reclaim(store: Store, pool: asyncpg.Pool) -> None:
     await store.enqueue("label", "k", {"x": 1})
-    (t1,) = await store.claim(["label"], limit=5, lease_s=0.2, owner="dead-worker")
+    (t1,) = await store.claim(["label"], limit=5, lease_s=60, owner="dead-worker")
     assert await store.claim(["label"], limit=5, lease_s=60, owner="w2") == []
-    await asyncio.sleep(0.3)
+    # The lease runs out (moved into the past rather than slept through: no sub-second race
+    # with the database round trips).
+    await pool.execute("UPDATE outbox SET lease_expires_at = now() - interval '1 millisecond'")
     (t2,) = await store.claim(["label"], limit=5, lease_s=60, owner="w2")
     assert t2.id == t1.id and t2.attempts == 2 and t2.owner == "w2"
     # The worker that lost its lease can no longer finish the task.

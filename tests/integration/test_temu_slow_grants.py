@@ -62,7 +62,7 @@ async def _stalled_then_released(
         calls = [asyncio.ensure_future(one()) for _ in range(80)]
         async with asyncio.timeout(30):
             # Every connection is now stuck at Temu (polling a simulator counter).
-            while sim.network.held < CONNECTIONS:  # noqa: ASYNC110
+            while sim.network.answers_held < CONNECTIONS:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
         await asyncio.sleep(2.0)  # meanwhile, the pacer would keep granting
         sim.network.release_answers()

@@ -5,7 +5,6 @@ shows every shop's token expiry and missing scopes, and warns of a token about t
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import orjson
@@ -15,9 +14,8 @@ from engine.app.runtime import open_runtime
 from engine.app.sim_settings import settings_for_simulator
 from engine.cli.status import cmd_status
 from engine.sim.config import SimConfig
-from engine.sim.server import Simulator
+from tests.fixtures_sim import SimFactory
 
-SimFactory = Callable[[SimConfig], Awaitable[Simulator]]
 LIST = "bg.order.list.v2.get"
 
 
@@ -83,8 +81,11 @@ async def test_status_says_null_before_any_check_and_never_migrates(
     assert "run `temu-sync migrate` first" in capsys.readouterr().err
     rt = await open_runtime(settings)
     try:
-        assert await rt.pool.fetchval(
-            "SELECT count(*) FROM pg_namespace WHERE nspname = $1", schema + "_new"
-        ) == 0
+        assert (
+            await rt.pool.fetchval(
+                "SELECT count(*) FROM pg_namespace WHERE nspname = $1", schema + "_new"
+            )
+            == 0
+        )
     finally:
         await rt.close()

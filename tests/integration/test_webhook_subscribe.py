@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 
 from engine.app.runtime import open_runtime
 from engine.app.sim_settings import settings_for_simulator
 from engine.sim.config import SimConfig
-from engine.sim.server import Simulator
 from engine.temu.subscriptions import subscribe_shops
+from tests.fixtures_sim import SimFactory
 
-SimFactory = Callable[[SimConfig], Awaitable[Simulator]]
 EVENTS = ["bg_order_status_change_event", "bg_aftersales_status_change"]
 
 

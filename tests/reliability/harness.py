@@ -1,4 +1,5 @@
-"""Shared by the reliability suite: quick/long mode, the CLI as a subprocess, truth comparison.
+"""Shared by the reliability suite: quick/long mode, truth comparison, at-most-once checks
+(the CLI runs through tests/fixtures_proc.py, the truth check is tests/truth.py).
 
 Quick mode (default) keeps the whole suite within about two minutes on a 2-core CI machine;
 ``TEMU_SYNC_LONG=1`` runs more trials and more data (the figures quoted in the README's
@@ -7,11 +8,8 @@ Quick mode (default) keeps the whole suite within about two minutes on a 2-core 
 
 from __future__ import annotations
 
-import asyncio
 import os
-import sys
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -21,7 +19,6 @@ from engine.app.sim_settings import config_toml_for_simulator
 from engine.sim.config import SimConfig
 from engine.sim.server import Simulator
 from engine.store.pool import quote_ident
-from tests.e2e.daemon_harness import REPO
 
 LONG = os.environ.get("TEMU_SYNC_LONG") == "1"
 # Where the tests append their figures (JSON lines) for the README's Reliability section.
@@ -56,148 +53,12 @@ def sim_toml(
     return text.replace("[orange_connex]\n", f"[orange_connex]\nqps = {oc_qps}\n", 1)
 
 
-class Cli:
-    """``python -m engine`` as a subprocess with output in files (a pipe nobody reads could
-    block a process we are about to kill)."""
-
-    def __init__(
-        self, workdir: Path, name: str, args: list[str], env: dict[str, str] | None = None
-    ) -> None:
-        self.args = args
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-        self.out_path = workdir / f"{name}.out"
-        self.err_path = workdir / f"{name}.err"
-        self.proc: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        with self.out_path.open("wb") as out, self.err_path.open("wb") as err:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "engine",
-                *self.args,
-                stdout=out,
-                stderr=err,
-                env=self.env,
-                cwd=str(REPO),
-            )
-
-    async def wait(self, within: float) -> int:
-        assert self.proc is not None
-        try:
-            return await asyncio.wait_for(self.proc.wait(), within)
-        except TimeoutError:
-            self.proc.kill()
-            await self.proc.wait()
-            raise AssertionError(
-                f"{self.args} did not finish within {within} s:\n{self.stderr[-3000:]}"
-            ) from None
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        if self.proc.returncode is None:
-            self.proc.kill()
-
-    @property
-    def stdout(self) -> str:
-        return self.out_path.read_text(errors="replace")
-
-    @property
-    def stderr(self) -> str:
-        return self.err_path.read_text(errors="replace")
-
-    def summary(self) -> dict[str, Any]:
-        """The ``--json`` summary: the last line of stdout."""
-        lines = self.stdout.strip().splitlines()
-        assert lines, f"no output; stderr:\n{self.stderr[-3000:]}"
-        doc: dict[str, Any] = orjson.loads(lines[-1])
-        return doc
-
-
-async def run(
-    workdir: Path,
-    name: str,
-    args: list[str],
-    *,
-    within: float = 90,
-    env: dict[str, str] | None = None,
-) -> Cli:
-    cli = Cli(workdir, name, args, env)
-    await cli.start()
-    await cli.wait(within)
-    return cli
-
-
 async def drop_schema(pg_url: str, schema: str) -> None:
     conn = await asyncpg.connect(pg_url)
     try:
         await conn.execute(f"DROP SCHEMA IF EXISTS {quote_ident(schema)} CASCADE")
     finally:
         await conn.close()
-
-
-async def _stored(
-    conn: asyncpg.Connection, schema: str, table: str, key: str, shop: str
-) -> dict[str, Any]:
-    rows = await conn.fetch(
-        f"SELECT {key} AS k, payload::text AS p FROM {quote_ident(schema)}.{table} "
-        "WHERE shop_id = $1",
-        shop,
-    )
-    return {r["k"]: orjson.loads(r["p"]) for r in rows}
-
-
-def _compare(what: str, truth: dict[str, Any], stored: dict[str, Any]) -> list[str]:
-    out = []
-    missing = sorted(truth.keys() - stored.keys())
-    extra = sorted(stored.keys() - truth.keys())
-    stale = sorted(k for k in truth.keys() & stored.keys() if truth[k] != stored[k])
-    for label, keys in (("missing", missing), ("unexpected", extra), ("stale", stale)):
-        if keys:
-            out.append(f"{what}: {len(keys)} {label} (e.g. {keys[:3]})")
-    if stale:
-        k = stale[0]
-        fields = {
-            f: (stored[k].get(f), truth[k].get(f))
-            for f in set(truth[k]) | set(stored[k])
-            if truth[k].get(f) != stored[k].get(f)
-        }
-        out.append(f"{what}: {k} stored vs truth: {fields}")
-    return out
-
-
-async def truth_differences(
-    conn: asyncpg.Connection, schema: str, sim: Simulator, *, returns: bool = True
-) -> list[str]:
-    """Every way Postgres differs from the simulator's truth: orders, order lines, returns and
-    return lines of every shop, payload by payload. Empty when they are equal."""
-    problems: list[str] = []
-    for shop in sim.config.shops:
-        sid = shop.shop_id
-        orders = sim.truth_orders(sid)
-        problems += _compare(
-            f"{sid} orders",
-            {o["parentOrderMap"]["parentOrderSn"]: o for o in orders},
-            await _stored(conn, schema, "orders", "parent_order_sn", sid),
-        )
-        problems += _compare(
-            f"{sid} order lines",
-            {line["orderSn"]: line for o in orders for line in o["orderList"]},
-            await _stored(conn, schema, "order_lines", "order_sn", sid),
-        )
-        if not returns:
-            continue
-        problems += _compare(
-            f"{sid} returns",
-            {r["parentAfterSalesSn"]: r for r in sim.truth_returns(sid)},
-            await _stored(conn, schema, "returns", "parent_after_sales_sn", sid),
-        )
-        problems += _compare(
-            f"{sid} return lines",
-            {x["afterSalesSn"]: x for x in sim.truth_return_lines(sid)},
-            await _stored(conn, schema, "return_lines", "after_sales_sn", sid),
-        )
-    return problems
 
 
 async def duplicate_inserts(conn: asyncpg.Connection, schema: str) -> list[str]:

@@ -6,7 +6,6 @@ request is then accepted (202), so the endpoint under test really is the working
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +13,12 @@ import aiohttp
 import asyncpg
 import orjson
 
-from engine.sim import SimConfig, Simulator
+from engine.sim import SimConfig
 from engine.store.pool import quote_ident
-from tests.e2e.daemon_harness import CliProcess, eventually, free_port, write_config
+from tests.e2e.daemon_harness import eventually, free_port, write_config
+from tests.fixtures_proc import EngineProcess
+from tests.fixtures_sim import SimFactory
 
-SimFactory = Callable[[SimConfig], Awaitable[Simulator]]
 TOKEN = "admin-token-5c2e8a1f9b3d"
 MAX_BODY = 4096
 LABEL = {
@@ -61,10 +61,10 @@ async def test_admin_api_refuses_and_changes_nothing(
     assert waiting, "the seed must give a return waiting for a label"
     sn = waiting[0]
     url = f"http://127.0.0.1:{port}/returns/{sn}/fulfillment"
-    daemon = CliProcess(tmp_path, "daemon")
+    daemon = EngineProcess(tmp_path, "daemon", ["--config", str(cfg), "run"])
     conn = await asyncpg.connect(pg_url)
     try:
-        await daemon.start(["--config", str(cfg), "run"])
+        await daemon.start()
 
         async def synced() -> bool:
             n = await conn.fetchval(

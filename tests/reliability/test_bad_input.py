@@ -7,6 +7,7 @@ keeps the other records of its page, its window or the other shop from being sto
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,8 @@ import orjson
 import pytest
 
 from engine.store.pool import quote_ident
-from tests.reliability.harness import record_figures, run
+from tests.fixtures_proc import run_cli
+from tests.reliability.harness import record_figures
 from tests.reliability.temu_double import ORDERS, RETURNS, Shop, TemuDouble
 
 NOW = int(time.time())
@@ -210,7 +212,7 @@ def _config(tmp_path: Path, d: TemuDouble, pg_url: str, schema: str) -> Path:
 
 
 async def _backfill(tmp_path: Path, cfg: Path, name: str) -> Any:
-    return await run(
+    return await run_cli(
         tmp_path, name, ["--config", str(cfg), "backfill", "--since", SINCE, "--json"], within=120
     )
 
@@ -234,7 +236,7 @@ async def test_odd_records_are_stored_or_skipped_with_a_reason(
     _fill(double)
     cfg = _config(tmp_path, double, pg_url, schema)
     bf = await _backfill(tmp_path, cfg, "backfill")
-    assert bf.proc is not None and bf.proc.returncode == 0, bf.stderr[-3000:]
+    assert bf.returncode == 0, bf.stderr[-3000:]
     assert bf.summary()["shops_failed"] == []
 
     orders = await _payloads(pg_url, schema, "orders", "parent_order_sn", "bad")
@@ -341,8 +343,15 @@ async def test_page_level_problems_do_not_lose_records(
     bad = Shop(token="tok-bad", orders=list(good.orders), returns=list(good.returns), lines=LINES)
     double.shops = {"bad": bad, "good": good}
     seen = _twice({})
+    fired: Counter[str] = Counter()
 
     def hook(api_type: str, p: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+        changed = _page_problem(api_type, p, result)
+        if changed is not result:
+            fired[api_type] += 1
+        return changed
+
+    def _page_problem(api_type: str, p: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
         if p["access_token"] != "tok-bad" or api_type not in (ORDERS, RETURNS):
             return result
         items_key = "pageItems" if api_type == ORDERS else "data"
@@ -364,7 +373,9 @@ async def test_page_level_problems_do_not_lose_records(
     double.hook = hook
     cfg = _config(tmp_path, double, pg_url, schema)
     bf = await _backfill(tmp_path, cfg, "backfill")
-    assert bf.proc is not None and bf.proc.returncode == 0, bf.stderr[-3000:]
+    assert bf.returncode == 0, bf.stderr[-3000:]
+    # The problem was served on both streams' pages (else the case proves nothing).
+    assert fired[ORDERS] and fired[RETURNS], f"{problem}: the hook never fired: {fired}"
     for shop in ("bad", "good"):
         orders = await _payloads(pg_url, schema, "orders", "parent_order_sn", shop)
         assert orders == GOOD_ORDERS, f"{problem}: {shop} orders differ"
@@ -386,15 +397,19 @@ async def test_persistently_malformed_list_fails_that_shop_only(
 ) -> None:
     _fill(double)
 
+    fired: Counter[str] = Counter()
+
     def hook(api_type: str, p: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
         if p["access_token"] == "tok-bad" and api_type == ORDERS:
+            fired[api_type] += 1
             return {"totalItemNum": "many", "pageItems": "not a list"}
         return result
 
     double.hook = hook
     cfg = _config(tmp_path, double, pg_url, schema)
     bf = await _backfill(tmp_path, cfg, "backfill")
-    assert bf.proc is not None and bf.proc.returncode == 3, bf.stderr[-3000:]
+    assert fired[ORDERS], "the malformed page was never served"
+    assert bf.returncode == 3, bf.stderr[-3000:]
     assert bf.summary()["shops_failed"] == ["bad"]
     assert "malformed" in bf.stderr and "bg.order.list.v2.get shop=bad" in bf.stderr
     assert await _payloads(pg_url, schema, "orders", "parent_order_sn", "good") == GOOD_ORDERS
@@ -412,8 +427,11 @@ async def test_unexpected_exception_in_a_stream_fails_that_shop_only(
     list, the first example, is now stored with a NULL status.)"""
     _fill(double)
 
+    fired: Counter[str] = Counter()
+
     def hook(api_type: str, p: dict[str, Any], result: Any) -> Any:
         if p["access_token"] == "tok-bad" and api_type == RETURNS and result.get("data"):
+            fired[api_type] += 1
             return b'{"total":1,"pageNumber":1,"data":[' + b"[" * 3000 + b"]" * 3000 + b"]}"
         return result
 
@@ -423,10 +441,14 @@ async def test_unexpected_exception_in_a_stream_fails_that_shop_only(
         ("backfill", ["backfill", "--since", SINCE, "--json"]),
         ("once", ["run", "--once", "--json"]),
     ):
-        done = await run(tmp_path, name, ["--config", str(cfg), *args], within=120)
-        assert done.proc is not None and done.proc.returncode == 3, done.stderr[-3000:]
+        served = fired[RETURNS]
+        done = await run_cli(tmp_path, name, ["--config", str(cfg), *args], within=120)
+        assert fired[RETURNS] > served, f"{name}: the odd return was never served"
+        assert done.returncode == 3, done.stderr[-3000:]
         assert done.summary()["shops_failed"] == ["bad"]
         assert await _payloads(pg_url, schema, "orders", "parent_order_sn", "good") == GOOD_ORDERS
-    status = await run(tmp_path, "status", ["--config", str(cfg), "status", "--json"], within=60)
+    status = await run_cli(
+        tmp_path, "status", ["--config", str(cfg), "status", "--json"], within=60
+    )
     text = status.stdout
     assert "RecursionError" in text and "bad" in text, text[-3000:]

@@ -1,4 +1,4 @@
-"""What an operator sees from the CLI (a subprocess) when the configuration is wrong or Postgres
+"""What an operator sees from the CLI when the configuration is wrong or Postgres
 refuses connections at start-up: a clear message naming the key or the server, the documented
 exit code, and never a secret.
 
@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from engine.cli import main
 from tests.e2e.daemon_harness import free_port
-from tests.reliability.harness import run
+from tests.fixtures_proc import run_cli
 
 APP_SECRET = "app-secret-7f3c9e1d5b"
 TOKEN = "shop-token-2a8d4f6b0c"
@@ -87,22 +88,39 @@ BAD_CONFIGS = [
 ]
 
 
-@pytest.mark.parametrize(("case", "text", "key"), BAD_CONFIGS, ids=[c[0] for c in BAD_CONFIGS])
-async def test_bad_config_exits_2_naming_the_key(
-    case: str, text: str, key: str, tmp_path: Path
-) -> None:
-    cfg = tmp_path / "config.toml"
-    cfg.write_text(text)
-    cli = await run(tmp_path, "cli", ["--config", str(cfg), "run", "--once", "--json"], within=30)
-    assert cli.proc is not None
-    output = cli.stdout + cli.stderr
-    assert cli.proc.returncode == 2, output
+def _check_refusal(case: str, key: str, cfg: Path, rc: int, out: str, err: str) -> None:
+    output = out + err
+    assert rc == 2, output
     assert "configuration error" in output and key in output, output
     assert str(cfg) in output, output  # and the file
     assert "Traceback" not in output, output
     for secret in SECRETS:
         assert secret not in output, f"{case}: a secret was printed: {output}"
-    assert cli.stdout == "", "no summary for a run that never started"
+    assert out == "", "no summary for a run that never started"
+
+
+@pytest.mark.parametrize(("case", "text", "key"), BAD_CONFIGS, ids=[c[0] for c in BAD_CONFIGS])
+def test_bad_config_exits_2_naming_the_key(
+    case: str, text: str, key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # In-process: the configuration is refused before any event loop, logging set-up or
+    # connection, so the CLI's own entry point gives exactly what the process would print.
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(text)
+    rc = main(["--config", str(cfg), "run", "--once", "--json"])
+    captured = capsys.readouterr()
+    _check_refusal(case, key, cfg, rc, captured.out, captured.err)
+
+
+async def test_bad_config_from_the_real_process(tmp_path: Path) -> None:
+    # One case end to end: the exit code and streams of `python -m engine` itself.
+    case, text, key = BAD_CONFIGS[0]
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(text)
+    cli = await run_cli(
+        tmp_path, "cli", ["--config", str(cfg), "run", "--once", "--json"], within=30
+    )
+    _check_refusal(case, key, cfg, *cli.result())
 
 
 def _db_config(tmp_path: Path, url: str) -> Path:
@@ -126,10 +144,9 @@ async def test_postgres_refusing_connections_at_startup(command: list[str], tmp_
     they say which server could not be used and exit 1, without the URL's password."""
     port = free_port()
     cfg = _db_config(tmp_path, f"postgresql://postgres:{DB_PASSWORD}@127.0.0.1:{port}/postgres")
-    cli = await run(tmp_path, "cli", ["--config", str(cfg), *command], within=30)
-    assert cli.proc is not None
+    cli = await run_cli(tmp_path, "cli", ["--config", str(cfg), *command], within=30)
     output = cli.stdout + cli.stderr
-    assert cli.proc.returncode == 1, output
+    assert cli.returncode == 1, output
     assert f"cannot use Postgres at 127.0.0.1:{port}/postgres" in output, output
     assert "refused" in output.lower(), output
     assert "Traceback" not in output, output

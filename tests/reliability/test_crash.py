@@ -16,9 +16,9 @@ import os
 import random
 import signal
 import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -28,23 +28,23 @@ from engine.sim.config import SimConfig
 from engine.sim.server import Simulator
 from engine.store.pool import quote_ident
 from tests.fixtures_db import new_schema_name
+from tests.fixtures_proc import EngineProcess, run_cli
+from tests.fixtures_sim import SimFactory
 from tests.reliability.harness import (
-    Cli,
     at_most_once,
     drop_schema,
     duplicate_inserts,
     record_figures,
-    run,
     scaled,
     sim_toml,
-    truth_differences,
 )
+from tests.truth import truth_differences
 
-SimFactory = Callable[[SimConfig], Awaitable[Simulator]]
 SEED = int(os.environ.get("TEMU_SYNC_CRASH_SEED", "8"))
 TRIALS = scaled(10, 40)
 QPS = 400  # high: trials stay short; pacing is not what is under test here
 STARTUP_S = 0.6  # about how long the CLI takes before its first request
+LAG_S = 1  # sync.safety_lag_s of the incremental trials
 
 
 def accepted(sim: Simulator) -> int:
@@ -65,25 +65,23 @@ class Killer:
         self.work = work
         self.kills = 0
 
-    async def run(self, cli: Cli) -> bool:
+    async def run(self, cli: EngineProcess) -> bool:
         """True if the kill landed; False if the run finished first."""
         threshold = self.rng.randint(0, max(1, self.work))
         base = accepted(self.sim)
         await cli.start()
-        assert cli.proc is not None
         delay = self.rng.uniform(0.05, STARTUP_S) if threshold == 0 else 60.0
         deadline = time.monotonic() + delay
-        while cli.proc.returncode is None:
+        while cli.returncode is None:
             if time.monotonic() >= deadline or (
                 threshold and accepted(self.sim) - base >= threshold
             ):
-                cli.kill()
-                await cli.proc.wait()
-                landed = cli.proc.returncode == -signal.SIGKILL
+                await cli.kill()
+                landed = cli.returncode == -signal.SIGKILL
                 self.kills += landed
                 return landed
             await asyncio.sleep(0.002)
-        assert cli.proc.returncode == 0, cli.stderr[-3000:]
+        assert cli.returncode == 0, cli.stderr[-3000:]
         self.work = max(1, accepted(self.sim) - base)  # the work is smaller than thought
         return False
 
@@ -126,8 +124,8 @@ async def test_sigkill_during_backfill(
     schema = new_schema_name()
     before = accepted(sim)
     try:
-        clean = await run(tmp_path, "clean", args(schema))
-        assert clean.proc is not None and clean.proc.returncode == 0, clean.stderr[-3000:]
+        clean = await run_cli(tmp_path, "clean", args(schema))
+        assert clean.returncode == 0, clean.stderr[-3000:]
         await check_truth(pg_url, schema, sim, "clean backfill")
     finally:
         await drop_schema(pg_url, schema)
@@ -136,9 +134,9 @@ async def test_sigkill_during_backfill(
         schema = new_schema_name()
         try:
             a = args(schema)
-            await killer.run(Cli(tmp_path, f"t{trial}", a))
-            rerun = await run(tmp_path, f"t{trial}-rerun", a)
-            assert rerun.proc is not None and rerun.proc.returncode == 0, rerun.stderr[-3000:]
+            await killer.run(EngineProcess(tmp_path, f"t{trial}", a))
+            rerun = await run_cli(tmp_path, f"t{trial}-rerun", a)
+            assert rerun.returncode == 0, rerun.stderr[-3000:]
             await check_truth(pg_url, schema, sim, f"backfill trial {trial}")
         finally:
             await drop_schema(pg_url, schema)
@@ -147,8 +145,11 @@ async def test_sigkill_during_backfill(
     record_figures("crash_backfill", {"trials": TRIALS, "kills": killer.kills})
 
 
-async def _sync_in_process(sim: Simulator, config: SimConfig, pg_url: str, schema: str) -> None:
-    rt = await open_runtime(settings_for_simulator(sim, config, database_url=pg_url, schema=schema))
+async def _sync_in_process(
+    sim: Simulator, config: SimConfig, pg_url: str, schema: str, **sync: Any
+) -> None:
+    settings = settings_for_simulator(sim, config, database_url=pg_url, schema=schema, sync=sync)
+    rt = await open_runtime(settings)
     try:
         await rt.sync_service().incremental_pass()
         assert not rt.counters.shops_failed
@@ -156,48 +157,88 @@ async def _sync_in_process(sim: Simulator, config: SimConfig, pg_url: str, schem
         await rt.close()
 
 
+async def _cursor_end(pg_url: str, schema: str) -> int:
+    """The latest second any incremental cursor covers."""
+    conn = await asyncpg.connect(pg_url)
+    try:
+        end = await conn.fetchval(
+            f"SELECT max(position) FROM {quote_ident(schema)}.sync_state WHERE kind = 'incremental'"
+        )
+    finally:
+        await conn.close()
+    assert end is not None
+    return int(end.timestamp())
+
+
 async def test_sigkill_during_incremental_pass(
     sim_factory: SimFactory, pg_url: str, schema: str, tmp_path: Path
 ) -> None:
+    """Runs with no overlap (each pass starts one second after its cursor), and every round
+    of changes is stamped over the seconds just after the last cursor, the first of them
+    included: a pass that skipped any of its window, or committed a cursor beyond what it
+    stored, leaves those changes out for good and the truth check fails."""
     config = SimConfig.default(
         orders=scaled(120, 1000), returns=scaled(25, 150), shops=2, qps=QPS, seed=SEED + 1
     )
     sim = await sim_factory(config)
-    # Changes made by mutate() are stamped a few seconds in the past, so they fall inside the
-    # pass's window (which ends safety_lag_s behind now) without the test sleeping.
-    sim.world.clock = lambda: time.time() - 5
     rng = random.Random(SEED + 1)
     cfg = tmp_path / "config.toml"
+    sync = f'[sync]\nstart = "{_since(config)}"\nsafety_lag_s = {LAG_S}\noverlap_s = 0\n'
     cfg.write_text(
-        sim_toml(sim, config, db_url=pg_url, schema=schema, extra="[reconciler]\nenabled = false\n")
+        sim_toml(
+            sim,
+            config,
+            db_url=pg_url,
+            schema=schema,
+            extra=sync + "[reconciler]\nenabled = false\n",
+        )
     )
     args = ["--config", str(cfg), "run", "--once", "--json"]
-    await _sync_in_process(sim, config, pg_url, schema)
+    await _sync_in_process(sim, config, pg_url, schema, overlap_s=0, safety_lag_s=LAG_S)
 
     n = scaled(10, 40)
 
-    def change() -> None:
-        for shop in config.shops:
-            sim.mutate(
-                shop.shop_id,
-                orders_changed=n,
-                orders_new=n,
-                returns_changed=n // 3,
-                returns_new=n // 3,
-            )
+    async def change() -> None:
+        # Seconds after every cursor that the next pass's window (ending LAG_S behind its
+        # start) is sure to reach: wait (bounded) until there is at least one.
+        first = await _cursor_end(pg_url, schema) + 1
+        deadline = time.monotonic() + 10
+        while int(time.time()) - LAG_S < first:
+            assert time.monotonic() < deadline, "the clock does not move"
+            await asyncio.sleep(0.05)
+        seconds = list(range(first, int(time.time()) - LAG_S + 1))
+        try:
+            for i in range(n):
+                # Each change alone, on the next stamp in turn: the cursor's next second
+                # first, the newest last.
+                stamp = seconds[min(i * len(seconds) // n, len(seconds) - 1)]
+                if i == n - 1:
+                    stamp = seconds[-1]
+                sim.world.clock = lambda stamp=stamp: float(stamp)
+                for shop in config.shops:
+                    k = 1 if i % 3 == 0 else 0
+                    sim.mutate(
+                        shop.shop_id,
+                        orders_changed=1,
+                        orders_new=1,
+                        returns_changed=k,
+                        returns_new=k,
+                    )
+        finally:
+            sim.world.clock = time.time
 
     # A clean pass over one round of changes tells how many requests the kills range over.
-    change()
+    await change()
     before = accepted(sim)
-    clean = await run(tmp_path, "clean", args)
-    assert clean.proc is not None and clean.proc.returncode == 0, clean.stderr[-3000:]
+    clean = await run_cli(tmp_path, "clean", args)
+    assert clean.returncode == 0, clean.stderr[-3000:]
     await check_truth(pg_url, schema, sim, "clean incremental pass")
     killer = Killer(sim, rng, accepted(sim) - before)
     for trial in range(TRIALS):
-        change()
-        await killer.run(Cli(tmp_path, f"t{trial}", args))
-        rerun = await run(tmp_path, f"t{trial}-rerun", args)
-        assert rerun.proc is not None and rerun.proc.returncode == 0, rerun.stderr[-3000:]
+        await change()
+        await killer.run(EngineProcess(tmp_path, f"t{trial}", args))
+        rerun = await run_cli(tmp_path, f"t{trial}-rerun", args)
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
         await check_truth(pg_url, schema, sim, f"incremental trial {trial}")
     assert killer.kills >= TRIALS * 0.7, f"only {killer.kills} of {TRIALS} kills landed"
     record_figures("crash_incremental", {"trials": TRIALS, "kills": killer.kills})
@@ -290,17 +331,17 @@ async def test_sigkill_during_reconciler_pass(
 
     # The seed's own backlog first, then a clean pass over one round of work tells how many
     # requests the kills range over.
-    backlog = await run(tmp_path, "backlog", args)
-    assert backlog.proc is not None and backlog.proc.returncode == 0, backlog.stderr[-3000:]
+    backlog = await run_cli(tmp_path, "backlog", args)
+    assert backlog.returncode == 0, backlog.stderr[-3000:]
     await make_work()
     before = accepted(sim)
-    clean = await run(tmp_path, "clean", args)
-    assert clean.proc is not None and clean.proc.returncode == 0, clean.stderr[-3000:]
+    clean = await run_cli(tmp_path, "clean", args)
+    assert clean.returncode == 0, clean.stderr[-3000:]
     assert clean.summary()["labels_uploaded"] > 0, clean.stdout
     killer = Killer(sim, rng, accepted(sim) - before)
     for trial in range(TRIALS):
         await make_work()
-        await killer.run(Cli(tmp_path, f"t{trial}", args))
+        await killer.run(EngineProcess(tmp_path, f"t{trial}", args))
         # The next trial's run is this one's restart (it also finds the new work).
         problems = at_most_once(sim)
         assert not problems, f"reconcile trial {trial}: {problems}"
@@ -318,8 +359,8 @@ async def test_sigkill_during_reconciler_pass(
     finally:
         await conn.close()
     for final in range(5):
-        done = await run(tmp_path, f"final{final}", args)
-        assert done.proc is not None and done.proc.returncode == 0, done.stderr[-3000:]
+        done = await run_cli(tmp_path, f"final{final}", args)
+        assert done.returncode == 0, done.stderr[-3000:]
         box = await _outbox(pg_url, schema)
         if not box.get("pending") and not box.get("running"):
             break
@@ -345,6 +386,15 @@ async def test_sigkill_during_reconciler_pass(
     assert uploaded, "no label was uploaded at all"
     cancelled = {p["referenceNumber"] for p in sim.oc_pushes() if p["operation"] == "CANCEL"}
     assert cancelled, "no OC cancel was pushed at all"
+    # Every return cancelled or denied at Temu has its RMA cancelled at OC: none left open.
+    ended = {
+        r["parentAfterSalesSn"]
+        for s in config.shops
+        for r in sim.truth_returns(s.shop_id)
+        if r["parentAfterSalesStatus"] in (6, 7)
+    }
+    assert ended & cancelled, "no cancel among the trials' work"
+    assert sorted(ended & _open_rma_refs(sim)) == [], "RMAs still open for ended returns"
     problems = at_most_once(sim)
     assert not problems, problems
     record_figures(

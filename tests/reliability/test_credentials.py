@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
 
 from engine.sim.config import SimConfig
 from engine.sim.server import Simulator
-from tests.reliability.harness import run, sim_toml, truth_differences
+from tests.fixtures_proc import run_cli
+from tests.fixtures_sim import SimFactory
+from tests.reliability.harness import sim_toml
+from tests.truth import truth_differences
 
-SimFactory = Callable[[SimConfig], Awaitable[Simulator]]
 SMALL = {"orders": 120, "returns": 20, "qps": 400}
 
 
@@ -53,14 +54,14 @@ async def test_revoked_token_stops_that_shop_only(
     cfg.write_text(sim_toml(sim, config, db_url=pg_url, schema=schema))
     conf = ["--config", str(cfg)]
 
-    once = await run(tmp_path, "once", [*conf, "run", "--once", "--json"])
-    assert once.proc is not None and once.proc.returncode == 3, once.stderr[-3000:]
+    once = await run_cli(tmp_path, "once", [*conf, "run", "--once", "--json"])
+    assert once.returncode == 3, once.stderr[-3000:]
     assert once.summary()["shops_failed"] == ["shop-2"]
     assert "shop-2" in once.stderr and "3000034" in once.stderr, once.stderr[-3000:]
     await _only_shop_equals_truth(pg_url, schema, sim, "shop-1", "shop-2")
 
-    status = await run(tmp_path, "status", [*conf, "status"])
-    assert status.proc is not None and status.proc.returncode == 0, status.stderr
+    status = await run_cli(tmp_path, "status", [*conf, "status"])
+    assert status.returncode == 0, status.stderr
     lines = status.stdout.splitlines()
     failing = [ln for ln in lines if ln.startswith("shop-2") and "FAILING" in ln]
     assert failing and all("3000034" in ln for ln in failing), status.stdout
@@ -84,12 +85,12 @@ async def test_wrong_secret_and_unknown_app_fail_that_apps_shops(
     for case, (text, app_key, code) in cases.items():
         cfg = tmp_path / f"{code}.toml"
         cfg.write_text(text)
-        bf = await run(
+        bf = await run_cli(
             tmp_path,
             code,
             ["--config", str(cfg), "backfill", "--since", "2000-01-01T00:00:00Z", "--json"],
         )
-        assert bf.proc is not None and bf.proc.returncode == 3, f"{case}: {bf.stderr[-3000:]}"
+        assert bf.returncode == 3, f"{case}: {bf.stderr[-3000:]}"
         assert bf.summary()["shops_failed"] == ["shop-2"], case
         errors = [ln for ln in bf.stderr.splitlines() if "shop-2" in ln and "ERROR" in ln]
         assert errors, f"{case}: {bf.stderr[-3000:]}"
@@ -112,9 +113,9 @@ async def test_clock_skew_is_reported_in_seconds(
     cfg.write_text(
         sim_toml(sim, config, db_url=pg_url, schema=schema, extra="[reconciler]\nenabled = false\n")
     )
-    once = await run(tmp_path, "once", ["--config", str(cfg), "run", "--once", "--json"])
+    once = await run_cli(tmp_path, "once", ["--config", str(cfg), "run", "--once", "--json"])
     # The only shop failed: a failure (1), not "some shops failed" (3).
-    assert once.proc is not None and once.proc.returncode == 1, once.stderr[-3000:]
+    assert once.returncode == 1, once.stderr[-3000:]
     assert once.summary()["shops_failed"] == ["shop-1"]
     errors = [ln for ln in once.stderr.splitlines() if "ERROR" in ln and "3000012" in ln]
     assert errors, once.stderr[-3000:]

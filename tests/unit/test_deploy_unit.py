@@ -85,8 +85,6 @@ def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
     text = re.sub(r"^ExecStart=\S+", f"ExecStart={program}", UNIT.read_text(), flags=re.M)
     unit = tmp_path / "temu-sync.service"
     unit.write_text(text)
-    out = subprocess.run(
-        [analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60
-    )
+    out = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60)
     problems = [ln for ln in out.stderr.splitlines() if "temu-sync.service" in ln]
     assert out.returncode == 0 and not problems, out.stderr
