@@ -17,13 +17,13 @@ import asyncpg
 from engine.sim import SimConfig
 from engine.store.pool import quote_ident
 from tests.e2e.daemon_harness import (
-    CliProcess,
     db_differences,
     eventually,
     free_port,
     get_json,
     write_config,
 )
+from tests.fixtures_proc import EngineProcess
 from tests.fixtures_sim import SimFactory
 
 LOCK_S = 45.0
@@ -42,8 +42,7 @@ async def test_a_locked_orders_table_shows_in_healthz_and_heals(
         listen=f"127.0.0.1:{port}",
         poll_interval_s=10.0,  # stale only after 60 s: the failing streak must show first
     )
-    daemon = CliProcess(tmp_path, "daemon")
-    await daemon.start(["--config", str(cfg), "run"])
+    daemon = await EngineProcess(tmp_path, "daemon", ["--config", str(cfg), "run"]).start()
     base = f"http://127.0.0.1:{port}"
     conn = await asyncpg.connect(pg_url)
     try:
@@ -58,7 +57,7 @@ async def test_a_locked_orders_table_shows_in_healthz_and_heals(
 
             await eventually(synced, within=60, what="the first sync")
             await eventually(healthy, within=30, what="/healthz 200 after the first sync")
-            pid = daemon.proc.pid if daemon.proc else None
+            pid = daemon.pid
 
             locker = await asyncpg.connect(pg_url)
             tx = locker.transaction()
@@ -95,14 +94,14 @@ async def test_a_locked_orders_table_shows_in_healthz_and_heals(
             await eventually(healthy, within=30, what="/healthz 200 again on its own")
             recovered = time.monotonic() - released_at
             assert recovered <= 30, recovered
-            assert daemon.proc is not None and daemon.proc.returncode is None
-            assert daemon.proc.pid == pid
+            assert daemon.returncode is None
+            assert daemon.pid == pid
             assert "crashed" not in daemon.output, daemon.output
             print(
                 f"healthz 503 after {first_503:.1f} s of lock; equal again {recovered:.1f} s after"
             )
     finally:
         await conn.close()
-        if daemon.proc is not None and daemon.proc.returncode is None:
+        if daemon.returncode is None:
             daemon.signal(signal.SIGTERM)
             assert await daemon.wait(20) == 0, daemon.output

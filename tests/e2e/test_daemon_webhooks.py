@@ -25,14 +25,13 @@ import orjson
 
 from engine.sim import SimConfig, Simulator
 from tests.e2e.daemon_harness import (
-    CliProcess,
     NotifySocket,
     eventually,
     free_port,
     get_text,
-    run_cli,
     write_config,
 )
+from tests.fixtures_proc import EngineProcess, run_cli
 from tests.fixtures_sim import SimFactory
 
 SHOPS = ("shop-1", "shop-2")
@@ -107,19 +106,23 @@ async def test_webhooks_bring_changes_in_seconds_once_each(
         extra=f'\n[webhooks]\nenabled = true\nlisten = "127.0.0.1:{hook_port}"\n',
     )
     notify = NotifySocket(tmp_path / "notify.sock")
-    daemon = CliProcess(tmp_path, "daemon")
+    daemon = EngineProcess(
+        tmp_path, "daemon", ["--config", str(cfg), "run"], env={"NOTIFY_SOCKET": str(notify.path)}
+    )
     conn = await asyncpg.connect(pg_url)
     stop = asyncio.Event()
     watcher_task: asyncio.Task[None] | None = None
     watch_conn: asyncpg.Connection | None = None
     try:
-        await daemon.start(["--config", str(cfg), "run"], env={"NOTIFY_SOCKET": str(notify.path)})
+        await daemon.start()
         await notify.wait_for("READY=1", within=30)
         # The first pass is the backfill; the next poll is 300 s away.
         await eventually(lambda: _backfilled(conn, schema, sim), within=90, what="the backfill")
-        rc, out, err = await run_cli(
-            tmp_path, "subscribe", ["--config", str(cfg), "webhooks", "subscribe"], within=30
-        )
+        rc, out, err = (
+            await run_cli(
+                tmp_path, "subscribe", ["--config", str(cfg), "webhooks", "subscribe"], within=30
+            )
+        ).result()
         assert rc == 0, out + err
         assert {line.split(":")[:2][1].strip() for line in out.splitlines()} == {"subscribed"}, out
         sim.webhooks.configure(
