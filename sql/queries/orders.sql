@@ -1,32 +1,67 @@
--- name: write_orders
--- One page of bg.order.list.v2.get items in ONE statement (so one round trip and one implicit
--- transaction): orders, their lines, the changes rows and optionally the sync cursor.
--- $1 shop_id, $2 page items (jsonb array), $3 stream, $4 kind, $5 position (NULL $3: no cursor),
--- $6 orderSn values of lines to leave out (NULL: none; set only when isolating a bad line).
+-- name: orders_changed
+-- The read half of an orders page: which of the page's orders are new or differ from the
+-- stored row, by content hash alone (one primary-key probe per order, no payload sent).
+-- $1 shop_id, $2 parentOrderSn values, $3 their content hashes (same order),
+-- $4 stream, $5 kind, $6 position (NULL $4: no cursor).
 --
--- Rows whose payload is unchanged are filtered out before the INSERT, so they are never
--- locked or rewritten (no new row version, no WAL). ON CONFLICT ... WHERE repeats the check for
--- a row another session inserted or changed after this statement's snapshot. Duplicate keys in
--- one page collapse to the last occurrence (ON CONFLICT cannot touch a row twice).
-WITH items AS (
-    SELECT e.item, e.ord, nullif(e.item -> 'parentOrderMap' ->> 'parentOrderSn', '') AS sn
-    FROM jsonb_array_elements($2::jsonb) WITH ORDINALITY AS e (item, ord)
+-- When nothing differs the page is done here: the cursor moves in this statement (its own
+-- transaction) and no row is locked or written. When something differs the cursor is left
+-- alone: write_orders moves it in the transaction that stores the changed records.
+WITH page AS (
+    SELECT p.sn, p.h
+    FROM unnest($2::text[], $3::bytea[]) AS p (sn, h)
 ),
-src AS (
-    SELECT DISTINCT ON (sn) sn, item, ord
-    FROM items
-    WHERE sn IS NOT NULL
-    ORDER BY sn, ord DESC
+changed AS (
+    SELECT p.sn
+    FROM page AS p
+    LEFT JOIN LATERAL (
+        -- LATERAL ... LIMIT 1 pins the plan to one primary-key probe per key (see write_orders).
+        SELECT x.content_hash
+        FROM orders AS x
+        WHERE x.shop_id = $1::text AND x.parent_order_sn = p.sn
+        LIMIT 1
+    ) AS o ON true
+    WHERE o.content_hash IS DISTINCT FROM p.h
+),
+adv AS (
+    INSERT INTO sync_state AS st (shop_id, stream, kind, position, updated_at)
+    SELECT $1::text, $4::text, $5::text, $6::timestamptz, now()
+    WHERE $4::text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM changed)
+    ON CONFLICT (shop_id, stream, kind) DO UPDATE SET
+        position = CASE WHEN st.kind = 'incremental'
+                        THEN greatest(st.position, EXCLUDED.position)
+                        ELSE EXCLUDED.position END,
+        updated_at = EXCLUDED.updated_at
+    RETURNING 1
+)
+SELECT array(SELECT sn FROM changed) AS changed, (SELECT count(*) FROM adv) AS advanced;
+
+-- name: write_orders
+-- The write half: orders (de-duplicated by the caller, in page order), their lines, the
+-- changes rows and optionally the cursor, in ONE statement (one implicit transaction).
+-- $1 shop_id, $2 parentOrderSn values, $3 content hashes, $4 payloads (jsonb, the bytes the
+-- hashes were computed from), $5 stream, $6 kind, $7 position (NULL $5: no cursor),
+-- $8 orderSn values of lines to leave out (NULL: none; set only when isolating a bad line).
+--
+-- An order whose stored hash equals the sent one is unchanged. One whose hash differs (or is
+-- NULL: a row written before schema version 10) is compared by payload, and only a payload
+-- that really differs is written: an unchanged row is never locked or rewritten, and its hash
+-- is left as it is (filled the next time the record really changes). ON CONFLICT ... WHERE
+-- repeats the check for a row another session inserted or changed after this snapshot.
+WITH src AS (
+    SELECT s.sn, s.h, s.item, s.ord
+    FROM unnest($2::text[], $3::bytea[], $4::jsonb[]) WITH ORDINALITY AS s (sn, h, item, ord)
 ),
 old_o AS (
-    SELECT s.sn, s.item, s.ord, o.payload AS old_payload, o.parent_order_status AS old_status,
-           o.payload IS DISTINCT FROM s.item AS changed
+    SELECT s.sn, s.h, s.item, s.ord, o.payload AS old_payload, o.parent_order_status AS old_status,
+           CASE WHEN o.content_hash = s.h THEN false
+                ELSE o.payload IS DISTINCT FROM s.item END AS changed
     FROM src AS s
     LEFT JOIN LATERAL (
         -- LATERAL ... LIMIT 1 pins the plan to one primary-key probe per incoming row. As a
         -- plain join, a plan cached while the table was small or unanalyzed (a new install)
         -- becomes a hash join over the whole table on every later page.
-        SELECT x.payload, x.parent_order_status
+        SELECT x.payload, x.parent_order_status, x.content_hash
         FROM orders AS x
         WHERE x.shop_id = $1::text AND x.parent_order_sn = s.sn
         LIMIT 1
@@ -35,13 +70,13 @@ old_o AS (
 up_o AS (
     INSERT INTO orders AS t (
         shop_id, parent_order_sn, parent_order_status, parent_order_time, update_time,
-        payload, synced_at, created_at
+        payload, content_hash, synced_at, created_at
     )
     SELECT $1::text, sn,
            j_int(item -> 'parentOrderMap' -> 'parentOrderStatus'),
            j_ts(item -> 'parentOrderMap' -> 'parentOrderTime'),
            j_ts(item -> 'parentOrderMap' -> 'updateTime'),
-           item, now(), now()
+           item, h, now(), now()
     FROM old_o
     WHERE changed
     ORDER BY sn  -- a stable lock order keeps concurrent writers of one shop from deadlocking
@@ -50,6 +85,7 @@ up_o AS (
         parent_order_time = EXCLUDED.parent_order_time,
         update_time = EXCLUDED.update_time,
         payload = EXCLUDED.payload,
+        content_hash = EXCLUDED.content_hash,
         synced_at = EXCLUDED.synced_at
     WHERE t.payload IS DISTINCT FROM EXCLUDED.payload
     RETURNING t.parent_order_sn AS sn, (t.xmax = 0) AS inserted,
@@ -70,20 +106,20 @@ ch_o AS (
     ORDER BY u.sn
 ),
 -- Lines are part of their order's payload, so an unchanged order has unchanged lines: only
--- lines of new or changed orders are diffed (for no-op pages the bulk of the work).
-all_lines AS (
-    SELECT s.sn AS parent_sn, s.ord, s.changed, l.lord, l.line,
-           nullif(l.line ->> 'orderSn', '') AS lsn
-    FROM old_o AS s
-    CROSS JOIN LATERAL jsonb_array_elements(
-        CASE WHEN jsonb_typeof(s.item -> 'orderList') = 'array'
-             THEN s.item -> 'orderList' ELSE '[]'::jsonb END
-    ) WITH ORDINALITY AS l (line, lord)
-),
+-- lines of new or changed orders are diffed.
 lines AS (
     SELECT DISTINCT ON (lsn) lsn, parent_sn, line
-    FROM all_lines
-    WHERE lsn IS NOT NULL AND changed AND NOT (lsn = ANY (coalesce($6::text[], '{}')))
+    FROM (
+        SELECT s.sn AS parent_sn, s.ord, l.lord, l.line,
+               nullif(l.line ->> 'orderSn', '') AS lsn
+        FROM old_o AS s
+        CROSS JOIN LATERAL jsonb_array_elements(
+            CASE WHEN jsonb_typeof(s.item -> 'orderList') = 'array'
+                 THEN s.item -> 'orderList' ELSE '[]'::jsonb END
+        ) WITH ORDINALITY AS l (line, lord)
+        WHERE s.changed
+    ) AS all_lines
+    WHERE lsn IS NOT NULL AND NOT (lsn = ANY (coalesce($8::text[], '{}')))
     ORDER BY lsn, ord DESC, lord DESC
 ),
 old_l AS (
@@ -135,8 +171,8 @@ ch_l AS (
 ),
 adv AS (
     INSERT INTO sync_state AS st (shop_id, stream, kind, position, updated_at)
-    SELECT $1::text, $3::text, $4::text, $5::timestamptz, now()
-    WHERE $3::text IS NOT NULL
+    SELECT $1::text, $5::text, $6::text, $7::timestamptz, now()
+    WHERE $5::text IS NOT NULL
     ON CONFLICT (shop_id, stream, kind) DO UPDATE SET
         position = CASE WHEN st.kind = 'incremental'
                         THEN greatest(st.position, EXCLUDED.position)
@@ -145,13 +181,8 @@ adv AS (
     RETURNING 1
 )
 SELECT
-    (SELECT count(*) FROM src) AS orders,
-    (SELECT count(*) FROM items WHERE sn IS NULL) AS orders_skipped,
     (SELECT count(*) FILTER (WHERE inserted) FROM up_o) AS orders_inserted,
     (SELECT count(*) FILTER (WHERE NOT inserted) FROM up_o) AS orders_updated,
-    (SELECT count(*) FROM lines)
-        + (SELECT count(*) FROM all_lines WHERE lsn IS NOT NULL AND NOT changed) AS lines,
-    (SELECT count(*) FROM all_lines WHERE lsn IS NULL) AS lines_skipped,
     (SELECT count(*) FILTER (WHERE inserted) FROM up_l) AS lines_inserted,
     (SELECT count(*) FILTER (WHERE NOT inserted) FROM up_l) AS lines_updated,
     (SELECT count(*) FROM adv) AS advanced;

@@ -1,0 +1,124 @@
+"""The orders writer's content-hash path (issue 16): what it skips, what it must still see.
+
+A page is first compared by (key, hash); only orders whose hash differs travel, and those are
+compared by payload before anything is written. These tests pin both halves: an unchanged
+order gets no new row version whatever its hash says, and a change anywhere in the record
+(however deep) is stored with its changes row.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from typing import Any
+
+import asyncpg
+import orjson
+
+from engine.store.store import DiffCounts, Store
+from tests.integration.test_store_diff import order, xmins
+
+SHOP = "us-main"
+
+
+def canonical_hash(item: Any) -> bytes:
+    return hashlib.sha256(orjson.dumps(item, option=orjson.OPT_SORT_KEYS)).digest()
+
+
+async def stored_hash(pool: asyncpg.Pool, sn: str) -> bytes | None:
+    h: bytes | None = await pool.fetchval(
+        "SELECT content_hash FROM orders WHERE parent_order_sn = $1", sn
+    )
+    return h
+
+
+async def changes(pool: asyncpg.Pool) -> list[tuple[str, str, str, list[str] | None]]:
+    rows = await pool.fetch(
+        "SELECT entity, entity_key, op, changed_fields FROM changes ORDER BY id"
+    )
+    return [(r["entity"], r["entity_key"], r["op"], r["changed_fields"]) for r in rows]
+
+
+async def test_hash_is_of_the_canonical_record(store: Store, pool: asyncpg.Pool) -> None:
+    item = order("PO-1", lines=2)
+    await store.write_orders(SHOP, [item])
+    assert await stored_hash(pool, "PO-1") == canonical_hash(item)
+    # The stored payload is the record; the hash does not depend on key order.
+    reordered = {"orderList": item["orderList"], "parentOrderMap": item["parentOrderMap"]}
+    assert canonical_hash(reordered) == canonical_hash(item)
+
+
+async def test_change_deep_inside_a_line_is_stored(store: Store, pool: asyncpg.Pool) -> None:
+    page = [order(f"PO-{i}", lines=2) for i in range(5)]
+    await store.write_orders(SHOP, page)
+    before = await xmins(pool, "order_lines")
+    n = len(await changes(pool))
+
+    page2 = copy.deepcopy(page)
+    # Three levels down in one line of one order: status, times and everything else equal.
+    page2[3]["orderList"][1]["productList"][0]["extCode"][1][1]["c"] = "now set"
+    got = await store.write_orders(SHOP, page2)
+    assert got == {"order": DiffCounts(0, 1, 4), "order_line": DiffCounts(0, 1, 9)}
+    assert sorted((await changes(pool))[n:]) == [
+        ("order", "PO-3", "update", ["orderList"]),
+        ("order_line", "PO-3-L1", "update", ["productList"]),
+    ]
+    after = await xmins(pool, "order_lines")
+    assert {k for k in before if before[k] != after[k]} == {"PO-3-L1"}
+    assert await stored_hash(pool, "PO-3") == canonical_hash(page2[3])
+    stored = await pool.fetchval("SELECT payload FROM order_lines WHERE order_sn = 'PO-3-L1'")
+    assert stored == page2[3]["orderList"][1]
+
+
+async def test_changed_field_of_parent_map_is_named(store: Store, pool: asyncpg.Pool) -> None:
+    await store.write_orders(SHOP, [order("PO-1", regionId=211, siteId=100)])
+    n = len(await changes(pool))
+    got = await store.write_orders(SHOP, [order("PO-1", regionId=212, siteId=100)])
+    assert got["order"] == DiffCounts(0, 1, 0) and got["order_line"] == DiffCounts(0, 0, 1)
+    assert (await changes(pool))[n:] == [("order", "PO-1", "update", ["regionId"])]
+
+
+async def test_a_differing_hash_alone_writes_nothing(store: Store, pool: asyncpg.Pool) -> None:
+    """The hash only decides what travels: a row whose stored hash is stale or missing (written
+    before schema version 10) but whose payload equals the record is left untouched."""
+    page = [order(f"PO-{i}") for i in range(4)]
+    await store.write_orders(SHOP, page)
+    await pool.execute("UPDATE orders SET content_hash = NULL WHERE parent_order_sn = 'PO-1'")
+    await pool.execute(
+        "UPDATE orders SET content_hash = '\\x00'::bytea WHERE parent_order_sn = 'PO-2'"
+    )
+    snap = {t: await xmins(pool, t) for t in ("orders", "order_lines")}
+    n = len(await changes(pool))
+
+    got = await store.write_orders(SHOP, copy.deepcopy(page))
+    assert got == {"order": DiffCounts(0, 0, 4), "order_line": DiffCounts(0, 0, 4)}
+    assert {t: await xmins(pool, t) for t in snap} == snap
+    assert len(await changes(pool)) == n
+    assert await pool.fetchval("SELECT count(*) FROM orders WHERE xmax::text <> '0'") == 0
+    assert await stored_hash(pool, "PO-1") is None  # lazily filled: only by a real change
+
+    # The same rows, really changed: written, with their hash.
+    page[1] = order("PO-1", status=4)
+    got = await store.write_orders(SHOP, page)
+    assert got["order"] == DiffCounts(0, 1, 3)
+    assert await stored_hash(pool, "PO-1") == canonical_hash(page[1])
+
+
+async def test_same_value_spelled_differently_is_no_change(
+    store: Store, pool: asyncpg.Pool
+) -> None:
+    """1.0 and 1 hash differently but are the same jsonb number: compared, not written."""
+    await store.write_orders(SHOP, [order("PO-1", weight=1)])
+    snap = await xmins(pool, "orders")
+    got = await store.write_orders(SHOP, [order("PO-1", weight=1.0)])
+    assert got["order"] == DiffCounts(0, 0, 1)
+    assert await xmins(pool, "orders") == snap
+
+
+async def test_a_true_that_was_one_is_a_change(store: Store, pool: asyncpg.Pool) -> None:
+    """Python says True == 1; Postgres (and the contract) do not."""
+    await store.write_orders(SHOP, [order("PO-1", hasShippingFee=1)])
+    n = len(await changes(pool))
+    got = await store.write_orders(SHOP, [order("PO-1", hasShippingFee=True)])
+    assert got["order"] == DiffCounts(0, 1, 0)
+    assert (await changes(pool))[n:] == [("order", "PO-1", "update", ["hasShippingFee"])]
