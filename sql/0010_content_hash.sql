@@ -14,3 +14,14 @@
 ALTER TABLE orders ADD COLUMN content_hash bytea;
 COMMENT ON COLUMN orders.content_hash IS
     'sha256 of the payload as the engine serialised it (sorted keys); NULL: written before version 10';
+
+-- changed_fields are sorted by code point (COLLATE "C"), whatever the database's collation:
+-- the engine now computes most of them (orders_write.py) and sorts them the same way.
+CREATE OR REPLACE FUNCTION jsonb_changed_keys(old jsonb, new jsonb) RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT coalesce(array_agg(key ORDER BY key COLLATE "C"), '{}')
+    FROM jsonb_each(CASE WHEN jsonb_typeof(old) = 'object' THEN old ELSE '{}' END) AS o
+    FULL JOIN jsonb_each(CASE WHEN jsonb_typeof(new) = 'object' THEN new ELSE '{}' END) AS n
+        USING (key)
+    WHERE o.value IS DISTINCT FROM n.value
+$$;

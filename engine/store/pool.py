@@ -25,11 +25,13 @@ _NUL_ESCAPE = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
 log = logging.getLogger(__name__)
 
 
-def json_bytes(value: Any, *, sort_keys: bool = False) -> bytes:
-    """``value`` as JSON that Postgres accepts (U+0000 replaced by U+FFFD, logged).
+def json_bytes(value: Any) -> bytes:
+    """``value`` as JSON that Postgres accepts (U+0000 replaced by U+FFFD, logged)."""
+    return without_nul(orjson.dumps(value))
 
-    ``sort_keys``: canonical bytes (the orders writer hashes them)."""
-    data = orjson.dumps(value, option=orjson.OPT_SORT_KEYS if sort_keys else None)
+
+def without_nul(data: bytes) -> bytes:
+    """JSON text with its U+0000 escapes replaced by U+FFFD (logged)."""
     if b"\\u0000" in data:
         data, n = _NUL_ESCAPE.subn(rb"\1\\ufffd", data)
         if n:

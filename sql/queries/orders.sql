@@ -4,19 +4,19 @@
 -- $1 shop_id, $2 parentOrderSn values, $3 their content hashes (same order),
 -- $4 stream, $5 kind, $6 position (NULL $4: no cursor).
 --
--- When nothing differs the page is done here: the cursor moves in this statement (its own
--- transaction) and no row is locked or written. When something differs the cursor is left
--- alone: write_orders moves it in the transaction that stores the changed records.
+-- When nothing differs the page is done here (no row returned): the cursor moves in this
+-- statement (its own transaction) and no row is locked or written. When something differs the
+-- cursor is left alone: write_orders moves it in the transaction that stores the changes.
 WITH page AS (
     SELECT p.sn, p.h
     FROM unnest($2::text[], $3::bytea[]) AS p (sn, h)
 ),
 changed AS (
-    SELECT p.sn
+    SELECT p.sn, o.payload, o.row_version
     FROM page AS p
     LEFT JOIN LATERAL (
         -- LATERAL ... LIMIT 1 pins the plan to one primary-key probe per key (see write_orders).
-        SELECT x.content_hash
+        SELECT x.content_hash, x.payload, x.xmin::text AS row_version
         FROM orders AS x
         WHERE x.shop_id = $1::text AND x.parent_order_sn = p.sn
         LIMIT 1
@@ -34,26 +34,40 @@ adv AS (
         updated_at = EXCLUDED.updated_at
     RETURNING 1
 )
-SELECT array(SELECT sn FROM changed) AS changed, (SELECT count(*) FROM adv) AS advanced;
+-- The changed orders with their stored payload (NULL: new) and its row version (xmin): the
+-- engine computes changed_fields from it, the orders' and their lines'.
+SELECT c.sn, c.payload, c.row_version
+FROM changed AS c;
 
 -- name: write_orders
--- The write half: orders (de-duplicated by the caller, in page order), their lines, the
+-- The write half: orders (de-duplicated and sorted by key by the caller), their lines, the
 -- changes rows and optionally the cursor, in ONE statement (one implicit transaction).
--- $1 shop_id, $2 parentOrderSn values, $3 content hashes, $4 payloads (jsonb, the bytes the
--- hashes were computed from), $5 stream, $6 kind, $7 position (NULL $5: no cursor),
--- $8 orderSn values of lines to leave out (NULL: none; set only when isolating a bad line).
+-- $1 shop_id; per order: $2 parentOrderSn, $3 content hash, $4 payload (jsonb: the bytes the
+-- hash was computed from), $5 position in the page, $6 row version (xmin) the engine computed
+-- changed_fields against (NULL: none), $7/$8 bounds of those changed_fields in $14;
+-- per line the engine diffed: $9 orderSn, $10 the order it diffed it in (against that
+-- order's stored payload), $11 its index in that payload's orderList, $12/$13 bounds in $14;
+-- $14 every changed field name, flat; $15 stream, $16 kind, $17 position (NULL $15: no
+-- cursor); $18 orderSn values of lines to leave out (NULL: none; only when isolating a line).
 --
 -- An order whose stored hash equals the sent one is unchanged. One whose hash differs (or is
 -- NULL: a row written before schema version 10) is compared by payload, and only a payload
 -- that really differs is written: an unchanged row is never locked or rewritten, and its hash
 -- is left as it is (filled the next time the record really changes). ON CONFLICT ... WHERE
 -- repeats the check for a row another session inserted or changed after this snapshot.
+-- changed_fields come from the engine when the row is still the version it diffed against
+-- (a line: when the stored line equals the line of the order version the engine diffed), else
+-- (a row changed in between, a line moved between orders, an unusual value) they are
+-- computed here.
 WITH src AS (
-    SELECT s.sn, s.h, s.item, s.ord
-    FROM unnest($2::text[], $3::bytea[], $4::jsonb[]) WITH ORDINALITY AS s (sn, h, item, ord)
+    SELECT *
+    FROM unnest($2::text[], $3::bytea[], $4::jsonb[], $5::int[], $6::text[], $7::int[],
+                $8::int[]) AS s (sn, h, item, pos, seen, cf_lo, cf_hi)
 ),
 old_o AS (
-    SELECT s.sn, s.h, s.item, s.ord, o.payload AS old_payload, o.parent_order_status AS old_status,
+    SELECT s.sn, s.h, s.item, s.pos, s.seen, s.cf_lo, s.cf_hi,
+           o.payload AS old_payload, o.parent_order_status AS old_status,
+           o.row_version,
            CASE WHEN o.content_hash = s.h THEN false
                 ELSE o.payload IS DISTINCT FROM s.item END AS changed
     FROM src AS s
@@ -61,13 +75,15 @@ old_o AS (
         -- LATERAL ... LIMIT 1 pins the plan to one primary-key probe per incoming row. As a
         -- plain join, a plan cached while the table was small or unanalyzed (a new install)
         -- becomes a hash join over the whole table on every later page.
-        SELECT x.payload, x.parent_order_status, x.content_hash
+        SELECT x.payload, x.parent_order_status, x.content_hash, x.xmin::text AS row_version
         FROM orders AS x
         WHERE x.shop_id = $1::text AND x.parent_order_sn = s.sn
         LIMIT 1
     ) AS o ON true
 ),
 up_o AS (
+    -- No ORDER BY: the rows come sorted by key (a stable lock order keeps concurrent writers
+    -- of one shop from deadlocking) and sorting the wide payloads again costs a copy of each.
     INSERT INTO orders AS t (
         shop_id, parent_order_sn, parent_order_status, parent_order_time, update_time,
         payload, content_hash, synced_at, created_at
@@ -79,7 +95,6 @@ up_o AS (
            item, h, now(), now()
     FROM old_o
     WHERE changed
-    ORDER BY sn  -- a stable lock order keeps concurrent writers of one shop from deadlocking
     ON CONFLICT (shop_id, parent_order_sn) DO UPDATE SET
         parent_order_status = EXCLUDED.parent_order_status,
         parent_order_time = EXCLUDED.parent_order_time,
@@ -95,22 +110,24 @@ ch_o AS (
     INSERT INTO changes (shop_id, entity, entity_key, op, changed_fields, old_status, new_status)
     SELECT $1::text, 'order', u.sn,
            CASE WHEN u.inserted THEN 'insert' ELSE 'update' END,
-           CASE WHEN NOT u.inserted THEN
-               jsonb_changed_keys(o.old_payload -> 'parentOrderMap', u.payload -> 'parentOrderMap')
-               || array_remove(jsonb_changed_keys(o.old_payload, u.payload), 'parentOrderMap')
+           CASE WHEN u.inserted THEN NULL
+                WHEN o.seen = o.row_version THEN ($14::text[])[o.cf_lo:o.cf_hi]
+                ELSE jsonb_changed_keys(o.old_payload -> 'parentOrderMap',
+                                        u.payload -> 'parentOrderMap')
+                     || array_remove(jsonb_changed_keys(o.old_payload, u.payload),
+                                     'parentOrderMap')
            END,
            CASE WHEN NOT u.inserted THEN o.old_status END,
            u.new_status
     FROM up_o AS u
     JOIN old_o AS o USING (sn)
-    ORDER BY u.sn
 ),
 -- Lines are part of their order's payload, so an unchanged order has unchanged lines: only
--- lines of new or changed orders are diffed.
+-- lines of new or changed orders are diffed. A key repeated in the page: the last one wins.
 lines AS (
     SELECT DISTINCT ON (lsn) lsn, parent_sn, line
     FROM (
-        SELECT s.sn AS parent_sn, s.ord, l.lord, l.line,
+        SELECT s.sn AS parent_sn, s.pos, l.lord, l.line,
                nullif(l.line ->> 'orderSn', '') AS lsn
         FROM old_o AS s
         CROSS JOIN LATERAL jsonb_array_elements(
@@ -119,20 +136,22 @@ lines AS (
         ) WITH ORDINALITY AS l (line, lord)
         WHERE s.changed
     ) AS all_lines
-    WHERE lsn IS NOT NULL AND NOT (lsn = ANY (coalesce($8::text[], '{}')))
-    ORDER BY lsn, ord DESC, lord DESC
+    WHERE lsn IS NOT NULL AND NOT (lsn = ANY (coalesce($18::text[], '{}')))
+    ORDER BY lsn, pos DESC, lord DESC
 ),
 old_l AS (
-    SELECT l.lsn, l.parent_sn, l.line, ol.payload AS old_payload, ol.order_status AS old_status
+    SELECT l.lsn, l.parent_sn, l.line, ol.payload AS old_payload, ol.order_status AS old_status,
+           ol.row_version
     FROM lines AS l
     LEFT JOIN LATERAL (
-        SELECT x.payload, x.order_status
+        SELECT x.payload, x.order_status, x.xmin::text AS row_version
         FROM order_lines AS x
         WHERE x.shop_id = $1::text AND x.order_sn = l.lsn
         LIMIT 1
     ) AS ol ON true
 ),
 up_l AS (
+    -- Sorted by key already (DISTINCT ON): see up_o.
     INSERT INTO order_lines AS t (
         shop_id, order_sn, parent_order_sn, order_status, goods_id, sku_id, quantity,
         payload, synced_at, created_at
@@ -145,7 +164,6 @@ up_l AS (
            line, now(), now()
     FROM old_l
     WHERE old_payload IS DISTINCT FROM line
-    ORDER BY lsn
     ON CONFLICT (shop_id, order_sn) DO UPDATE SET
         parent_order_sn = EXCLUDED.parent_order_sn,
         order_status = EXCLUDED.order_status,
@@ -158,21 +176,32 @@ up_l AS (
     RETURNING t.order_sn AS lsn, (t.xmax = 0) AS inserted,
               t.order_status AS new_status, t.payload
 ),
+seen_l AS (
+    SELECT *
+    FROM unnest($9::text[], $10::text[], $11::int[], $12::int[], $13::int[])
+        AS li (lsn, parent_sn, idx, cf_lo, cf_hi)
+),
 ch_l AS (
     INSERT INTO changes (shop_id, entity, entity_key, op, changed_fields, old_status, new_status)
     SELECT $1::text, 'order_line', u.lsn,
            CASE WHEN u.inserted THEN 'insert' ELSE 'update' END,
-           CASE WHEN NOT u.inserted THEN jsonb_changed_keys(o.old_payload, u.payload) END,
+           CASE WHEN u.inserted THEN NULL
+                WHEN po.seen = po.row_version
+                     AND o.old_payload = po.old_payload -> 'orderList' -> li.idx
+                THEN ($14::text[])[li.cf_lo:li.cf_hi]
+                ELSE jsonb_changed_keys(o.old_payload, u.payload)
+           END,
            CASE WHEN NOT u.inserted THEN o.old_status END,
            u.new_status
     FROM up_l AS u
     JOIN old_l AS o USING (lsn)
-    ORDER BY u.lsn
+    LEFT JOIN seen_l AS li USING (lsn)
+    LEFT JOIN old_o AS po ON po.sn = li.parent_sn
 ),
 adv AS (
     INSERT INTO sync_state AS st (shop_id, stream, kind, position, updated_at)
-    SELECT $1::text, $5::text, $6::text, $7::timestamptz, now()
-    WHERE $5::text IS NOT NULL
+    SELECT $1::text, $15::text, $16::text, $17::timestamptz, now()
+    WHERE $15::text IS NOT NULL
     ON CONFLICT (shop_id, stream, kind) DO UPDATE SET
         position = CASE WHEN st.kind = 'incremental'
                         THEN greatest(st.position, EXCLUDED.position)

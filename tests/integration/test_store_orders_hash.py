@@ -122,3 +122,78 @@ async def test_a_true_that_was_one_is_a_change(store: Store, pool: asyncpg.Pool)
     got = await store.write_orders(SHOP, [order("PO-1", hasShippingFee=True)])
     assert got["order"] == DiffCounts(0, 1, 0)
     assert (await changes(pool))[n:] == [("order", "PO-1", "update", ["hasShippingFee"])]
+
+
+def _variants() -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(name, old order, new order): changes Python's == and the bytes disagree about."""
+    base = order("PO-V", lines=2, label=[{"name": "a", "value": 0}], flag=False)
+    out = []
+
+    def variant(name: str, edit: Any) -> None:
+        new = copy.deepcopy(base)
+        edit(new)
+        out.append((name, copy.deepcopy(base), new))
+
+    pm = "parentOrderMap"
+    variant("status", lambda o: o[pm].update(parentOrderStatus=4))
+    variant("bool for int at top", lambda o: o[pm].update(flag=0))
+    variant("bool inside a list", lambda o: o[pm]["label"][0].update(value=False))
+    variant("float for int inside", lambda o: o[pm]["label"][0].update(value=0.0))
+    variant(
+        "float inside, status too",
+        lambda o: (o[pm]["label"][0].update(value=0.0), o[pm].update(parentOrderStatus=4)),
+    )
+    variant("key removed", lambda o: o[pm].pop("regionId"))
+    variant("key added", lambda o: o[pm].update(extra={"x": [1, None]}))
+    variant("line bool for int", lambda o: o["orderList"][0].update(quantity=True))
+    variant("line nested", lambda o: o["orderList"][0]["productList"][0].update(productSkuId=2))
+    variant("line NUL", lambda o: o["orderList"][0].update(goodsName="a\x00b"))
+    variant("line huge number", lambda o: o["orderList"][0].update(big=orjson.Fragment(b"1" * 25)))
+    for what, value in (("NUL", "a\x00b"), ("huge number", orjson.Fragment(b"9" * 25))):
+        # Both versions hold the unusual value; something else changes beside it.
+        old, new = copy.deepcopy(base), copy.deepcopy(base)
+        old["orderList"][0]["odd"] = new["orderList"][0]["odd"] = value
+        new["orderList"][0]["orderStatus"] = 5
+        out.append((f"line keeps its {what}", old, new))
+    variant("line dropped", lambda o: o["orderList"].pop())
+    variant("order not an object", lambda o: o.update(orderList=[{"orderSn": "PO-V-L0"}]))
+    return out
+
+
+async def test_changed_fields_match_postgres(store: Store, pool: asyncpg.Pool) -> None:
+    """Whoever computes them (engine or statement), changed_fields are jsonb_changed_keys of
+    the stored payloads: the order's parentOrderMap keys then its other keys; each line's."""
+    for i, (name, old, new) in enumerate(_variants()):
+        shop = f"shop-{i}"
+        await store.write_orders(shop, [old])
+        before = {
+            r["k"]: r["p"]
+            for r in await pool.fetch(
+                # As text: decoding into Python would round a huge number on the way back.
+                "SELECT parent_order_sn AS k, payload::text AS p FROM orders WHERE shop_id = $1 "
+                "UNION ALL SELECT order_sn, payload::text FROM order_lines WHERE shop_id = $1",
+                shop,
+            )
+        }
+        await store.write_orders(shop, [new])
+        rows = await pool.fetch(
+            "SELECT c.entity, c.entity_key, c.changed_fields, "
+            "  CASE c.entity WHEN 'order' THEN "
+            "    jsonb_changed_keys($2::text::jsonb -> 'parentOrderMap',"
+            "                       o.payload -> 'parentOrderMap')"
+            "    || array_remove(jsonb_changed_keys($2::text::jsonb, o.payload), 'parentOrderMap')"
+            "  ELSE jsonb_changed_keys(($3::text::jsonb) -> c.entity_key, l.payload)"
+            "  END AS expected "
+            "FROM changes AS c "
+            "LEFT JOIN orders AS o ON o.shop_id = c.shop_id AND o.parent_order_sn = c.entity_key "
+            "LEFT JOIN order_lines AS l ON l.shop_id = c.shop_id AND l.order_sn = c.entity_key "
+            "WHERE c.shop_id = $1 AND c.op = 'update'",
+            shop,
+            before["PO-V"],
+            "{" + ",".join(f'"{k}": {v}' for k, v in before.items() if k != "PO-V") + "}",
+        )
+        # 0 and 0.0 are the same jsonb number: nothing to write, nothing to log.
+        assert bool(rows) == (name != "float for int inside"), name
+        for r in rows:
+            assert r["changed_fields"] == r["expected"], (name, r["entity_key"])
+            assert r["changed_fields"], (name, r["entity_key"])
