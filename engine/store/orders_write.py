@@ -230,8 +230,10 @@ async def write_page(
 ) -> dict[str, int]:
     """Stores ``page``; the counts by name (``orders``, ``orders_inserted``, ...).
 
-    ``compare_first``: ask which orders changed before sending any payload (the normal path);
-    the careful path (isolation.py) sends its pieces whole, inside its own transaction."""
+    ``compare_first``: ask which orders changed before sending any payload (the normal path).
+    Without it every order is sent and compared in the write, and changed_fields are all
+    computed by Postgres: for pages expected to be new (a backfill) and for the careful path
+    (isolation.py), which writes its pieces inside its own transaction."""
     totals = page.counts(excluded or ())
     todo, old = page, []
     if compare_first:
@@ -239,7 +241,6 @@ async def write_page(
         if not old:
             return _result(totals, None)
         todo = page.only({r["sn"] for r in old})
-    # The careful path compares nothing first: every changed_fields is computed by Postgres.
     d = _diffed(todo, old, excluded or ())
     row = await conn.fetchrow(
         q["write_orders"],

@@ -164,6 +164,9 @@ class Store:
     def __init__(self, pool: asyncpg.Pool, *, queries: Mapping[str, str] | None = None) -> None:
         self._pool = pool
         self._q = default_queries() if queries is None else queries
+        # Per shop: was the last orders page all new? Then so is the next one most likely (a
+        # backfill): it is sent whole, no compare first (a wrong guess costs speed only).
+        self._all_new: dict[str, bool] = {}
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -188,9 +191,10 @@ class Store:
             try:
                 page = orders_write.prepare(items)
                 async with self._pool.acquire() as conn:
-                    row = await orders_write.write_page(
-                        conn, self._q, shop_id, page, _advance_args(advance)
-                    )
+                    first = not self._all_new.get(shop_id, False)
+                    args = (conn, self._q, shop_id, page, _advance_args(advance))
+                    row = await orders_write.write_page(*args, compare_first=first)
+                self._all_new[shop_id] = 0 < row["orders"] == row["orders_inserted"]
                 return _order_counts([row], [])
             except Exception as exc:
                 if not isolable(exc):
