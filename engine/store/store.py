@@ -17,7 +17,8 @@ from typing import Any
 
 import asyncpg
 
-from engine.store import isolation, orders_write
+from engine.store import isolation
+from engine.store.orders_store import OrdersWriter
 from engine.store.queries import default_queries
 from engine.store.rejected import Rejected, isolable, json_key
 
@@ -161,12 +162,16 @@ def _advance_args(advance: CursorAdvance | None) -> tuple[str | None, str | None
 
 
 class Store:
-    def __init__(self, pool: asyncpg.Pool, *, queries: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        queries: Mapping[str, str] | None = None,
+        guess_new_pages: bool = True,
+    ) -> None:
         self._pool = pool
         self._q = default_queries() if queries is None else queries
-        # Per shop: was the last orders page all new? Then so is the next one most likely (a
-        # backfill): it is sent whole, no compare first (a wrong guess costs speed only).
-        self._all_new: dict[str, bool] = {}
+        self._orders = OrdersWriter(pool, self._q, guess_new_pages=guess_new_pages)
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -183,25 +188,11 @@ class Store:
     ) -> dict[str, DiffCounts]:
         """Stores items of ``bg.order.list.v2.get`` (``{"parentOrderMap", "orderList"}``):
         compared by content hash first, only new or changed orders sent (orders_write.py).
+        ``guess_new_pages`` (constructor): after an all-new page, send the next one whole.
 
         Returns ``{"order": ..., "order_line": ...}``. Lines of an item without a
         ``parentOrderSn`` are not stored (they would have no parent)."""
-        items = list(page_items)
-        if not orders_write.without_keys(items):
-            try:
-                page = orders_write.prepare(items)
-                async with self._pool.acquire() as conn:
-                    first = not self._all_new.get(shop_id, False)
-                    args = (conn, self._q, shop_id, page, _advance_args(advance))
-                    row = await orders_write.write_page(*args, compare_first=first)
-                self._all_new[shop_id] = 0 < row["orders"] == row["orders_inserted"]
-                return _order_counts([row], [])
-            except Exception as exc:
-                if not isolable(exc):
-                    raise
-        rows, rejected = await isolation.write_orders(
-            self._pool, self._q, shop_id, items, _advance_args(advance)
-        )
+        rows, rejected = await self._orders.write(shop_id, list(page_items), _advance_args(advance))
         return _order_counts(rows, rejected)
 
     async def write_returns(

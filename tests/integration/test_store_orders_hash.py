@@ -14,11 +14,19 @@ from typing import Any
 
 import asyncpg
 import orjson
+import pytest
 
 from engine.store.store import DiffCounts, Store
 from tests.integration.test_store_diff import order, xmins
 
 SHOP = "us-main"
+
+
+@pytest.fixture(params=["compare first", "after a new page, sent whole"])
+def store(pool: asyncpg.Pool, request: pytest.FixtureRequest) -> Store:
+    """Both ways a page travels: its (key, hash) pairs first, or whole (a page following an
+    all-new one); every test here writes an all-new page first."""
+    return Store(pool, guess_new_pages=request.param != "compare first")
 
 
 def canonical_hash(item: Any) -> bytes:
@@ -197,3 +205,28 @@ async def test_changed_fields_match_postgres(store: Store, pool: asyncpg.Pool) -
         for r in rows:
             assert r["changed_fields"] == r["expected"], (name, r["entity_key"])
             assert r["changed_fields"], (name, r["entity_key"])
+
+
+async def test_line_diffed_against_a_stale_copy_falls_back(
+    store: Store, pool: asyncpg.Pool
+) -> None:
+    """The engine diffs a line against its copy in the order's stored payload; when the stored
+    line is another version (written since through another order), Postgres diffs it."""
+    a = order("PO-A", lines=1)
+    await store.write_orders(SHOP, [a])
+    # Another order carries the same line, changed: the line row moves on, PO-A's copy not.
+    b = order("PO-B", lines=0)
+    line_b = {**copy.deepcopy(a["orderList"][0]), "goodsName": "renamed"}
+    b["orderList"] = [line_b]
+    await store.write_orders(SHOP, [b])
+    n = len(await changes(pool))
+    a2 = copy.deepcopy(a)
+    a2["parentOrderMap"]["parentOrderStatus"] = 4
+    a2["orderList"][0]["orderStatus"] = 4
+    await store.write_orders(SHOP, [a2])
+    got = sorted((await changes(pool))[n:])
+    # Against the stored line (goodsName "renamed"), not PO-A's copy: both fields changed.
+    assert got == [
+        ("order", "PO-A", "update", ["parentOrderStatus", "orderList"]),
+        ("order_line", "PO-A-L0", "update", ["goodsName", "orderStatus"]),
+    ]
