@@ -21,7 +21,8 @@ class OrdersWriter:
         self._pool = pool
         self._q = queries
         # Per shop: was the last page all new? Then so is the next one most likely (a
-        # backfill): it is sent whole, no compare first (a wrong guess costs speed only).
+        # backfill): it is inserted without any lookup; a wrong guess fails on a unique key,
+        # writes nothing and costs one statement.
         self._all_new: dict[str, bool] = {}
         self._guess_new = guess_new_pages
 
@@ -33,11 +34,13 @@ class OrdersWriter:
         if not orders_write.without_keys(items):
             try:
                 page = orders_write.prepare(items)
-                first = not (self._guess_new and self._all_new.get(shop_id, False))
+                guess = self._guess_new and self._all_new.get(shop_id, False)
                 async with self._pool.acquire() as conn:
-                    row = await orders_write.write_page(
-                        conn, self._q, shop_id, page, advance, compare_first=first
-                    )
+                    row = None
+                    if guess:
+                        row = await orders_write.insert_page(conn, self._q, shop_id, page, advance)
+                    if row is None:
+                        row = await orders_write.write_page(conn, self._q, shop_id, page, advance)
                 self._all_new[shop_id] = 0 < row["orders"] == row["orders_inserted"]
                 return [row], []
             except Exception as exc:

@@ -20,6 +20,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 import orjson
 
 from engine.store import changed_fields
@@ -263,3 +264,22 @@ async def write_page(
     )
     assert row is not None
     return _result(totals, row)
+
+
+async def insert_page(
+    conn: Connection, q: Mapping[str, str], shop_id: str, page: OrderPage, advance: Advance
+) -> dict[str, int] | None:
+    """Stores a page expected to be all new with plain INSERTs; None (nothing written) when an
+    order or line key is already stored or repeated in the page."""
+    try:
+        row = await conn.fetchrow(
+            q["insert_orders"],
+            shop_id,
+            page.sns,
+            page.hashes,
+            [orjson.Fragment(data) for data in page.payloads],
+            *advance,
+        )
+    except asyncpg.UniqueViolationError:
+        return None
+    return _result(page.counts(), row)

@@ -215,3 +215,73 @@ SELECT
     (SELECT count(*) FILTER (WHERE inserted) FROM up_l) AS lines_inserted,
     (SELECT count(*) FILTER (WHERE NOT inserted) FROM up_l) AS lines_updated,
     (SELECT count(*) FROM adv) AS advanced;
+
+-- name: insert_orders
+-- A page expected to be all new (the page before it was: a backfill), as plain INSERTs: no
+-- lookups, no ON CONFLICT, no de-duplication. One stored key (or a key repeated in the page)
+-- makes it fail with unique_violation and write nothing; the caller then takes the compare
+-- path. $1 shop_id, $2 parentOrderSn values, $3 content hashes, $4 payloads, $5 stream,
+-- $6 kind, $7 position (NULL $5: no cursor).
+WITH src AS (
+    SELECT * FROM unnest($2::text[], $3::bytea[], $4::jsonb[]) AS s (sn, h, item)
+),
+ins_o AS (
+    INSERT INTO orders (
+        shop_id, parent_order_sn, parent_order_status, parent_order_time, update_time,
+        payload, content_hash, synced_at, created_at
+    )
+    SELECT $1::text, sn,
+           j_int(item -> 'parentOrderMap' -> 'parentOrderStatus'),
+           j_ts(item -> 'parentOrderMap' -> 'parentOrderTime'),
+           j_ts(item -> 'parentOrderMap' -> 'updateTime'),
+           item, h, now(), now()
+    FROM src
+    RETURNING parent_order_sn AS sn, parent_order_status AS status
+),
+ch_o AS (
+    INSERT INTO changes (shop_id, entity, entity_key, op, new_status)
+    SELECT $1::text, 'order', sn, 'insert', status FROM ins_o
+),
+ins_l AS (
+    INSERT INTO order_lines (
+        shop_id, order_sn, parent_order_sn, order_status, goods_id, sku_id, quantity,
+        payload, synced_at, created_at
+    )
+    SELECT $1::text, l.lsn, s.sn,
+           j_int(l.line -> 'orderStatus'),
+           j_bigint(l.line -> 'goodsId'),
+           j_bigint(l.line -> 'skuId'),
+           j_int(l.line -> 'quantity'),
+           l.line, now(), now()
+    FROM src AS s
+    CROSS JOIN LATERAL (
+        SELECT e.line, nullif(e.line ->> 'orderSn', '') AS lsn
+        FROM jsonb_array_elements(
+            CASE WHEN jsonb_typeof(s.item -> 'orderList') = 'array'
+                 THEN s.item -> 'orderList' ELSE '[]'::jsonb END
+        ) AS e (line)
+    ) AS l
+    WHERE l.lsn IS NOT NULL
+    RETURNING order_sn AS lsn, order_status AS status
+),
+ch_l AS (
+    INSERT INTO changes (shop_id, entity, entity_key, op, new_status)
+    SELECT $1::text, 'order_line', lsn, 'insert', status FROM ins_l
+),
+adv AS (
+    INSERT INTO sync_state AS st (shop_id, stream, kind, position, updated_at)
+    SELECT $1::text, $5::text, $6::text, $7::timestamptz, now()
+    WHERE $5::text IS NOT NULL
+    ON CONFLICT (shop_id, stream, kind) DO UPDATE SET
+        position = CASE WHEN st.kind = 'incremental'
+                        THEN greatest(st.position, EXCLUDED.position)
+                        ELSE EXCLUDED.position END,
+        updated_at = EXCLUDED.updated_at
+    RETURNING 1
+)
+SELECT
+    (SELECT count(*) FROM ins_o) AS orders_inserted,
+    0 AS orders_updated,
+    (SELECT count(*) FROM ins_l) AS lines_inserted,
+    0 AS lines_updated,
+    (SELECT count(*) FROM adv) AS advanced;

@@ -10,22 +10,23 @@ from __future__ import annotations
 
 import copy
 import hashlib
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import orjson
 import pytest
 
-from engine.store.store import DiffCounts, Store
+from engine.store.store import CursorAdvance, DiffCounts, Store
 from tests.integration.test_store_diff import order, xmins
 
 SHOP = "us-main"
 
 
-@pytest.fixture(params=["compare first", "after a new page, sent whole"])
+@pytest.fixture(params=["compare first", "guessing new pages"])
 def store(pool: asyncpg.Pool, request: pytest.FixtureRequest) -> Store:
-    """Both ways a page travels: its (key, hash) pairs first, or whole (a page following an
-    all-new one); every test here writes an all-new page first."""
+    """Both ways a page travels: its (key, hash) pairs first, or (after an all-new page, and
+    every test here starts with one) as plain inserts that fall back to the compare path."""
     return Store(pool, guess_new_pages=request.param != "compare first")
 
 
@@ -230,3 +231,39 @@ async def test_line_diffed_against_a_stale_copy_falls_back(
         ("order", "PO-A", "update", ["parentOrderStatus", "orderList"]),
         ("order_line", "PO-A-L0", "update", ["goodsName", "orderStatus"]),
     ]
+
+
+async def test_pages_after_a_new_page(store: Store, pool: asyncpg.Pool) -> None:
+    """A backfill: all-new pages (plain inserts when guessed), then a page mixing a stored
+    order, a repeated key and new ones: whichever way it travels, the same rows and changes."""
+    at = datetime(2025, 3, 1, tzinfo=UTC)
+    await store.write_orders(SHOP, [order(f"PO-{i}", lines=2) for i in range(3)])
+    got = await store.write_orders(
+        SHOP,
+        [order(f"PO-{i}", lines=2) for i in range(3, 6)],
+        advance=CursorAdvance("orders", "incremental", at),
+    )
+    assert got == {"order": DiffCounts(3, 0, 0), "order_line": DiffCounts(6, 0, 0)}
+    assert await store.get_cursor(SHOP, "orders", "incremental") == at
+    rows = await pool.fetch(
+        "SELECT entity, op, changed_fields, old_status, new_status FROM changes"
+    )
+    assert len(rows) == 18
+    assert {tuple(r) for r in rows} == {
+        ("order", "insert", None, None, 2),
+        ("order_line", "insert", None, None, 2),
+    }
+    assert await pool.fetchval("SELECT count(*) FROM orders WHERE content_hash IS NULL") == 0
+
+    later = datetime(2025, 3, 2, tzinfo=UTC)
+    mixed = [order("PO-6"), order("PO-1", status=4, lines=2), order("PO-7"), order("PO-6", 5)]
+    got = await store.write_orders(
+        SHOP, mixed, advance=CursorAdvance("orders", "incremental", later)
+    )
+    assert got == {"order": DiffCounts(2, 1, 0), "order_line": DiffCounts(2, 2, 0)}
+    assert await store.get_cursor(SHOP, "orders", "incremental") == later
+    assert (
+        await pool.fetchval("SELECT parent_order_status FROM orders WHERE parent_order_sn = 'PO-6'")
+        == 5
+    )
+    assert await pool.fetchval("SELECT count(*) FROM changes") == 18 + 2 + 2 + 1 + 2
