@@ -13,18 +13,25 @@ from engine.store import isolation, orders_write
 from engine.store.orders_write import Advance
 from engine.store.rejected import Rejected, isolable
 
+GUESS_AFTER = 3  # all-new pages in a row
+
 
 class OrdersWriter:
     def __init__(
-        self, pool: asyncpg.Pool, queries: Mapping[str, str], *, guess_new_pages: bool = True
+        self,
+        pool: asyncpg.Pool,
+        queries: Mapping[str, str],
+        *,
+        guess_new_after: int | None = GUESS_AFTER,
     ) -> None:
         self._pool = pool
         self._q = queries
-        # Per shop: was the last page all new? Then so is the next one most likely (a
-        # backfill): it is inserted without any lookup; a wrong guess fails on a unique key,
-        # writes nothing and costs one statement.
-        self._all_new: dict[str, bool] = {}
-        self._guess_new = guess_new_pages
+        # Per shop: how many pages in a row were all new. From GUESS_AFTER on, the next one
+        # most likely is too (a backfill): it is inserted without any lookup. A wrong guess
+        # fails on a unique key, writes nothing, costs one statement and leaves an ERROR line
+        # in the server's log, so one page of new orders in an incremental pass is no reason.
+        self._all_new: dict[str, int] = {}
+        self._guess_after = guess_new_after  # None: never guess
 
     async def write(
         self, shop_id: str, items: list[Any], advance: Advance
@@ -34,14 +41,16 @@ class OrdersWriter:
         if not orders_write.without_keys(items):
             try:
                 page = orders_write.prepare(items)
-                guess = self._guess_new and self._all_new.get(shop_id, False)
+                after = self._guess_after
+                guess = after is not None and self._all_new.get(shop_id, 0) >= after
                 async with self._pool.acquire() as conn:
                     row = None
                     if guess:
                         row = await orders_write.insert_page(conn, self._q, shop_id, page, advance)
                     if row is None:
                         row = await orders_write.write_page(conn, self._q, shop_id, page, advance)
-                self._all_new[shop_id] = 0 < row["orders"] == row["orders_inserted"]
+                new = 0 < row["orders"] == row["orders_inserted"]
+                self._all_new[shop_id] = self._all_new.get(shop_id, 0) + 1 if new else 0
                 return [row], []
             except Exception as exc:
                 if not isolable(exc):

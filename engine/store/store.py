@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 
 from engine.store import isolation
-from engine.store.orders_store import OrdersWriter
+from engine.store.orders_store import GUESS_AFTER, OrdersWriter
 from engine.store.queries import default_queries
 from engine.store.rejected import Rejected, isolable, json_key
 
@@ -167,11 +167,11 @@ class Store:
         pool: asyncpg.Pool,
         *,
         queries: Mapping[str, str] | None = None,
-        guess_new_pages: bool = True,
+        guess_new_after: int | None = GUESS_AFTER,
     ) -> None:
         self._pool = pool
         self._q = default_queries() if queries is None else queries
-        self._orders = OrdersWriter(pool, self._q, guess_new_pages=guess_new_pages)
+        self._orders = OrdersWriter(pool, self._q, guess_new_after=guess_new_after)
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -188,7 +188,8 @@ class Store:
     ) -> dict[str, DiffCounts]:
         """Stores items of ``bg.order.list.v2.get`` (``{"parentOrderMap", "orderList"}``):
         compared by content hash first, only new or changed orders sent (orders_write.py).
-        ``guess_new_pages`` (constructor): after an all-new page, send the next one whole.
+        ``guess_new_after`` (constructor): after so many all-new pages in a row, insert the
+        next one without lookups (orders_store.py; None: never).
 
         Returns ``{"order": ..., "order_line": ...}``. Lines of an item without a
         ``parentOrderSn`` are not stored (they would have no parent)."""

@@ -27,7 +27,7 @@ SHOP = "us-main"
 def store(pool: asyncpg.Pool, request: pytest.FixtureRequest) -> Store:
     """Both ways a page travels: its (key, hash) pairs first, or (after an all-new page, and
     every test here starts with one) as plain inserts that fall back to the compare path."""
-    return Store(pool, guess_new_pages=request.param != "compare first")
+    return Store(pool, guess_new_after=None if request.param == "compare first" else 1)
 
 
 def canonical_hash(item: Any) -> bytes:
