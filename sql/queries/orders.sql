@@ -24,9 +24,13 @@ changed AS (
     WHERE o.content_hash IS DISTINCT FROM p.h
 ),
 adv AS (
+    -- A quiet page's cursor is this statement's only write, and losing it in a crash costs a
+    -- re-read of the page, never data: its commit does not wait for the WAL flush
+    -- (synchronous_commit off for this transaction alone; writes with rows keep waiting).
     INSERT INTO sync_state AS st (shop_id, stream, kind, position, updated_at)
     SELECT $1::text, $4::text, $5::text, $6::timestamptz, now()
     WHERE $4::text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM changed)
+          AND set_config('synchronous_commit', 'off', true) = 'off'
     ON CONFLICT (shop_id, stream, kind) DO UPDATE SET
         position = CASE WHEN st.kind = 'incremental'
                         THEN greatest(st.position, EXCLUDED.position)

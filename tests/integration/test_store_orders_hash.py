@@ -17,8 +17,11 @@ import asyncpg
 import orjson
 import pytest
 
+from engine.store.migrate import load_migrations, migrate
+from engine.store.pool import create_pool, quote_ident
 from engine.store.store import CursorAdvance, DiffCounts, Store
-from tests.integration.test_store_diff import order, xmins
+from tests.fixtures_db import new_schema_name
+from tests.integration.test_store_diff import _SingleConn, order, xmins
 
 SHOP = "us-main"
 
@@ -267,3 +270,74 @@ async def test_pages_after_a_new_page(store: Store, pool: asyncpg.Pool) -> None:
         == 5
     )
     assert await pool.fetchval("SELECT count(*) FROM changes") == 18 + 2 + 2 + 1 + 2
+
+
+async def test_upgrade_of_a_populated_database(pg_url: str) -> None:
+    """0010 on a database written before it: rows keep a NULL hash (nothing rewritten by the
+    migration), a re-read of the same records writes nothing, a real change fills the hash."""
+    name = new_schema_name()
+    conn = await asyncpg.connect(pg_url)
+    try:
+        before = [m for m in load_migrations() if m.name < "0010"]
+        await migrate(conn, name, migrations=before)
+        pool = await create_pool(pg_url, name, min_size=1, max_size=2)
+        try:
+            items = [order(f"PO-{i}", lines=2) for i in range(3)]
+            for item in items:  # as version 9 stored them
+                sn = item["parentOrderMap"]["parentOrderSn"]
+                await pool.execute(
+                    "INSERT INTO orders (shop_id, parent_order_sn, parent_order_status, payload) "
+                    "VALUES ($1, $2, 2, $3)",
+                    SHOP,
+                    sn,
+                    item,
+                )
+                for line in item["orderList"]:
+                    await pool.execute(
+                        "INSERT INTO order_lines (shop_id, order_sn, parent_order_sn, "
+                        "order_status, payload) VALUES ($1, $2, $3, 2, $4)",
+                        SHOP,
+                        line["orderSn"],
+                        sn,
+                        line,
+                    )
+            snap = {t: await xmins(pool, t) for t in ("orders", "order_lines")}
+            assert await migrate(conn, name) == [m.name for m in load_migrations()][len(before) :]
+            assert {t: await xmins(pool, t) for t in snap} == snap
+
+            store = Store(pool)
+            got = await store.write_orders(SHOP, copy.deepcopy(items))
+            assert got == {"order": DiffCounts(0, 0, 3), "order_line": DiffCounts(0, 0, 6)}
+            assert {t: await xmins(pool, t) for t in snap} == snap
+            assert await pool.fetchval("SELECT count(*) FROM changes") == 0
+
+            items[2]["orderList"][1]["quantity"] = 9
+            got = await store.write_orders(SHOP, items)
+            assert got == {"order": DiffCounts(0, 1, 2), "order_line": DiffCounts(0, 1, 5)}
+            assert await pool.fetchval(
+                "SELECT array_agg(changed_fields[1] ORDER BY entity) FROM changes"
+            ) == ["orderList", "quantity"]
+            assert await stored_hash(pool, "PO-2") == canonical_hash(items[2])
+            assert await stored_hash(pool, "PO-0") is None
+        finally:
+            await pool.close()
+    finally:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {quote_ident(name)} CASCADE")
+        await conn.close()
+
+
+async def test_quiet_commit_stays_with_its_page(pool: asyncpg.Pool) -> None:
+    """A quiet page commits its cursor without waiting for the WAL flush; the setting is
+    local to that transaction, never left on the connection for the writes that follow (a
+    pool would reset it on release: this runs on one connection it keeps)."""
+    at = datetime(2025, 3, 1, tzinfo=UTC)
+    page = [order("PO-1"), order("PO-2")]
+    async with pool.acquire() as conn:
+        store = Store(_SingleConn(conn), guess_new_after=None)  # type: ignore[arg-type]
+        await store.write_orders(SHOP, page)
+        got = await store.write_orders(
+            SHOP, page, advance=CursorAdvance("orders", "incremental", at)
+        )
+        assert got["order"] == DiffCounts(0, 0, 2)
+        assert await conn.fetchval("SELECT position FROM sync_state") == at
+        assert await conn.fetchval("SHOW synchronous_commit") == "on"
