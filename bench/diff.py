@@ -254,6 +254,15 @@ async def bench(url: str, n: int, batches: list[int], where: str) -> dict[str, A
     }
 
 
+def _run(coro: Any) -> Any:
+    """On uvloop, as `temu-sync` and the other scenarios run (bench/worker.py)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", ""))
@@ -269,7 +278,7 @@ def main() -> None:
         pg = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="temu-sync-bench-")), cleanup="delete")
         url, where = pg.start(), "embedded pgserver (unix socket)"
     try:
-        doc = asyncio.run(bench(url, args.orders, batches, where))
+        doc = _run(bench(url, args.orders, batches, where))
     finally:
         if pg is not None:
             pg.stop()

@@ -69,10 +69,14 @@ async def write_orders(
         conn: Connection, piece: list[Any], excluded: list[str] | None = None
     ) -> Callable[[], Awaitable[Mapping[str, int]]]:
         # Pieces are sent whole (no hash comparison first): this transaction is already rare.
-        page = orders_write.prepare(piece)
-        return lambda: orders_write.write_page(
-            conn, q, shop_id, page, excluded=excluded, compare_first=False
-        )
+        # Prepared inside the call, so a record that cannot be serialised fails as a write.
+        async def run() -> Mapping[str, int]:
+            page = orders_write.prepare(piece)
+            return await orders_write.write_page(
+                conn, q, shop_id, page, excluded=excluded, compare_first=False
+            )
+
+        return run
 
     async def write(conn: Connection, piece: list[Any]) -> Mapping[str, int]:
         return await piece_writer(conn, piece)()

@@ -42,9 +42,14 @@ class OrdersWriter:
     ) -> tuple[Sequence[Mapping[str, int]], list[Rejected]]:
         """The counts of each statement that stored a part of the page, and what was set
         aside."""
-        if not orders_write.without_keys(items):
+        try:
+            page: orders_write.OrderPage | None = orders_write.prepare(items)
+        except Exception as exc:
+            if not isolable(exc):
+                raise
+            page = None  # not serialisable as a whole: the careful path finds the record
+        if page is not None and page.complete:
             try:
-                page = orders_write.prepare(items)
                 after = self._guess_after
                 guess = after is not None and self._all_new.get(shop_id, 0) >= after
                 async with self._pool.acquire() as conn:

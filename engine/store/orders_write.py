@@ -9,6 +9,9 @@ payload sent to Postgres: nothing is serialised twice. A page then takes:
 - ``write_orders``, for the new or changed orders alone: orders, lines, ``changes`` rows and
   the cursor in one statement, so one implicit transaction per page with its cursor.
 
+A page expected to be all new skips the first (``insert_orders``: plain inserts), one after a
+mostly-written page is sent whole (orders_store.py decides).
+
 The counts (distinct keys, skipped records) are computed here from the parsed dicts; the
 statement returns only what it inserted and updated.
 """
@@ -44,6 +47,11 @@ class OrderPage:
     had_nul: list[bool]  # a U+0000 was replaced: Postgres diffs it (changed_fields.plain)
     skipped: int  # records without their key
 
+    @property
+    def complete(self) -> bool:
+        """Every order and line has its key (else the page takes the careful path)."""
+        return self.skipped == 0 and all(None not in keys for keys in self.line_keys)
+
     def only(self, keep: Collection[str]) -> OrderPage:
         idx = [i for i, sn in enumerate(self.sns) if sn in keep]
         return OrderPage(
@@ -66,18 +74,6 @@ class OrderPage:
             "lines": len(keys - set(excluded)),
             "lines_skipped": sum(1 for lines in self.line_keys for k in lines if k is None),
         }
-
-
-def without_keys(items: Sequence[Any]) -> bool:
-    """Records the writer would skip: they must be set aside (rejected_records), so the page
-    takes the careful path (isolation.py)."""
-    for item in items:
-        if json_key(item, "parentOrderMap", "parentOrderSn") is None:
-            return True
-        lines = item.get("orderList")
-        if isinstance(lines, list) and any(json_key(line, "orderSn") is None for line in lines):
-            return True
-    return False
 
 
 def canonical(item: Any) -> tuple[bytes, bool]:
