@@ -55,7 +55,7 @@ FROM changed AS c;
 -- cursor); $18 orderSn values of lines to leave out (NULL: none; only when isolating a line).
 --
 -- An order whose stored hash equals the sent one is unchanged. One whose hash differs (or is
--- NULL: a row written before schema version 10) is compared by payload, and only a payload
+-- NULL: a row written before schema version 11) is compared by payload, and only a payload
 -- that really differs is written: an unchanged row is never locked or rewritten, and its hash
 -- is left as it is (filled the next time the record really changes). ON CONFLICT ... WHERE
 -- repeats the check for a row another session inserted or changed after this snapshot.

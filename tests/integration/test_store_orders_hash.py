@@ -92,7 +92,7 @@ async def test_changed_field_of_parent_map_is_named(store: Store, pool: asyncpg.
 
 async def test_a_differing_hash_alone_writes_nothing(store: Store, pool: asyncpg.Pool) -> None:
     """The hash only decides what travels: a row whose stored hash is stale or missing (written
-    before schema version 10) but whose payload equals the record is left untouched."""
+    before schema version 11) but whose payload equals the record is left untouched."""
     page = [order(f"PO-{i}") for i in range(4)]
     await store.write_orders(SHOP, page)
     await pool.execute("UPDATE orders SET content_hash = NULL WHERE parent_order_sn = 'PO-1'")
@@ -273,12 +273,12 @@ async def test_pages_after_a_new_page(store: Store, pool: asyncpg.Pool) -> None:
 
 
 async def test_upgrade_of_a_populated_database(pg_url: str) -> None:
-    """0010 on a database written before it: rows keep a NULL hash (nothing rewritten by the
+    """0011 on a database written before it: rows keep a NULL hash (nothing rewritten by the
     migration), a re-read of the same records writes nothing, a real change fills the hash."""
     name = new_schema_name()
     conn = await asyncpg.connect(pg_url)
     try:
-        before = [m for m in load_migrations() if m.name < "0010"]
+        before = [m for m in load_migrations() if m.name < "0011"]
         await migrate(conn, name, migrations=before)
         pool = await create_pool(pg_url, name, min_size=1, max_size=2)
         try:

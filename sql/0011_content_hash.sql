@@ -1,4 +1,4 @@
--- temu-sync schema, version 10: the orders diff writer compares content hashes (issue 16).
+-- temu-sync schema, version 11: the orders diff writer compares content hashes (issue 16).
 --
 -- content_hash is the sha256 of the order as the writer stored it (canonical JSON: sorted keys),
 -- computed in the engine from the record it already parsed. A page then asks "which of these
@@ -13,7 +13,7 @@
 -- SQL would need Postgres to reproduce the engine's JSON text byte for byte.
 ALTER TABLE orders ADD COLUMN content_hash bytea;
 COMMENT ON COLUMN orders.content_hash IS
-    'sha256 of the payload as the engine serialised it (sorted keys); NULL: written before version 10';
+    'sha256 of the payload as the engine serialised it (sorted keys); NULL: written before version 11';
 
 -- changed_fields are sorted by code point (COLLATE "C"), whatever the database's collation:
 -- the engine now computes most of them (orders_write.py) and sorts them the same way.
