@@ -4,23 +4,24 @@ record without its key or its set-based write failed on the data (see rejected.p
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import asyncpg
 
+from engine.store import orders_write
 from engine.store.pool import Connection
 from engine.store.rejected import Rejected, isolable, isolate, json_key, save_rejected
 
 Advance = tuple[str | None, str | None, Any]
 
 
-async def _probe(conn: Connection, query: str, *args: Any) -> str | None:
-    """Runs a statement in a savepoint that is always rolled back: the failure reason or None."""
+async def _probe(conn: Connection, write: Callable[[], Awaitable[Any]]) -> str | None:
+    """Runs a write in a savepoint that is always rolled back: the failure reason or None."""
     tr = conn.transaction()
     await tr.start()
     try:
-        await conn.fetchrow(query, *args)
+        await write()
         return None
     except Exception as exc:
         if not isolable(exc):
@@ -52,8 +53,7 @@ def _line_keys(item: Any) -> list[str]:
 
 async def write_orders(
     pool: asyncpg.Pool, q: Mapping[str, str], shop_id: str, items: list[Any], advance: Advance
-) -> tuple[list[asyncpg.Record], list[Rejected]]:
-    query = q["write_orders"]
+) -> tuple[list[Mapping[str, int]], list[Rejected]]:
     rejected: list[Rejected] = []
     for item in items:
         key = json_key(item, "parentOrderMap", "parentOrderSn")
@@ -65,33 +65,43 @@ async def write_orders(
             if json_key(line, "orderSn") is None:
                 rejected.append(Rejected("order_line", None, f"no orderSn (order {key})", line))
 
-    async def write(conn: Connection, piece: list[Any]) -> asyncpg.Record:
-        row = await conn.fetchrow(query, shop_id, piece, None, None, None, None)
-        assert row is not None
-        return row
+    def piece_writer(
+        conn: Connection, piece: list[Any], excluded: list[str] | None = None
+    ) -> Callable[[], Awaitable[Mapping[str, int]]]:
+        # Pieces are sent whole (no hash comparison first): this transaction is already rare.
+        # Prepared inside the call, so a record that cannot be serialised fails as a write.
+        async def run() -> Mapping[str, int]:
+            page = orders_write.prepare(piece)
+            return await orders_write.write_page(
+                conn, q, shop_id, page, excluded=excluded, compare_first=False
+            )
+
+        return run
+
+    async def write(conn: Connection, piece: list[Any]) -> Mapping[str, int]:
+        return await piece_writer(conn, piece)()
 
     async def single(
         conn: Connection, item: Any, reason: str
-    ) -> tuple[list[asyncpg.Record], list[Rejected]]:
+    ) -> tuple[list[Mapping[str, int]], list[Rejected]]:
         # The order alone first; then which of its lines fail (interface.md: an order whose
         # line cannot be stored is itself still stored, and so are its other lines).
         key = json_key(item, "parentOrderMap", "parentOrderSn")
         sns = _line_keys(item)
-        if await _probe(conn, query, shop_id, [item], None, None, None, sns) is not None:
+        if await _probe(conn, piece_writer(conn, [item], sns)) is not None:
             return [], [Rejected("order", key, reason, item)]
         bad: list[Rejected] = []
         bad_sns: list[str] = []
         lines = [ln for ln in item.get("orderList") or [] if json_key(ln, "orderSn")]
         for sn, line in zip(sns, lines, strict=False):
             others = [s for s in sns if s != sn]
-            why = await _probe(conn, query, shop_id, [item], None, None, None, others)
+            why = await _probe(conn, piece_writer(conn, [item], others))
             if why is not None:
                 bad_sns.append(sn)
                 bad.append(Rejected("order_line", sn, why, line))
         try:
             async with conn.transaction():
-                row = await conn.fetchrow(query, shop_id, [item], None, None, None, bad_sns)
-            assert row is not None
+                row = await piece_writer(conn, [item], bad_sns)()
         except Exception as exc:
             if not isolable(exc):
                 raise

@@ -30,7 +30,11 @@ log = logging.getLogger(__name__)
 
 def json_bytes(value: Any) -> bytes:
     """``value`` as JSON that Postgres accepts (U+0000 replaced by U+FFFD, logged)."""
-    data = orjson.dumps(value)
+    return without_nul(orjson.dumps(value))
+
+
+def without_nul(data: bytes) -> bytes:
+    """JSON text with its U+0000 escapes replaced by U+FFFD (logged)."""
     if b"\\u0000" in data:
         data, n = _NUL_ESCAPE.subn(rb"\1\\ufffd", data)
         if n:

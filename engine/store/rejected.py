@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import orjson
@@ -72,16 +72,18 @@ def json_key(value: Any, *path: str) -> str | None:
 
 
 Piece = Sequence[Any]
-WriteFn = Callable[[Connection, list[Any]], Awaitable[asyncpg.Record]]
-SingleFn = Callable[[Connection, Any, str], Awaitable[tuple[list[asyncpg.Record], list[Rejected]]]]
+Row = TypeVar("Row")  # what one write returns (a record of counts)
 
 
 async def isolate(
-    conn: Connection, items: list[Any], write: WriteFn, single: SingleFn
-) -> tuple[list[asyncpg.Record], list[Rejected]]:
+    conn: Connection,
+    items: list[Any],
+    write: Callable[[Connection, list[Any]], Awaitable[Row]],
+    single: Callable[[Connection, Any, str], Awaitable[tuple[list[Row], list[Rejected]]]],
+) -> tuple[list[Row], list[Rejected]]:
     """Writes ``items`` in as few pieces as the failures allow (inside the caller's
     transaction); ``single`` decides what to do with one record that fails alone."""
-    rows: list[asyncpg.Record] = []
+    rows: list[Row] = []
     rejected: list[Rejected] = []
     pending: list[list[Any]] = [items]
     while pending:

@@ -1,10 +1,10 @@
 """The only code that talks to the temu-sync tables. SQL lives in ``sql/queries/``.
 
-The diff writers send a whole page as one jsonb parameter to one statement: extraction of the
-typed columns, de-duplication, the unchanged-row filter, the upsert, the ``changes`` rows and
-the cursor advance all happen server-side, in one round trip and one implicit transaction.
-Python does one ``orjson.dumps`` per page and nothing per row, which is what keeps the hot
-path fast on a small machine.
+The returns writers send a whole page as one jsonb parameter to one statement: extraction of
+the typed columns, de-duplication, the unchanged-row filter, the upsert, the ``changes`` rows
+and the cursor advance all happen server-side, in one round trip and one implicit transaction.
+The orders writer (orders_write.py) first compares content hashes, so a quiet page is a read
+and only changed orders travel.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 
 from engine.store import isolation
+from engine.store.orders_store import GUESS_AFTER, OrdersWriter
 from engine.store.outbox import Outbox
 from engine.store.pool import pg_text, pg_texts
 from engine.store.rejected import Rejected, isolable, json_key
@@ -93,7 +94,7 @@ def _counts(total: int, inserted: int, updated: int, skipped: int, rejected: int
 
 
 def _summed(
-    rows: Sequence[asyncpg.Record], total: str, inserted: str, updated: str, skipped: str
+    rows: Sequence[Any], total: str, inserted: str, updated: str, skipped: str
 ) -> tuple[int, int, int, int]:
     return (
         sum(r[total] for r in rows),
@@ -103,21 +104,7 @@ def _summed(
     )
 
 
-def _orders_without_keys(items: Sequence[Item]) -> bool:
-    """Records the set-based write would skip: they must be set aside, so the page takes the
-    careful path (a dict lookup per record, no round trip)."""
-    for item in items:
-        if json_key(item, "parentOrderMap", "parentOrderSn") is None:
-            return True
-        lines = item.get("orderList")
-        if isinstance(lines, list) and any(json_key(line, "orderSn") is None for line in lines):
-            return True
-    return False
-
-
-def _order_counts(
-    rows: Sequence[asyncpg.Record], rejected: Sequence[Rejected]
-) -> dict[str, DiffCounts]:
+def _order_counts(rows: Sequence[Any], rejected: Sequence[Rejected]) -> dict[str, DiffCounts]:
     return {
         "order": _counts(
             *_summed(rows, "orders", "orders_inserted", "orders_updated", "orders_skipped"),
@@ -175,6 +162,16 @@ def _advance_args(advance: CursorAdvance | None) -> tuple[str | None, str | None
 class Store(Outbox):
     """The sync side's tables: diff writers, cursors, sync state, OC tokens (and the outbox)."""
 
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        queries: Mapping[str, str] | None = None,
+        guess_new_after: int | None = GUESS_AFTER,
+    ) -> None:
+        super().__init__(pool, queries=queries)
+        self._orders = OrdersWriter(pool, self._q, guess_new_after=guess_new_after)
+
     # -- diff writers ---------------------------------------------------------------------------
 
     async def write_orders(
@@ -184,24 +181,14 @@ class Store(Outbox):
         *,
         advance: CursorAdvance | None = None,
     ) -> dict[str, DiffCounts]:
-        """Stores items of ``bg.order.list.v2.get`` (``{"parentOrderMap", "orderList"}``).
+        """Stores items of ``bg.order.list.v2.get`` (``{"parentOrderMap", "orderList"}``):
+        compared by content hash first, only new or changed orders sent (orders_write.py).
+        ``guess_new_after`` (constructor): after so many all-new pages in a row, insert the
+        next one without lookups (orders_store.py; None: never).
 
         Returns ``{"order": ..., "order_line": ...}``. Lines of an item without a
         ``parentOrderSn`` are not stored (they would have no parent)."""
-        items = list(page_items)
-        if not _orders_without_keys(items):
-            try:
-                row = await self._pool.fetchrow(
-                    self._q["write_orders"], shop_id, items, *_advance_args(advance), None
-                )
-                assert row is not None
-                return _order_counts([row], [])
-            except Exception as exc:
-                if not isolable(exc):
-                    raise
-        rows, rejected = await isolation.write_orders(
-            self._pool, self._q, shop_id, items, _advance_args(advance)
-        )
+        rows, rejected = await self._orders.write(shop_id, list(page_items), _advance_args(advance))
         return _order_counts(rows, rejected)
 
     async def write_returns(

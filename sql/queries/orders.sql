@@ -1,55 +1,110 @@
--- name: write_orders
--- One page of bg.order.list.v2.get items in ONE statement (so one round trip and one implicit
--- transaction): orders, their lines, the changes rows and optionally the sync cursor.
--- $1 shop_id, $2 page items (jsonb array), $3 stream, $4 kind, $5 position (NULL $3: no cursor),
--- $6 orderSn values of lines to leave out (NULL: none; set only when isolating a bad line).
+-- name: orders_changed
+-- The read half of an orders page: which of the page's orders are new or differ from the
+-- stored row, by content hash alone (one primary-key probe per order, no payload sent).
+-- $1 shop_id, $2 parentOrderSn values, $3 their content hashes (same order),
+-- $4 stream, $5 kind, $6 position (NULL $4: no cursor).
 --
--- Rows whose payload is unchanged are filtered out before the INSERT, so they are never
--- locked or rewritten (no new row version, no WAL). ON CONFLICT ... WHERE repeats the check for
--- a row another session inserted or changed after this statement's snapshot. Duplicate keys in
--- one page collapse to the last occurrence (ON CONFLICT cannot touch a row twice).
-WITH items AS (
-    SELECT e.item, e.ord, nullif(e.item -> 'parentOrderMap' ->> 'parentOrderSn', '') AS sn
-    FROM jsonb_array_elements($2::jsonb) WITH ORDINALITY AS e (item, ord)
+-- When nothing differs the page is done here (no row returned): the cursor moves in this
+-- statement (its own transaction) and no row is locked or written. When something differs the
+-- cursor is left alone: write_orders moves it in the transaction that stores the changes.
+WITH page AS (
+    SELECT p.sn, p.h
+    FROM unnest($2::text[], $3::bytea[]) AS p (sn, h)
 ),
-src AS (
-    SELECT DISTINCT ON (sn) sn, item, ord
-    FROM items
-    WHERE sn IS NOT NULL
-    ORDER BY sn, ord DESC
+changed AS (
+    SELECT p.sn, o.payload, o.row_version
+    FROM page AS p
+    LEFT JOIN LATERAL (
+        -- LATERAL ... LIMIT 1 pins the plan to one primary-key probe per key (see write_orders).
+        SELECT x.content_hash, x.payload, x.xmin::text AS row_version
+        FROM orders AS x
+        WHERE x.shop_id = $1::text AND x.parent_order_sn = p.sn
+        LIMIT 1
+    ) AS o ON true
+    WHERE o.content_hash IS DISTINCT FROM p.h
+),
+adv AS (
+    -- A quiet page's cursor is this statement's only write, and losing it in a crash costs a
+    -- re-read of the page, never data: its commit does not wait for the WAL flush
+    -- (synchronous_commit off for this transaction alone; writes with rows keep waiting).
+    INSERT INTO sync_state AS st (shop_id, stream, kind, position, updated_at)
+    SELECT $1::text, $4::text, $5::text, $6::timestamptz, now()
+    WHERE $4::text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM changed)
+          AND set_config('synchronous_commit', 'off', true) = 'off'
+    ON CONFLICT (shop_id, stream, kind) DO UPDATE SET
+        position = CASE WHEN st.kind = 'incremental'
+                        THEN greatest(st.position, EXCLUDED.position)
+                        ELSE EXCLUDED.position END,
+        updated_at = EXCLUDED.updated_at
+    RETURNING 1
+)
+-- The changed orders with their stored payload (NULL: new) and its row version (xmin): the
+-- engine computes changed_fields from it, the orders' and their lines'.
+SELECT c.sn, c.payload, c.row_version
+FROM changed AS c;
+
+-- name: write_orders
+-- The write half: orders (de-duplicated and sorted by key by the caller), their lines, the
+-- changes rows and optionally the cursor, in ONE statement (one implicit transaction).
+-- $1 shop_id; per order: $2 parentOrderSn, $3 content hash, $4 payload (jsonb: the bytes the
+-- hash was computed from), $5 position in the page, $6 row version (xmin) the engine computed
+-- changed_fields against (NULL: none), $7/$8 bounds of those changed_fields in $14;
+-- per line the engine diffed: $9 orderSn, $10 the order it diffed it in (against that
+-- order's stored payload), $11 its index in that payload's orderList, $12/$13 bounds in $14;
+-- $14 every changed field name, flat; $15 stream, $16 kind, $17 position (NULL $15: no
+-- cursor); $18 orderSn values of lines to leave out (NULL: none; only when isolating a line).
+--
+-- An order whose stored hash equals the sent one is unchanged. One whose hash differs (or is
+-- NULL: a row written before schema version 11) is compared by payload, and only a payload
+-- that really differs is written: an unchanged row is never locked or rewritten, and its hash
+-- is left as it is (filled the next time the record really changes). ON CONFLICT ... WHERE
+-- repeats the check for a row another session inserted or changed after this snapshot.
+-- changed_fields come from the engine when the row is still the version it diffed against
+-- (a line: when the stored line equals the line of the order version the engine diffed), else
+-- (a row changed in between, a line moved between orders, an unusual value) they are
+-- computed here.
+WITH src AS (
+    SELECT *
+    FROM unnest($2::text[], $3::bytea[], $4::jsonb[], $5::int[], $6::text[], $7::int[],
+                $8::int[]) AS s (sn, h, item, pos, seen, cf_lo, cf_hi)
 ),
 old_o AS (
-    SELECT s.sn, s.item, s.ord, o.payload AS old_payload, o.parent_order_status AS old_status,
-           o.payload IS DISTINCT FROM s.item AS changed
+    SELECT s.sn, s.h, s.item, s.pos, s.seen, s.cf_lo, s.cf_hi,
+           o.payload AS old_payload, o.parent_order_status AS old_status,
+           o.row_version,
+           CASE WHEN o.content_hash = s.h THEN false
+                ELSE o.payload IS DISTINCT FROM s.item END AS changed
     FROM src AS s
     LEFT JOIN LATERAL (
         -- LATERAL ... LIMIT 1 pins the plan to one primary-key probe per incoming row. As a
         -- plain join, a plan cached while the table was small or unanalyzed (a new install)
         -- becomes a hash join over the whole table on every later page.
-        SELECT x.payload, x.parent_order_status
+        SELECT x.payload, x.parent_order_status, x.content_hash, x.xmin::text AS row_version
         FROM orders AS x
         WHERE x.shop_id = $1::text AND x.parent_order_sn = s.sn
         LIMIT 1
     ) AS o ON true
 ),
 up_o AS (
+    -- No ORDER BY: the rows come sorted by key (a stable lock order keeps concurrent writers
+    -- of one shop from deadlocking) and sorting the wide payloads again costs a copy of each.
     INSERT INTO orders AS t (
         shop_id, parent_order_sn, parent_order_status, parent_order_time, update_time,
-        payload, synced_at, created_at
+        payload, content_hash, synced_at, created_at
     )
     SELECT $1::text, sn,
            j_int(item -> 'parentOrderMap' -> 'parentOrderStatus'),
            j_ts(item -> 'parentOrderMap' -> 'parentOrderTime'),
            j_ts(item -> 'parentOrderMap' -> 'updateTime'),
-           item, now(), now()
+           item, h, now(), now()
     FROM old_o
     WHERE changed
-    ORDER BY sn  -- a stable lock order keeps concurrent writers of one shop from deadlocking
     ON CONFLICT (shop_id, parent_order_sn) DO UPDATE SET
         parent_order_status = EXCLUDED.parent_order_status,
         parent_order_time = EXCLUDED.parent_order_time,
         update_time = EXCLUDED.update_time,
         payload = EXCLUDED.payload,
+        content_hash = EXCLUDED.content_hash,
         synced_at = EXCLUDED.synced_at
     WHERE t.payload IS DISTINCT FROM EXCLUDED.payload
     RETURNING t.parent_order_sn AS sn, (t.xmax = 0) AS inserted,
@@ -59,44 +114,48 @@ ch_o AS (
     INSERT INTO changes (shop_id, entity, entity_key, op, changed_fields, old_status, new_status)
     SELECT $1::text, 'order', u.sn,
            CASE WHEN u.inserted THEN 'insert' ELSE 'update' END,
-           CASE WHEN NOT u.inserted THEN
-               jsonb_changed_keys(o.old_payload -> 'parentOrderMap', u.payload -> 'parentOrderMap')
-               || array_remove(jsonb_changed_keys(o.old_payload, u.payload), 'parentOrderMap')
+           CASE WHEN u.inserted THEN NULL
+                WHEN o.seen = o.row_version THEN ($14::text[])[o.cf_lo:o.cf_hi]
+                ELSE jsonb_changed_keys(o.old_payload -> 'parentOrderMap',
+                                        u.payload -> 'parentOrderMap')
+                     || array_remove(jsonb_changed_keys(o.old_payload, u.payload),
+                                     'parentOrderMap')
            END,
            CASE WHEN NOT u.inserted THEN o.old_status END,
            u.new_status
     FROM up_o AS u
     JOIN old_o AS o USING (sn)
-    ORDER BY u.sn
 ),
 -- Lines are part of their order's payload, so an unchanged order has unchanged lines: only
--- lines of new or changed orders are diffed (for no-op pages the bulk of the work).
-all_lines AS (
-    SELECT s.sn AS parent_sn, s.ord, s.changed, l.lord, l.line,
-           nullif(l.line ->> 'orderSn', '') AS lsn
-    FROM old_o AS s
-    CROSS JOIN LATERAL jsonb_array_elements(
-        CASE WHEN jsonb_typeof(s.item -> 'orderList') = 'array'
-             THEN s.item -> 'orderList' ELSE '[]'::jsonb END
-    ) WITH ORDINALITY AS l (line, lord)
-),
+-- lines of new or changed orders are diffed. A key repeated in the page: the last one wins.
 lines AS (
     SELECT DISTINCT ON (lsn) lsn, parent_sn, line
-    FROM all_lines
-    WHERE lsn IS NOT NULL AND changed AND NOT (lsn = ANY (coalesce($6::text[], '{}')))
-    ORDER BY lsn, ord DESC, lord DESC
+    FROM (
+        SELECT s.sn AS parent_sn, s.pos, l.lord, l.line,
+               nullif(l.line ->> 'orderSn', '') AS lsn
+        FROM old_o AS s
+        CROSS JOIN LATERAL jsonb_array_elements(
+            CASE WHEN jsonb_typeof(s.item -> 'orderList') = 'array'
+                 THEN s.item -> 'orderList' ELSE '[]'::jsonb END
+        ) WITH ORDINALITY AS l (line, lord)
+        WHERE s.changed
+    ) AS all_lines
+    WHERE lsn IS NOT NULL AND NOT (lsn = ANY (coalesce($18::text[], '{}')))
+    ORDER BY lsn, pos DESC, lord DESC
 ),
 old_l AS (
-    SELECT l.lsn, l.parent_sn, l.line, ol.payload AS old_payload, ol.order_status AS old_status
+    SELECT l.lsn, l.parent_sn, l.line, ol.payload AS old_payload, ol.order_status AS old_status,
+           ol.row_version
     FROM lines AS l
     LEFT JOIN LATERAL (
-        SELECT x.payload, x.order_status
+        SELECT x.payload, x.order_status, x.xmin::text AS row_version
         FROM order_lines AS x
         WHERE x.shop_id = $1::text AND x.order_sn = l.lsn
         LIMIT 1
     ) AS ol ON true
 ),
 up_l AS (
+    -- Sorted by key already (DISTINCT ON): see up_o.
     INSERT INTO order_lines AS t (
         shop_id, order_sn, parent_order_sn, order_status, goods_id, sku_id, quantity,
         payload, synced_at, created_at
@@ -109,7 +168,6 @@ up_l AS (
            line, now(), now()
     FROM old_l
     WHERE old_payload IS DISTINCT FROM line
-    ORDER BY lsn
     ON CONFLICT (shop_id, order_sn) DO UPDATE SET
         parent_order_sn = EXCLUDED.parent_order_sn,
         order_status = EXCLUDED.order_status,
@@ -122,21 +180,32 @@ up_l AS (
     RETURNING t.order_sn AS lsn, (t.xmax = 0) AS inserted,
               t.order_status AS new_status, t.payload
 ),
+seen_l AS (
+    SELECT *
+    FROM unnest($9::text[], $10::text[], $11::int[], $12::int[], $13::int[])
+        AS li (lsn, parent_sn, idx, cf_lo, cf_hi)
+),
 ch_l AS (
     INSERT INTO changes (shop_id, entity, entity_key, op, changed_fields, old_status, new_status)
     SELECT $1::text, 'order_line', u.lsn,
            CASE WHEN u.inserted THEN 'insert' ELSE 'update' END,
-           CASE WHEN NOT u.inserted THEN jsonb_changed_keys(o.old_payload, u.payload) END,
+           CASE WHEN u.inserted THEN NULL
+                WHEN po.seen = po.row_version
+                     AND o.old_payload = po.old_payload -> 'orderList' -> li.idx
+                THEN ($14::text[])[li.cf_lo:li.cf_hi]
+                ELSE jsonb_changed_keys(o.old_payload, u.payload)
+           END,
            CASE WHEN NOT u.inserted THEN o.old_status END,
            u.new_status
     FROM up_l AS u
     JOIN old_l AS o USING (lsn)
-    ORDER BY u.lsn
+    LEFT JOIN seen_l AS li USING (lsn)
+    LEFT JOIN old_o AS po ON po.sn = li.parent_sn
 ),
 adv AS (
     INSERT INTO sync_state AS st (shop_id, stream, kind, position, updated_at)
-    SELECT $1::text, $3::text, $4::text, $5::timestamptz, now()
-    WHERE $3::text IS NOT NULL
+    SELECT $1::text, $15::text, $16::text, $17::timestamptz, now()
+    WHERE $15::text IS NOT NULL
     ON CONFLICT (shop_id, stream, kind) DO UPDATE SET
         position = CASE WHEN st.kind = 'incremental'
                         THEN greatest(st.position, EXCLUDED.position)
@@ -145,13 +214,78 @@ adv AS (
     RETURNING 1
 )
 SELECT
-    (SELECT count(*) FROM src) AS orders,
-    (SELECT count(*) FROM items WHERE sn IS NULL) AS orders_skipped,
     (SELECT count(*) FILTER (WHERE inserted) FROM up_o) AS orders_inserted,
     (SELECT count(*) FILTER (WHERE NOT inserted) FROM up_o) AS orders_updated,
-    (SELECT count(*) FROM lines)
-        + (SELECT count(*) FROM all_lines WHERE lsn IS NOT NULL AND NOT changed) AS lines,
-    (SELECT count(*) FROM all_lines WHERE lsn IS NULL) AS lines_skipped,
     (SELECT count(*) FILTER (WHERE inserted) FROM up_l) AS lines_inserted,
     (SELECT count(*) FILTER (WHERE NOT inserted) FROM up_l) AS lines_updated,
+    (SELECT count(*) FROM adv) AS advanced;
+
+-- name: insert_orders
+-- A page expected to be all new (the page before it was: a backfill), as plain INSERTs: no
+-- lookups, no ON CONFLICT, no de-duplication. One stored key (or a key repeated in the page)
+-- makes it fail with unique_violation and write nothing; the caller then takes the compare
+-- path. $1 shop_id, $2 parentOrderSn values, $3 content hashes, $4 payloads, $5 stream,
+-- $6 kind, $7 position (NULL $5: no cursor).
+WITH src AS (
+    SELECT * FROM unnest($2::text[], $3::bytea[], $4::jsonb[]) AS s (sn, h, item)
+),
+ins_o AS (
+    INSERT INTO orders (
+        shop_id, parent_order_sn, parent_order_status, parent_order_time, update_time,
+        payload, content_hash, synced_at, created_at
+    )
+    SELECT $1::text, sn,
+           j_int(item -> 'parentOrderMap' -> 'parentOrderStatus'),
+           j_ts(item -> 'parentOrderMap' -> 'parentOrderTime'),
+           j_ts(item -> 'parentOrderMap' -> 'updateTime'),
+           item, h, now(), now()
+    FROM src
+    RETURNING parent_order_sn AS sn, parent_order_status AS status
+),
+ch_o AS (
+    INSERT INTO changes (shop_id, entity, entity_key, op, new_status)
+    SELECT $1::text, 'order', sn, 'insert', status FROM ins_o
+),
+ins_l AS (
+    INSERT INTO order_lines (
+        shop_id, order_sn, parent_order_sn, order_status, goods_id, sku_id, quantity,
+        payload, synced_at, created_at
+    )
+    SELECT $1::text, l.lsn, s.sn,
+           j_int(l.line -> 'orderStatus'),
+           j_bigint(l.line -> 'goodsId'),
+           j_bigint(l.line -> 'skuId'),
+           j_int(l.line -> 'quantity'),
+           l.line, now(), now()
+    FROM src AS s
+    CROSS JOIN LATERAL (
+        SELECT e.line, nullif(e.line ->> 'orderSn', '') AS lsn
+        FROM jsonb_array_elements(
+            CASE WHEN jsonb_typeof(s.item -> 'orderList') = 'array'
+                 THEN s.item -> 'orderList' ELSE '[]'::jsonb END
+        ) AS e (line)
+    ) AS l
+    WHERE l.lsn IS NOT NULL
+    RETURNING order_sn AS lsn, order_status AS status
+),
+ch_l AS (
+    INSERT INTO changes (shop_id, entity, entity_key, op, new_status)
+    SELECT $1::text, 'order_line', lsn, 'insert', status FROM ins_l
+),
+adv AS (
+    INSERT INTO sync_state AS st (shop_id, stream, kind, position, updated_at)
+    SELECT $1::text, $5::text, $6::text, $7::timestamptz, now()
+    WHERE $5::text IS NOT NULL
+    ON CONFLICT (shop_id, stream, kind) DO UPDATE SET
+        position = CASE WHEN st.kind = 'incremental'
+                        THEN greatest(st.position, EXCLUDED.position)
+                        ELSE EXCLUDED.position END,
+        updated_at = EXCLUDED.updated_at
+    RETURNING 1
+)
+SELECT
+    (SELECT count(*) FROM ins_o) AS orders_inserted,
+    0 AS orders_updated,
+    (SELECT count(*) FROM ins_l) AS lines_inserted,
+    0 AS lines_updated,
     (SELECT count(*) FROM adv) AS advanced;

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -373,6 +375,10 @@ class _SingleConn:
 
     async def fetchrow(self, *args: Any) -> Any:
         return await self._conn.fetchrow(*args)
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[Any]:
+        yield self._conn
 
 
 async def test_status_and_errors(store: Store) -> None:
