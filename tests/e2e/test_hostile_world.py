@@ -25,15 +25,9 @@ import orjson
 from engine.jsonvalue import loads
 from engine.sim import SimConfig, Simulator
 from engine.store.pool import quote_ident
-from tests.e2e.daemon_harness import (
-    CliProcess,
-    eventually,
-    free_port,
-    get_text,
-    run_cli,
-    write_config,
-)
+from tests.e2e.daemon_harness import eventually, free_port, get_text, write_config
 from tests.fixtures_db import new_schema_name
+from tests.fixtures_proc import EngineProcess, run_cli
 from tests.fixtures_sim import SimFactory
 
 SHOP = "shop-1"
@@ -223,9 +217,14 @@ async def test_a_poisoned_world_is_backfilled_and_then_quiet(
     )
     cfg = _config(tmp_path, sim, pg_url, schema)
     start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(sim.config.time_range()[0] - 86400))
-    rc, out, err = await run_cli(
-        tmp_path, "backfill", ["--config", str(cfg), "backfill", "--since", start, "--json"], 180
-    )
+    rc, out, err = (
+        await run_cli(
+            tmp_path,
+            "backfill",
+            ["--config", str(cfg), "backfill", "--since", start, "--json"],
+            within=180,
+        )
+    ).result()
     assert rc == 0, err[-3000:]
     summary = orjson.loads(out.strip().splitlines()[-1])
     assert summary["shops_failed"] == []
@@ -254,9 +253,11 @@ async def test_a_poisoned_world_is_backfilled_and_then_quiet(
         assert "would take more than 1000 pages" in err
 
         before = by_type(sim)
-        rc, out, err = await run_cli(
-            tmp_path, "once", ["--config", str(cfg), "run", "--once", "--json"], 120
-        )
+        rc, out, err = (
+            await run_cli(
+                tmp_path, "once", ["--config", str(cfg), "run", "--once", "--json"], within=120
+            )
+        ).result()
         assert rc == 0, err[-3000:]
         spent = {k: v - before.get(k, 0) for k, v in by_type(sim).items()}
         spent = {k: v for k, v in spent.items() if v}
@@ -265,9 +266,9 @@ async def test_a_poisoned_world_is_backfilled_and_then_quiet(
         assert spent.get(ORDER_LIST, 0) <= 2 and spent.get(RETURN_LIST, 0) <= 2, spent
         assert orjson.loads(out.strip().splitlines()[-1])["rejected"] == 0
 
-        rc, out, err = await run_cli(
-            tmp_path, "status", ["--config", str(cfg), "status", "--json"], 60
-        )
+        rc, out, err = (
+            await run_cli(tmp_path, "status", ["--config", str(cfg), "status", "--json"], within=60)
+        ).result()
         assert rc == 0, err
         doc = orjson.loads(out.strip().splitlines()[-1])
         counted = {(r["shop_id"], r["stream"]): r["records"] for r in doc["rejected"]}
@@ -291,9 +292,9 @@ async def test_the_daemon_shows_the_poisoned_world_in_metrics_and_status(
     port = free_port()
     cfg = _config(tmp_path, sim, pg_url, schema, listen=f"127.0.0.1:{port}")
     want = expected_rejections(sim)
-    daemon = CliProcess(tmp_path, "daemon")
+    daemon = EngineProcess(tmp_path, "daemon", ["--config", str(cfg), "run"])
     try:
-        await daemon.start(["--config", str(cfg), "run"])
+        await daemon.start()
         async with aiohttp.ClientSession() as http:
 
             async def counted() -> str | None:
@@ -313,7 +314,9 @@ async def test_the_daemon_shows_the_poisoned_world_in_metrics_and_status(
         assert decodes and float(decodes.group(1)) > 0, metrics[-2000:]
         assert re.search(r"^temu_sync_inconsistent_windows\{", metrics, re.M)
 
-        rc, out, err = await run_cli(tmp_path, "status", ["--config", str(cfg), "status"], 60)
+        rc, out, err = (
+            await run_cli(tmp_path, "status", ["--config", str(cfg), "status"], within=60)
+        ).result()
         assert rc == 0, err
         assert re.search(r"shop shop-1 orders: \d+ record\(s\) set aside in rejected_records", out)
         assert "FAILING" not in out, out
