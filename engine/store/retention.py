@@ -140,6 +140,8 @@ class ChangesLayout:
     async def ensure_partitions(self, size: int) -> list[str]:
         async with self._pool.acquire() as conn, conn.transaction():
             await _lock_timeout(conn, self._lock_timeout)
+            # A conversion interrupted between its swap and its jump is finished here.
+            await conn.fetchval(self._q["retention_changes_jump"])
             made = await conn.fetchval(
                 self._q["retention_changes_add_partitions"], size, PARTITIONS_AHEAD
             )
@@ -186,6 +188,7 @@ class ChangesLayout:
                 locked = time.monotonic()
                 await conn.execute(self._q["retention_changes_convert"], int(bound), size)
             done = time.monotonic()
+            await conn.fetchval(self._q["retention_changes_jump"])
             steps.append(ConversionStep("swap", done - t0, done - locked))
             log.info("changes partitioned (ACCESS EXCLUSIVE held %.3f s)", done - locked)
         return steps

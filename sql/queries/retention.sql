@@ -55,6 +55,12 @@ LOCK TABLE changes IN ACCESS EXCLUSIVE MODE;
 -- Step 3 (and the whole conversion of a small table): the swap, under the lock above.
 SELECT changes_convert($1::bigint, $2::bigint);
 
+-- name: retention_changes_jump
+-- Step 4, after the swap committed (setval is not transactional, so never inside it): new ids
+-- start past the legacy partition. Idempotent; also run whenever the layout is checked, so a
+-- conversion interrupted between swap and jump is finished.
+SELECT changes_jump_past_legacy() AS bound;
+
 -- name: retention_planner_hold
 -- The lowest reconciler cursor: change rows above it are not planned yet and stay.
 SELECT min(position) AS hold, count(*) AS cursors FROM reconciler_cursor;

@@ -137,3 +137,35 @@ async def test_a_large_table_is_converted_step_by_step_while_rows_are_written(
         "SELECT tableoid::regclass::text AS t FROM changes ORDER BY id DESC LIMIT 5"
     )
     assert all(r["t"] != "changes_legacy" for r in newest)
+
+
+async def test_a_swap_rolled_back_never_leaves_writes_refused(at_0007: asyncpg.Pool) -> None:
+    """The swap runs in one transaction; when it is rolled back (cancelled, killed, a
+    deadline in a later statement), the plain table must still take writes: the id sequence
+    may not have moved past the bound its CHECK allows (setval is not transactional). The
+    next conversion then finishes, and new ids start past the legacy partition."""
+    await fill(at_0007, LARGE)  # too large to convert inside the migration: stays plain
+    await migrate(at_0007, await schema_of(at_0007))
+    assert await kind(at_0007) == "r"
+    layout = ChangesLayout(at_0007)
+    async with at_0007.acquire() as conn:
+        next_id = await conn.fetchval("SELECT changes_next_id()")
+        bound = int(next_id) + 10_000
+        await conn.execute(
+            "ALTER TABLE changes ADD CONSTRAINT changes_legacy_bound "
+            f"CHECK (id < {bound}) NOT VALID"
+        )
+        await conn.execute("ALTER TABLE changes VALIDATE CONSTRAINT changes_legacy_bound")
+        tx = conn.transaction()
+        await tx.start()
+        await conn.execute("LOCK TABLE changes IN ACCESS EXCLUSIVE MODE")
+        await conn.execute("SELECT changes_convert($1::bigint, 100000)", bound)
+        await tx.rollback()  # as if the swap were cancelled just before its commit
+    assert await kind(at_0007) == "r"
+    await fill(at_0007, 10)  # the sync writes on: no CHECK violation
+    steps = await layout.convert(100_000)
+    assert [s.step for s in steps] == ["swap"]
+    assert await kind(at_0007) == "p"
+    await fill(at_0007, 10)
+    newest = await at_0007.fetchval("SELECT max(id) FROM changes")
+    assert newest >= bound, "new ids start past the legacy partition"
