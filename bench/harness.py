@@ -129,6 +129,9 @@ class CountingAdapter:
         await self._inner.write(items, advance)
         self._rows[self._shop] += len(items)
 
+    async def after_walk(self, lane: Lane, started: datetime) -> None:
+        await self._inner.after_walk(lane, started)
+
 
 def counting_service(rt: Runtime, rows: Counter[str]) -> SyncService:
     """The runtime's sync service with every adapter counted per shop."""
