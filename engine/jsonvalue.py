@@ -29,10 +29,20 @@ import orjson
 __all__ = ["DecodeResult", "decode_body", "loads"]
 
 # A number token (after ':', '[' or ',') of 20 digits, or negative with 19, may be beyond 64
-# bits, and a three-digit exponent may underflow to 0.0: orjson reads these as floats without
-# a word. Anything shorter orjson reads exactly; long digit runs inside strings (tracking
-# numbers, ids) do not match, so ordinary pages stay on the fast path.
-_SUSPECT_NUMBER = re.compile(rb"[:\[,]\s*(?:-[0-9]{19}|[0-9]{20})|[0-9][eE][-+]?[0-9]{3}")
+# bits, and a negative three-digit exponent may underflow to 0.0: orjson reads these as floats
+# without a word (a positive one that overflows makes orjson raise, which takes the tolerant
+# path anyway). Anything shorter orjson reads exactly; long digit runs inside strings
+# (tracking numbers, ids) do not match, so ordinary pages stay on the fast path. Two searches,
+# the second only when "e-" occurs at all: one pattern that could start at every digit cost
+# ten times the parse itself (0.95 ms against 0.09 ms on a 58 KB page).
+_SUSPECT_INTEGER = re.compile(rb"[:\[,]\s*(?:-[0-9]{19}|[0-9]{20})")
+_SUSPECT_EXPONENT = re.compile(rb"[0-9][eE]-[0-9]{3}")
+
+
+def _suspect(raw: bytes) -> bool:
+    if _SUSPECT_INTEGER.search(raw) is not None:
+        return True
+    return (b"e-" in raw or b"E-" in raw) and _SUSPECT_EXPONENT.search(raw) is not None
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _INT64_MIN = -(2**63)
 _UINT64_MAX = 2**64 - 1
@@ -52,7 +62,7 @@ class DecodeResult:
 
 def decode_body(raw: bytes) -> DecodeResult:
     """Raises ``ValueError`` only for what is not JSON even to the tolerant decoder."""
-    if _SUSPECT_NUMBER.search(raw) is None:
+    if not _suspect(raw):
         try:
             return DecodeResult(orjson.loads(raw), False)
         except orjson.JSONDecodeError:
