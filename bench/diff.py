@@ -110,14 +110,15 @@ REFERENCE_OF = {"insert": "insert", "update": "update"}  # noop phases: none (ra
 
 
 async def run_phase(
-    store: Store, ref: Reference, n: int, batch: int, version: int, tag: str
+    store: Store, ref: Reference | None, n: int, batch: int, version: int, tag: str
 ) -> dict[str, Any]:
     """The writer's pages, each followed by the matching reference on the same rows (when the
-    phase has one): interleaved, so both see the same load on a shared machine."""
+    phase has one and ``ref`` is given): interleaved, so both see the same load on a shared
+    machine."""
     spent = cpu = ref_spent = 0.0
     orders = lines = ref_rows = 0
     totals = {"inserted": 0, "updated": 0, "unchanged": 0}
-    kind = REFERENCE_OF.get(tag)
+    kind = REFERENCE_OF.get(tag) if ref is not None else None
     for start in range(0, n, batch):
         items = [page_item(i, version) for i in range(start, min(start + batch, n))]
         last = items[-1]["parentOrderMap"]["updateTime"]

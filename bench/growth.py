@@ -79,10 +79,10 @@ async def growth(url: str, orders: int) -> dict[str, Any]:
     try:
         store = Store(pool)
         empty = await sizes(pool)
-        await run_phase(store, orders, 100, 0, "insert")
+        await run_phase(store, None, orders, 100, 0, "insert")
         await pool.execute("VACUUM ANALYZE")
         inserted = await sizes(pool)
-        await run_phase(store, orders, 100, 1, "update")
+        await run_phase(store, None, orders, 100, 1, "update")
         await pool.execute("VACUUM ANALYZE")
         updated = await sizes(pool)
     finally:

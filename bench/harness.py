@@ -119,8 +119,10 @@ class CountingAdapter:
         self._shop = shop_id
         self._rows = rows
 
-    async def fetch(self, page: int, window: Window, lane: Lane) -> Page:
-        return await self._inner.fetch(page, window, lane)
+    async def fetch(
+        self, page: int, window: Window, lane: Lane, created: Window | None = None
+    ) -> Page:
+        return await self._inner.fetch(page, window, lane, created)
 
     def key(self, item: dict[str, Any]) -> str | None:
         return self._inner.key(item)

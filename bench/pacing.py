@@ -23,7 +23,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import orjson
@@ -307,7 +307,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     )
                 runs.append(result)
                 print(_line(result), flush=True)
-    probe = AppPacer(QPS, **PACER_OPTIONS)
+    probe = AppPacer(QPS, **cast(dict[str, Any], PACER_OPTIONS))
     return {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join(["python", *sys.argv]),

@@ -137,14 +137,13 @@ def main() -> None:
         a.orders_by_shop,
         a.returns_by_shop,
     )
-    try:
-        import uvloop  # the engine's CLI serves the simulator on uvloop too
-
-        run = uvloop.run
-    except ImportError:
-        run = asyncio.run
     with contextlib.suppress(KeyboardInterrupt):
-        run(_serve(spec))
+        try:
+            import uvloop  # the engine's CLI serves the simulator on uvloop too
+        except ImportError:
+            asyncio.run(_serve(spec))
+        else:
+            uvloop.run(_serve(spec))
 
 
 # -- the harness side ----------------------------------------------------------------------

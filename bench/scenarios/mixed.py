@@ -265,10 +265,11 @@ def _document(
     rejected = m["app"]["rejected_rate_limit"] + m["app"]["rejected_storm"]
     base = m["rows_before"]
     shops = sorted({k for _, r in m["samples"] for k in r})
-    series = {
-        "t_s": [round(t, 2) for t, _ in m["samples"]],
-        "rows_by_shop": {s: [r.get(s, 0) - base.get(s, 0) for _, r in m["samples"]] for s in shops},
+    t_s: list[float] = [round(t, 2) for t, _ in m["samples"]]
+    rows_by_shop: dict[str, list[int]] = {
+        s: [r.get(s, 0) - base.get(s, 0) for _, r in m["samples"]] for s in shops
     }
+    series = {"t_s": t_s, "rows_by_shop": rows_by_shop}
     draw(
         RunPlot(
             title=f"mixed: backfill of {m['backfill_orders']:,} orders + live shop "
@@ -277,8 +278,8 @@ def _document(
             limit=LIMIT,
             accepted_at=accepted,
             rejected_at=[t for t in m["app"]["rejected_at"] if t >= t0],
-            rows_t=series["t_s"],
-            rows=series["rows_by_shop"],
+            rows_t=t_s,
+            rows=rows_by_shop,
             events={
                 "order change -> row in Postgres": [
                     (c["at_s"], c["latency_s"]) for c in probes.changes if c["latency_s"]

@@ -29,7 +29,7 @@ def _pid_alive(pid: int) -> bool:
 def _is_our_postmaster(pid: int, pgdata: Path) -> bool:
     """True when ``pid`` is a live postgres serving ``pgdata`` (not a recycled pid)."""
     try:
-        import psutil  # type: ignore[import-untyped]
+        import psutil
 
         proc = psutil.Process(pid)
         return proc.name() == "postgres" and str(pgdata) in " ".join(proc.cmdline())
