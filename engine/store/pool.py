@@ -149,10 +149,7 @@ async def create_pool(
         max_size=max_size,
         max_queries=50_000,
         max_inactive_connection_lifetime=300.0,
-        connect=None,
-        setup=None,
         init=init_connection,
-        reset=None,
         loop=None,
         server_settings=server_settings(
             schema, statement_timeout_s=statement_timeout_s, lock_timeout_s=lock_timeout_s

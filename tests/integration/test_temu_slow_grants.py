@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 
+from bench.measures import sliding_window_max
 from engine.app.sim_settings import settings_for_simulator
 from engine.sim.config import SimConfig
 from engine.sim.server import Simulator
@@ -21,16 +22,6 @@ from engine.temu.transport import TemuTransport
 SimFactory = Callable[[SimConfig], Awaitable[Simulator]]
 CONNECTIONS = 30  # more than the limit: a stalled Temu holds them all
 QPS = 20
-
-
-def max_in_any_second(times: list[float]) -> int:
-    times = sorted(times)
-    best, lo = 0, 0
-    for hi, t in enumerate(times):
-        while t - times[lo] >= 1.0:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
 
 
 async def _stalled_then_released(
@@ -79,4 +70,4 @@ async def test_a_stalled_temu_never_gets_a_burst(sim_factory: SimFactory) -> Non
     arrivals = stats["accepted_at"] + stats["rejected_at"]
     assert len(stats["accepted_at"]) == 80
     assert stats["rejected_rate_limit"] == 0, "Temu refused sends with 4000004"
-    assert max_in_any_second(arrivals) <= QPS
+    assert sliding_window_max(arrivals) <= QPS
