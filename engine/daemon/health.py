@@ -157,9 +157,6 @@ class HealthBoard:
         loop = self._loops[name]
         return self.is_stale(name) or self._failing_too_long(loop)
 
-    def failing(self) -> list[str]:
-        return [n for n, loop in self._loops.items() if loop.failures > 0 or self.is_stale(n)]
-
     def _loop_details(self, loop: LoopState) -> dict[str, Any]:
         return {
             **loop.labels,
