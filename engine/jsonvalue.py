@@ -34,13 +34,17 @@ __all__ = ["DecodeResult", "decode_body", "loads"]
 # path anyway). Anything shorter orjson reads exactly; long digit runs inside strings
 # (tracking numbers, ids) do not match, so ordinary pages stay on the fast path. Two searches,
 # the second only when "e-" occurs at all: one pattern that could start at every digit cost
-# ten times the parse itself (0.95 ms against 0.09 ms on a 58 KB page).
+# ten times the parse itself (0.95 ms against 0.09 ms on a 58 KB page). Even the integer search
+# starts at every ':' and ',': a run of 19 digits anywhere is looked for first (digits folded
+# to '0' by translate, then a substring search: 0.16 ms against 1.4 ms on a 148 KB page).
 _SUSPECT_INTEGER = re.compile(rb"[:\[,]\s*(?:-[0-9]{19}|[0-9]{20})")
 _SUSPECT_EXPONENT = re.compile(rb"[0-9][eE]-[0-9]{3}")
+_FOLD_DIGITS = bytes.maketrans(b"123456789", b"000000000")
+_DIGIT_RUN = b"0" * 19
 
 
 def _suspect(raw: bytes) -> bool:
-    if _SUSPECT_INTEGER.search(raw) is not None:
+    if _DIGIT_RUN in raw.translate(_FOLD_DIGITS) and _SUSPECT_INTEGER.search(raw) is not None:
         return True
     return (b"e-" in raw or b"E-" in raw) and _SUSPECT_EXPONENT.search(raw) is not None
 _SURROGATE = re.compile("[\ud800-\udfff]")

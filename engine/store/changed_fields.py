@@ -12,6 +12,7 @@ and the statement computes the fields itself, so the result is always what
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -33,40 +34,73 @@ def plain(raw: bytes) -> bool:
     return _LONG_NUMBER not in folded and _LONG_EXPONENT not in folded
 
 
+def plain_all(raws: Sequence[bytes]) -> bool:
+    """``plain`` of every record, in one pass over the page (a call per record costs more than
+    the search itself)."""
+    return plain(b" ".join(raws))
+
+
 def _canon(value: Any) -> bytes:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
-def changed_keys(old: Any, new: Any) -> list[str] | None:
-    """Top-level keys whose values differ (added, removed or changed), sorted by code point,
-    as ``jsonb_changed_keys``; None when Python cannot tell for sure."""
-    o = old if type(old) is dict else {}
-    n = new if type(new) is dict else {}
-    out = [k for k in o if k not in n]
-    for k, b in n.items():
-        if k not in o:
-            out.append(k)
-            continue
-        a = o[k]
-        if a != b:
-            out.append(k)
-            continue
-        ta, tb = type(a), type(b)
-        if ta is not tb:
-            if ta is bool or tb is bool:
+_MISSING = object()
+
+
+class Diff:
+    """changed_fields of a page's records, the byte checks batched.
+
+    A container equal to Python may still differ to jsonb (a ``true`` where a ``1`` was, deep
+    inside): such pairs are queued and compared as canonical bytes all at once by ``sure``
+    (two serialisations per page instead of two per container)."""
+
+    __slots__ = ("_new", "_old")
+
+    def __init__(self) -> None:
+        self._old: list[Any] = []
+        self._new: list[Any] = []
+
+    def keys(self, old: Any, new: Any) -> list[str]:
+        """Top-level keys whose values differ (added, removed or changed), sorted by code
+        point, as ``jsonb_changed_keys`` (valid once ``sure``)."""
+        o = old if type(old) is dict else {}
+        n = new if type(new) is dict else {}
+        out = [k for k in o if k not in n]
+        for k, b in n.items():
+            a = o.get(k, _MISSING)
+            if a is _MISSING or a != b:
+                out.append(k)
+                continue
+            tb = type(b)
+            if tb is dict or tb is list:
+                self._old.append(a)
+                self._new.append(b)
+            elif type(a) is not tb and (tb is bool or type(a) is bool):
                 out.append(k)  # True == 1 to Python only; 1 == 1.0 to jsonb too
-        elif (ta is dict or ta is list) and _canon(a) != _canon(b):
-            return None  # equal to Python, not byte for byte: a bool or a 1.0 inside
-    out.sort()
-    return out
+        out.sort()
+        return out
+
+    def order_keys(self, old: Any, new: Any) -> list[str]:
+        """Keys of parentOrderMap that differ, then the other top-level keys that differ."""
+        o = old if type(old) is dict else {}
+        n = new if type(new) is dict else {}
+        inner = self.keys(o.get("parentOrderMap"), n.get("parentOrderMap"))
+        return inner + [k for k in self.keys(o, n) if k != "parentOrderMap"]
+
+    def sure(self) -> bool:
+        """Every container Python called equal is equal byte for byte."""
+        return not self._old or _canon(self._old) == _canon(self._new)
+
+
+def changed_keys(old: Any, new: Any) -> list[str] | None:
+    """``Diff.keys`` of one pair; None when Python cannot tell for sure."""
+    d = Diff()
+    out = d.keys(old, new)
+    return out if d.sure() else None
 
 
 def order_changed_fields(old: Any, new: Any) -> list[str] | None:
-    """Keys of parentOrderMap that differ, then the other top-level keys that differ."""
-    o = old if type(old) is dict else {}
-    n = new if type(new) is dict else {}
-    inner = changed_keys(o.get("parentOrderMap"), n.get("parentOrderMap"))
-    outer = changed_keys(o, n)
-    if inner is None or outer is None:
-        return None
-    return inner + [k for k in outer if k != "parentOrderMap"]
+    """``Diff.order_keys`` of one pair; None when Python cannot tell for sure."""
+    d = Diff()
+    out = d.order_keys(old, new)
+    return out if d.sure() else None

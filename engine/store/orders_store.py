@@ -14,7 +14,6 @@ from engine.store.orders_write import Advance
 from engine.store.rejected import Rejected, isolable
 
 GUESS_AFTER = 3  # all-new pages in a row
-BUSY_SHARE = 0.9  # of a page's orders written
 
 
 class OrdersWriter:
@@ -33,9 +32,6 @@ class OrdersWriter:
         # in the server's log, so one page of new orders in an incremental pass is no reason.
         self._all_new: dict[str, int] = {}
         self._guess_after = guess_new_after  # None: never guess
-        # Per shop: was most of the last page written? Then asking first which orders changed
-        # would return most payloads just to send them back: the page is sent whole.
-        self._busy: dict[str, bool] = {}
 
     async def write(
         self, shop_id: str, items: list[Any], advance: Advance
@@ -57,14 +53,9 @@ class OrdersWriter:
                     if guess:
                         row = await orders_write.insert_page(conn, self._q, shop_id, page, advance)
                     if row is None:
-                        whole = after is not None and self._busy.get(shop_id, False)
-                        row = await orders_write.write_page(
-                            conn, self._q, shop_id, page, advance, compare_first=not whole
-                        )
+                        row = await orders_write.write_page(conn, self._q, shop_id, page, advance)
                 new = 0 < row["orders"] == row["orders_inserted"]
                 self._all_new[shop_id] = self._all_new.get(shop_id, 0) + 1 if new else 0
-                written = row["orders_inserted"] + row["orders_updated"]
-                self._busy[shop_id] = written >= BUSY_SHARE * row["orders"] > 0
                 return [row], []
             except Exception as exc:
                 if not isolable(exc):

@@ -5,15 +5,19 @@ keys changes nothing), and hashed (sha256). Those bytes are both the hash's inpu
 payload sent to Postgres: nothing is serialised twice. A page then takes:
 
 - ``orders_changed``: the keys and hashes only, one primary-key probe per order. A quiet page
-  ends here (its cursor moves in the same statement): a no-op pass is reads only;
-- ``write_orders``, for the new or changed orders alone: orders, lines, ``changes`` rows and
-  the cursor in one statement, so one implicit transaction per page with its cursor.
+  ends here (its cursor moves in the same statement): a no-op pass is reads only. For the
+  orders that differ it answers their stored rows and their lines' rows;
+- ``update_orders``, when the engine could diff all of those itself (orders_inplace.py): the
+  changed rows are updated in place by ctid as the version read, the new ones inserted, with
+  their ``changes`` rows and the cursor, in one statement: Postgres compares nothing;
+- ``write_orders`` otherwise (a value only Postgres compares right, a row that moved since the
+  read): the same in one statement that looks every row up and compares it itself.
 
-A page expected to be all new skips the first (``insert_orders``: plain inserts), one after a
-mostly-written page is sent whole (orders_store.py decides).
+A page expected to be all new skips the first (``insert_orders``: plain inserts; orders_store.py
+decides).
 
 The counts (distinct keys, skipped records) are computed here from the parsed dicts; the
-statement returns only what it inserted and updated.
+statements return only what they inserted and updated.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from typing import Any
 import asyncpg
 import orjson
 
-from engine.store import changed_fields
+from engine.store import changed_fields, orders_inplace
+from engine.store.orders_inplace import keyed_lines
 from engine.store.pool import Connection, without_nul
 from engine.store.rejected import json_key
 
@@ -63,6 +68,15 @@ class OrderPage:
             [self.line_keys[i] for i in idx],
             [self.had_nul[i] for i in idx],
             0,
+        )
+
+    def probe_document(self) -> bytes:
+        """``orders_changed``'s $2: per order its key, hash (hex) and distinct line keys."""
+        return orjson.dumps(
+            [
+                [sn, h.hex(), list(dict.fromkeys(k for k in keys if k is not None))]
+                for sn, h, keys in zip(self.sns, self.hashes, self.line_keys, strict=True)
+            ]
         )
 
     def counts(self, excluded: Collection[str] = ()) -> dict[str, int]:
@@ -156,29 +170,17 @@ class _Diffed:
         self.line_hi.append(hi)
 
 
-def _keyed_lines(payload: Any) -> dict[str, tuple[int, Any]]:
-    lines = payload.get("orderList") if type(payload) is dict else None
-    if not isinstance(lines, list):
-        return {}
-    out: dict[str, tuple[int, Any]] = {}
-    for i, line in enumerate(lines):
-        key = json_key(line, "orderSn")
-        if key is not None:
-            out[key] = (i, line)
-    return out
-
-
-def _diffed(page: OrderPage, old: Sequence[Any], excluded: Collection[str]) -> _Diffed:
-    """changed_fields of the page's orders and their lines against the stored orders ``old``
-    (sn, payload, row_version: orders_changed's answer). A line is diffed against the copy in
-    its order's stored payload; the statement checks that the stored line is that copy."""
-    stored = {r["sn"]: r for r in old}
+def _diffed(page: OrderPage, stored: Mapping[str, list[Any]], excluded: Collection[str]) -> _Diffed:
+    """changed_fields of the page's orders and their lines against the stored orders ``stored``
+    (by key: [payload, row version, ...], orders_inplace.Probed.orders). A line is diffed
+    against the copy in its order's stored payload; the statement checks that the stored line
+    is that copy."""
     out = _Diffed()
     # line key -> (its order, the stored copy's index, the stored copy, the new line)
     candidates: dict[str, tuple[str, int, Any, Any] | None] = {}
     for i, sn in enumerate(page.sns):
         item, row = page.items[i], stored.get(sn)
-        before = None if row is None else row["payload"]
+        before = None if row is None else row[0]
         # Only records diffed against a stored version pay for the check.
         plain = (
             before is not None and not page.had_nul[i] and changed_fields.plain(page.payloads[i])
@@ -186,8 +188,8 @@ def _diffed(page: OrderPage, old: Sequence[Any], excluded: Collection[str]) -> _
         if row is None or not plain:
             out.order(None, None)
         else:
-            out.order(row["row_version"], changed_fields.order_changed_fields(before, item))
-        old_lines = _keyed_lines(before) if plain else {}
+            out.order(row[1], changed_fields.order_changed_fields(before, item))
+        old_lines = keyed_lines(before) if plain else {}
         got = item.get("orderList")
         for line in got if isinstance(got, list) else []:
             lsn = json_key(line, "orderSn")
@@ -229,15 +231,55 @@ async def write_page(
 
     ``compare_first``: ask which orders changed before sending any payload (the normal path).
     Without it every order is sent and compared in the write, and changed_fields are all
-    computed by Postgres: for pages expected to be new (a backfill) and for the careful path
-    (isolation.py), which writes its pieces inside its own transaction."""
+    computed by Postgres: for the careful path (isolation.py), which writes its pieces inside
+    its own transaction."""
     totals = page.counts(excluded or ())
-    todo, old = page, []
-    if compare_first:
-        old = await conn.fetch(q["orders_changed"], shop_id, page.sns, page.hashes, *advance)
-        if not old:
-            return _result(totals, None)
-        todo = page.only({r["sn"] for r in old})
+    if not compare_first:
+        return _result(totals, await _write_compared(conn, q, shop_id, page, {}, advance, excluded))
+    doc = orjson.Fragment(page.probe_document())
+    probed = orders_inplace.Probed.of(
+        await conn.fetchrow(q["orders_changed"], shop_id, doc, *advance)
+    )
+    if not probed.orders:
+        return _result(totals, None)
+    # In place only as a statement of its own: when the rows moved since the read it fails
+    # whole, and the page is sent again (inside a caller's transaction it could not be).
+    if excluded is None and not conn.is_in_transaction():
+        inplace = orders_inplace.plan(
+            page.sns, page.hashes, page.payloads, page.items, page.had_nul, probed
+        )
+        if inplace is not None:
+            try:
+                return _result(totals, await _update(conn, q, shop_id, inplace, advance))
+            except asyncpg.SerializationError:
+                pass  # a row moved since the read: compare everything in Postgres
+    todo = page.only(probed.orders.keys())
+    return _result(
+        totals, await _write_compared(conn, q, shop_id, todo, probed.orders, advance, excluded)
+    )
+
+
+async def _update(
+    conn: Connection,
+    q: Mapping[str, str],
+    shop_id: str,
+    p: orders_inplace.InPlace,
+    advance: Advance,
+) -> Any:
+    return await conn.fetchrow(q["update_orders"], shop_id, orjson.Fragment(p.document()), *advance)
+
+
+async def _write_compared(
+    conn: Connection,
+    q: Mapping[str, str],
+    shop_id: str,
+    todo: OrderPage,
+    old: Mapping[str, list[Any]],
+    advance: Advance,
+    excluded: Sequence[str] | None,
+) -> Any:
+    """``write_orders``: Postgres looks every order and line up and compares it; the engine's
+    changed_fields (diffed against ``old``, the probed rows) are used where still valid."""
     d = _diffed(todo, old, excluded or ())
     row = await conn.fetchrow(
         q["write_orders"],
@@ -259,7 +301,7 @@ async def write_page(
         None if excluded is None else list(excluded),
     )
     assert row is not None
-    return _result(totals, row)
+    return row
 
 
 async def insert_page(

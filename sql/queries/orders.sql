@@ -1,22 +1,32 @@
 -- name: orders_changed
 -- The read half of an orders page: which of the page's orders are new or differ from the
--- stored row, by content hash alone (one primary-key probe per order, no payload sent).
--- $1 shop_id, $2 parentOrderSn values, $3 their content hashes (same order),
--- $4 stream, $5 kind, $6 position (NULL $4: no cursor).
+-- stored row, by content hash alone (one primary-key probe per order, no payload sent), and
+-- what the engine needs to diff and update the changed ones in place.
+-- $1 shop_id; $2 the page as one JSON document (orders_write.py): per order
+-- [parentOrderSn, content hash (hex), [its lines' orderSn]]; $3 stream, $4 kind, $5 position
+-- (NULL $3: no cursor). One document rather than parallel arrays: the driver checks every
+-- array element in Python, which cost more than the statement.
 --
 -- When nothing differs the page is done here (no row returned): the cursor moves in this
 -- statement (its own transaction) and no row is locked or written. When something differs the
--- cursor is left alone: write_orders moves it in the transaction that stores the changes.
+-- cursor is left alone: the write moves it in the transaction that stores the changes.
+--
+-- "orders": per changed order [parentOrderSn, stored payload (null: new), row version (xmin),
+-- ctid, status]. "lines": per stored line of those orders [its order's parentOrderSn,
+-- orderSn, payload (null when "same"), row version, ctid, status, same], where "same" says
+-- the order row's own transaction wrote it from that order: then it is the copy in the
+-- order's stored payload, which the engine diffs against.
 WITH page AS (
-    SELECT p.sn, p.h
-    FROM unnest($2::text[], $3::bytea[]) AS p (sn, h)
+    SELECT e.v ->> 0 AS sn, decode(e.v ->> 1, 'hex') AS h, e.v -> 2 AS lines
+    FROM jsonb_array_elements($2::jsonb) AS e (v)
 ),
 changed AS (
-    SELECT p.sn, o.payload, o.row_version
+    SELECT p.sn, p.lines, o.payload, o.xmin_, o.tid, o.status
     FROM page AS p
     LEFT JOIN LATERAL (
         -- LATERAL ... LIMIT 1 pins the plan to one primary-key probe per key (see write_orders).
-        SELECT x.content_hash, x.payload, x.xmin::text AS row_version
+        SELECT x.content_hash, x.payload, x.xmin AS xmin_, x.ctid AS tid,
+               x.parent_order_status AS status
         FROM orders AS x
         WHERE x.shop_id = $1::text AND x.parent_order_sn = p.sn
         LIMIT 1
@@ -28,8 +38,8 @@ adv AS (
     -- re-read of the page, never data: its commit does not wait for the WAL flush
     -- (synchronous_commit off for this transaction alone; writes with rows keep waiting).
     INSERT INTO sync_state AS st (shop_id, stream, kind, position, updated_at)
-    SELECT $1::text, $4::text, $5::text, $6::timestamptz, now()
-    WHERE $4::text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM changed)
+    SELECT $1::text, $3::text, $4::text, $5::timestamptz, now()
+    WHERE $3::text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM changed)
           AND set_config('synchronous_commit', 'off', true) = 'off'
     ON CONFLICT (shop_id, stream, kind) DO UPDATE SET
         position = CASE WHEN st.kind = 'incremental'
@@ -38,10 +48,157 @@ adv AS (
         updated_at = EXCLUDED.updated_at
     RETURNING 1
 )
--- The changed orders with their stored payload (NULL: new) and its row version (xmin): the
--- engine computes changed_fields from it, the orders' and their lines'.
-SELECT c.sn, c.payload, c.row_version
-FROM changed AS c;
+-- One row, two JSON arrays (NULL: none), decoded by the engine in one go rather than row by
+-- row (which cost more than the statement).
+SELECT
+    (SELECT json_agg(json_build_array(c.sn, c.payload, c.xmin_::text, c.tid::text, c.status))
+     FROM changed AS c) AS orders,
+    -- Each line by its own key (it may be stored under another order), no join between sets:
+    -- the plan stays nested probes whatever row counts a cached plan assumed.
+    (SELECT json_agg(json_build_array(c.sn, k.lsn, CASE WHEN l.same THEN NULL ELSE l.payload END,
+                                      l.xmin_::text, l.tid::text, l.order_status, l.same))
+     FROM changed AS c
+     CROSS JOIN LATERAL jsonb_array_elements_text(c.lines) AS k (lsn)
+     JOIN LATERAL (
+         SELECT x.payload, x.xmin AS xmin_, x.ctid AS tid, x.order_status,
+                coalesce(x.xmin = c.xmin_ AND x.parent_order_sn = c.sn, false) AS same
+         FROM order_lines AS x
+         WHERE x.shop_id = $1::text AND x.order_sn = k.lsn
+         LIMIT 1
+     ) AS l ON true) AS lines;
+
+-- name: update_orders
+-- The write half when the engine diffed every changed order and line itself (orders_write.py):
+-- stored rows are updated in place by ctid, as the version read (xmin), new ones inserted,
+-- their changes rows and the cursor written, in ONE statement (one transaction). No row is
+-- compared or looked up by key again. rows_as_read() (migration 13) ends the statement,
+-- writing nothing, when a row moved since it was read or a key appeared: the engine then
+-- sends the page through write_orders, which compares everything itself.
+-- $1 shop_id; $2 one JSON document (see orders_changed for why):
+--   "o": per order [parentOrderSn, content hash (hex), ctid (null: new), row version,
+--        old status, changed_fields from, to (in "f", from 1), payload];
+--   "l": per line [orderSn, its order (index into "o", from 0), its index in that order's
+--        orderList, ctid (null: new), row version, old status, changed_fields from, to];
+--   "f": every changed field name, flat; "n": expected counts (orders updated, orders
+--   inserted, lines updated, lines inserted);
+-- $3 stream, $4 kind, $5 position (NULL $3: no cursor).
+WITH o_in AS (
+    SELECT $1::text AS shop, e.v ->> 0 AS sn, decode(e.v ->> 1, 'hex') AS h, (e.v ->> 2)::tid AS tid,
+           (e.v ->> 3)::xid AS seen, (e.v ->> 4)::int AS old_status,
+           (e.v ->> 5)::int AS cf_lo, (e.v ->> 6)::int AS cf_hi, e.v -> 7 AS item
+    FROM jsonb_array_elements($2::jsonb -> 'o') AS e (v)
+),
+fields AS (
+    SELECT ARRAY(SELECT jsonb_array_elements_text($2::jsonb -> 'f')) AS f
+),
+up_o AS (
+    UPDATE orders AS t SET
+        parent_order_status = j_int(s.item -> 'parentOrderMap' -> 'parentOrderStatus'),
+        parent_order_time = j_ts(s.item -> 'parentOrderMap' -> 'parentOrderTime'),
+        update_time = j_ts(s.item -> 'parentOrderMap' -> 'updateTime'),
+        payload = s.item,
+        content_hash = s.h,
+        synced_at = now()
+    FROM o_in AS s
+    -- The table is reached by the ctids read (a TID scan), whatever plan is cached: a join on
+    -- ctid alone can be planned as a hash join over a seq scan, and "shop_id = $1" as a
+    -- restriction offers a scan of the whole shop (chosen by generic plans), so the shop is
+    -- compared as a join clause. The key and xmin make sure it is still the row read.
+    WHERE t.ctid = ANY (ARRAY(SELECT tid FROM o_in WHERE tid IS NOT NULL))
+          AND t.ctid = s.tid AND t.shop_id = s.shop AND t.parent_order_sn = s.sn
+          AND t.xmin = s.seen
+    RETURNING s.sn, s.old_status, t.parent_order_status AS new_status, s.cf_lo, s.cf_hi
+),
+ins_o AS (
+    INSERT INTO orders (
+        shop_id, parent_order_sn, parent_order_status, parent_order_time, update_time,
+        payload, content_hash, synced_at, created_at
+    )
+    SELECT $1::text, sn,
+           j_int(item -> 'parentOrderMap' -> 'parentOrderStatus'),
+           j_ts(item -> 'parentOrderMap' -> 'parentOrderTime'),
+           j_ts(item -> 'parentOrderMap' -> 'updateTime'),
+           item, h, now(), now()
+    FROM o_in
+    WHERE tid IS NULL
+    ON CONFLICT DO NOTHING
+    RETURNING parent_order_sn AS sn, parent_order_status AS new_status
+),
+l_in AS (
+    -- #> walks to the line in place: a chain of -> would copy every level on the way.
+    SELECT $1::text AS shop, e.v ->> 0 AS lsn,
+           $2::jsonb #>> ARRAY['o', e.v ->> 1, '0'] AS parent_sn,
+           $2::jsonb #> ARRAY['o', e.v ->> 1, '7', 'orderList', e.v ->> 2] AS line,
+           (e.v ->> 3)::tid AS tid, (e.v ->> 4)::xid AS seen, (e.v ->> 5)::int AS old_status,
+           (e.v ->> 6)::int AS cf_lo, (e.v ->> 7)::int AS cf_hi
+    FROM jsonb_array_elements($2::jsonb -> 'l') AS e (v)
+),
+up_l AS (
+    UPDATE order_lines AS t SET
+        parent_order_sn = l.parent_sn,
+        order_status = j_int(l.line -> 'orderStatus'),
+        goods_id = j_bigint(l.line -> 'goodsId'),
+        sku_id = j_bigint(l.line -> 'skuId'),
+        quantity = j_int(l.line -> 'quantity'),
+        payload = l.line,
+        synced_at = now()
+    FROM l_in AS l
+    WHERE t.ctid = ANY (ARRAY(SELECT tid FROM l_in WHERE tid IS NOT NULL))
+          AND t.ctid = l.tid AND t.shop_id = l.shop AND t.order_sn = l.lsn
+          AND t.xmin = l.seen
+    RETURNING l.lsn, l.old_status, t.order_status AS new_status, l.cf_lo, l.cf_hi
+),
+ins_l AS (
+    INSERT INTO order_lines (
+        shop_id, order_sn, parent_order_sn, order_status, goods_id, sku_id, quantity,
+        payload, synced_at, created_at
+    )
+    SELECT $1::text, lsn, parent_sn,
+           j_int(line -> 'orderStatus'),
+           j_bigint(line -> 'goodsId'),
+           j_bigint(line -> 'skuId'),
+           j_int(line -> 'quantity'),
+           line, now(), now()
+    FROM l_in
+    WHERE tid IS NULL
+    ON CONFLICT DO NOTHING
+    RETURNING order_sn AS lsn, order_status AS new_status
+),
+ch AS (
+    INSERT INTO changes (shop_id, entity, entity_key, op, changed_fields, old_status, new_status)
+    SELECT $1::text, 'order', u.sn, 'update', f.f[u.cf_lo:u.cf_hi], u.old_status, u.new_status
+    FROM up_o AS u, fields AS f
+    UNION ALL
+    SELECT $1::text, 'order', sn, 'insert', NULL, NULL, new_status FROM ins_o
+    UNION ALL
+    SELECT $1::text, 'order_line', u.lsn, 'update', f.f[u.cf_lo:u.cf_hi], u.old_status,
+           u.new_status
+    FROM up_l AS u, fields AS f
+    UNION ALL
+    SELECT $1::text, 'order_line', lsn, 'insert', NULL, NULL, new_status FROM ins_l
+),
+adv AS (
+    INSERT INTO sync_state AS st (shop_id, stream, kind, position, updated_at)
+    SELECT $1::text, $3::text, $4::text, $5::timestamptz, now()
+    WHERE $3::text IS NOT NULL
+    ON CONFLICT (shop_id, stream, kind) DO UPDATE SET
+        position = CASE WHEN st.kind = 'incremental'
+                        THEN greatest(st.position, EXCLUDED.position)
+                        ELSE EXCLUDED.position END,
+        updated_at = EXCLUDED.updated_at
+    RETURNING 1
+)
+SELECT
+    rows_as_read(($2::jsonb #>> '{n,0}')::bigint, (SELECT count(*) FROM up_o), 'orders')
+        AS orders_updated,
+    rows_as_read(($2::jsonb #>> '{n,1}')::bigint, (SELECT count(*) FROM ins_o), 'new orders')
+        AS orders_inserted,
+    rows_as_read(($2::jsonb #>> '{n,2}')::bigint, (SELECT count(*) FROM up_l), 'order lines')
+        AS lines_updated,
+    rows_as_read(($2::jsonb #>> '{n,3}')::bigint, (SELECT count(*) FROM ins_l),
+                 'new order lines')
+        AS lines_inserted,
+    (SELECT count(*) FROM adv) AS advanced;
 
 -- name: write_orders
 -- The write half: orders (de-duplicated and sorted by key by the caller), their lines, the

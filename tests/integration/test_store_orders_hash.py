@@ -17,6 +17,7 @@ import asyncpg
 import orjson
 import pytest
 
+from engine.store import orders_inplace
 from engine.store.migrate import load_migrations, migrate
 from engine.store.pool import create_pool, quote_ident
 from engine.store.store import CursorAdvance, DiffCounts, Store
@@ -26,11 +27,17 @@ from tests.integration.test_store_diff import _SingleConn, order, xmins
 SHOP = "us-main"
 
 
-@pytest.fixture(params=["compare first", "guessing new pages"])
-def store(pool: asyncpg.Pool, request: pytest.FixtureRequest) -> Store:
-    """Both ways a page travels: its (key, hash) pairs first, or (after an all-new page, and
-    every test here starts with one) as plain inserts that fall back to the compare path."""
-    return Store(pool, guess_new_after=None if request.param == "compare first" else 1)
+@pytest.fixture(params=["compare first", "guessing new pages", "Postgres compares"])
+def store(
+    pool: asyncpg.Pool, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Store:
+    """Every way a page travels: its (key, hash) pairs first, then changed rows updated in
+    place; as plain inserts after an all-new page (every test here starts with one), falling
+    back to the compare path; or with the engine unsure of its diff, so the statement that
+    compares everything in Postgres writes it."""
+    if request.param == "Postgres compares":
+        monkeypatch.setattr(orders_inplace, "plan", lambda *args: None)
+    return Store(pool, guess_new_after=1 if request.param == "guessing new pages" else None)
 
 
 def canonical_hash(item: Any) -> bytes:
