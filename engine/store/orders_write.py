@@ -310,14 +310,13 @@ async def insert_page(
     """Stores a page expected to be all new with plain INSERTs; None (nothing written) when an
     order or line key is already stored or repeated in the page."""
     try:
-        row = await conn.fetchrow(
-            q["insert_orders"],
-            shop_id,
-            page.sns,
-            page.hashes,
-            [orjson.Fragment(data) for data in page.payloads],
-            *advance,
+        doc = orjson.dumps(
+            [
+                [sn, h.hex(), orjson.Fragment(data)]
+                for sn, h, data in zip(page.sns, page.hashes, page.payloads, strict=True)
+            ]
         )
+        row = await conn.fetchrow(q["insert_orders"], shop_id, orjson.Fragment(doc), *advance)
     except asyncpg.UniqueViolationError:
         return None
     return _result(page.counts(), row)

@@ -21,7 +21,7 @@ import asyncpg
 from engine.store import isolation
 from engine.store.orders_store import GUESS_AFTER, OrdersWriter
 from engine.store.outbox import Outbox
-from engine.store.pool import pg_text, pg_texts
+from engine.store.pool import holds_session_state, pg_text, pg_texts
 from engine.store.rejected import Rejected, isolable, json_key
 
 Item = Mapping[str, Any]
@@ -31,6 +31,7 @@ Item = Mapping[str, Any]
 _TOKEN_LOCK_CONN: contextvars.ContextVar[Any] = contextvars.ContextVar(
     "temu_sync_token_lock_conn", default=None
 )
+_TOKEN_UNLOCK = "SELECT pg_advisory_unlock(hashtextextended($1, 0))"
 
 
 @dataclass(frozen=True, slots=True)
@@ -416,13 +417,16 @@ class Store(Outbox):
         retries later)."""
         async with self._pool.acquire() as conn:
             key = f"temu_sync.oc_tokens:{client_id}"
+            # Released below; should the unlock not run (cancelled), the pool's full reset
+            # releases it before another holder gets this connection.
+            holds_session_state(conn)
             await conn.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", key)
             token = _TOKEN_LOCK_CONN.set(conn)
             try:
                 yield
             finally:
                 _TOKEN_LOCK_CONN.reset(token)
-                await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", key)
+                await conn.execute(_TOKEN_UNLOCK, key)
 
     async def save_oc_tokens(
         self,

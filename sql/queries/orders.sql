@@ -381,10 +381,12 @@ SELECT
 -- A page expected to be all new (the page before it was: a backfill), as plain INSERTs: no
 -- lookups, no ON CONFLICT, no de-duplication. One stored key (or a key repeated in the page)
 -- makes it fail with unique_violation and write nothing; the caller then takes the compare
--- path. $1 shop_id, $2 parentOrderSn values, $3 content hashes, $4 payloads, $5 stream,
--- $6 kind, $7 position (NULL $5: no cursor).
+-- path. $1 shop_id, $2 the page as one JSON document (see orders_changed for why): per order
+-- [parentOrderSn, content hash (hex), payload]; $3 stream, $4 kind, $5 position (NULL $3: no
+-- cursor).
 WITH src AS (
-    SELECT * FROM unnest($2::text[], $3::bytea[], $4::jsonb[]) AS s (sn, h, item)
+    SELECT e.v ->> 0 AS sn, decode(e.v ->> 1, 'hex') AS h, e.v -> 2 AS item
+    FROM jsonb_array_elements($2::jsonb) AS e (v)
 ),
 ins_o AS (
     INSERT INTO orders (
@@ -398,10 +400,6 @@ ins_o AS (
            item, h, now(), now()
     FROM src
     RETURNING parent_order_sn AS sn, parent_order_status AS status
-),
-ch_o AS (
-    INSERT INTO changes (shop_id, entity, entity_key, op, new_status)
-    SELECT $1::text, 'order', sn, 'insert', status FROM ins_o
 ),
 ins_l AS (
     INSERT INTO order_lines (
@@ -425,14 +423,17 @@ ins_l AS (
     WHERE l.lsn IS NOT NULL
     RETURNING order_sn AS lsn, order_status AS status
 ),
-ch_l AS (
+ch AS (
+    -- One INSERT for both kinds: the changes partition is routed once per statement.
     INSERT INTO changes (shop_id, entity, entity_key, op, new_status)
+    SELECT $1::text, 'order', sn, 'insert', status FROM ins_o
+    UNION ALL
     SELECT $1::text, 'order_line', lsn, 'insert', status FROM ins_l
 ),
 adv AS (
     INSERT INTO sync_state AS st (shop_id, stream, kind, position, updated_at)
-    SELECT $1::text, $5::text, $6::text, $7::timestamptz, now()
-    WHERE $5::text IS NOT NULL
+    SELECT $1::text, $3::text, $4::text, $5::timestamptz, now()
+    WHERE $3::text IS NOT NULL
     ON CONFLICT (shop_id, stream, kind) DO UPDATE SET
         position = CASE WHEN st.kind = 'incremental'
                         THEN greatest(st.position, EXCLUDED.position)

@@ -12,12 +12,14 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
+import asyncpg
+import pytest
 
 from engine.app.sim_settings import settings_for_simulator
 from engine.oc.client import OCClient
 from engine.reconcile.oc_rmas import PgTokenStore
 from engine.sim.config import SimConfig
-from engine.store.pool import create_pool
+from engine.store.pool import create_pool, holds_session_state
 from engine.store.store import Store
 from tests.fixtures_sim import SimFactory
 
@@ -62,4 +64,48 @@ async def test_refresh_needs_only_the_connection_holding_its_lock(pg_url: str, s
             "SELECT pg_try_advisory_lock(hashtextextended($1, 0))", "temu_sync.oc_tokens:cid"
         )
     finally:
+        await pool.close()
+
+
+async def test_session_state_is_reset_only_where_it_was_taken(pg_url: str, schema: str) -> None:
+    """Pooled connections skip the reset round trip on release, except those marked as
+    holding session state (the token lock marks its own): a lock whose unlock never ran
+    (cancelled) must not stay with the pooled session, or every other process would wait for
+    it until that connection closed."""
+    pool = await create_pool(pg_url, schema, min_size=1, max_size=1)
+    other = await asyncpg.connect(pg_url)
+    probe = "SELECT pg_try_advisory_lock(42)"
+    try:
+        async with pool.acquire() as conn:
+            await conn.execute("SELECT pg_advisory_lock(42)")
+            await conn.execute("SET work_mem = '7MB'")
+        async with pool.acquire() as conn:
+            # Not marked: released as it was (this is why the token lock marks its own).
+            assert await conn.fetchval("SHOW work_mem") == "7MB"
+            assert await other.fetchval(probe) is False
+            holds_session_state(conn)
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SHOW work_mem") != "7MB"
+        assert await other.fetchval(probe) is True
+    finally:
+        await other.close()
+        await pool.close()
+
+
+async def test_the_token_lock_is_released_even_when_its_unlock_is_not(
+    pg_url: str, schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pool = await create_pool(pg_url, schema, min_size=1, max_size=1)
+    other = await asyncpg.connect(pg_url)
+    store = Store(pool)
+    try:
+        with pytest.raises(RuntimeError, match="inside"):
+            async with store.oc_token_lock("cid"):
+                # The unlock does not happen (as when cancelled before it ran).
+                monkeypatch.setattr("engine.store.store._TOKEN_UNLOCK", "SELECT $1::text")
+                raise RuntimeError("inside")
+        probe = "SELECT pg_try_advisory_lock(hashtextextended($1, 0))"
+        assert await other.fetchval(probe, "temu_sync.oc_tokens:cid") is True
+    finally:
+        await other.close()
         await pool.close()
