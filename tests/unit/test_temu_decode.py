@@ -6,6 +6,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from engine.jsonvalue import _SUSPECT_EXPONENT, _SUSPECT_INTEGER, _suspect
 from engine.temu.decode import decode_body
 
 
@@ -66,3 +67,29 @@ def test_long_digit_string_is_not_a_number() -> None:
 def test_not_json_at_all_still_fails() -> None:
     with pytest.raises(ValueError):
         decode_body(b"<html>502</html>")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"v": [ -1234567890123456789012 ]}',
+        b'{"v":\n\t18446744073709551616}',
+        b'{"a": [1, 18446744073709551616]}',
+        b'{"v": 1E-400}',
+        b'{"v": 2.5e-300}',
+    ],
+)
+def test_unusual_numbers_are_found_however_they_are_spaced(body: bytes) -> None:
+    """The quick pre-test before the exact patterns must pass everything they would match."""
+    assert decode_body(body).repaired
+    exact = _SUSPECT_INTEGER.search(body) or _SUSPECT_EXPONENT.search(body)
+    assert exact is not None and _suspect(body)
+
+
+def test_long_ids_and_hyphens_in_text_keep_the_fast_path() -> None:
+    """Temu's line numbers are 19-digit runs inside strings and "e-" is common in text: neither
+    sends a page to the tolerant decoder."""
+    body = b'{"orderSn": "211-1234567890123456789", "label": "free-shipping", "n": 1}'
+    out = decode_body(body)
+    assert not out.repaired
+    assert out.value["n"] == 1
