@@ -83,9 +83,13 @@ SELECT
 --   inserted, lines updated, lines inserted);
 -- $3 stream, $4 kind, $5 position (NULL $3: no cursor).
 WITH o_in AS (
-    SELECT $1::text AS shop, e.v ->> 0 AS sn, decode(e.v ->> 1, 'hex') AS h, (e.v ->> 2)::tid AS tid,
-           (e.v ->> 3)::xid AS seen, (e.v ->> 4)::int AS old_status,
-           (e.v ->> 5)::int AS cf_lo, (e.v ->> 6)::int AS cf_hi, e.v -> 7 AS item
+    -- Typed columns' values taken out once (see insert_orders).
+    SELECT $1::text AS shop, e.v ->> 0 AS sn, decode(e.v ->> 1, 'hex') AS h,
+           (e.v ->> 2)::tid AS tid, (e.v ->> 3)::xid AS seen, (e.v ->> 4)::int AS old_status,
+           (e.v ->> 5)::int AS cf_lo, (e.v ->> 6)::int AS cf_hi, e.v -> 7 AS item,
+           e.v #> '{7,parentOrderMap,parentOrderStatus}' AS status_v,
+           e.v #> '{7,parentOrderMap,parentOrderTime}' AS time_v,
+           e.v #> '{7,parentOrderMap,updateTime}' AS update_v
     FROM jsonb_array_elements($2::jsonb -> 'o') AS e (v)
 ),
 fields AS (
@@ -93,9 +97,9 @@ fields AS (
 ),
 up_o AS (
     UPDATE orders AS t SET
-        parent_order_status = j_int(s.item -> 'parentOrderMap' -> 'parentOrderStatus'),
-        parent_order_time = j_ts(s.item -> 'parentOrderMap' -> 'parentOrderTime'),
-        update_time = j_ts(s.item -> 'parentOrderMap' -> 'updateTime'),
+        parent_order_status = j_int(s.status_v),
+        parent_order_time = j_ts(s.time_v),
+        update_time = j_ts(s.update_v),
         payload = s.item,
         content_hash = s.h,
         synced_at = now()
@@ -114,11 +118,7 @@ ins_o AS (
         shop_id, parent_order_sn, parent_order_status, parent_order_time, update_time,
         payload, content_hash, synced_at, created_at
     )
-    SELECT $1::text, sn,
-           j_int(item -> 'parentOrderMap' -> 'parentOrderStatus'),
-           j_ts(item -> 'parentOrderMap' -> 'parentOrderTime'),
-           j_ts(item -> 'parentOrderMap' -> 'updateTime'),
-           item, h, now(), now()
+    SELECT $1::text, sn, j_int(status_v), j_ts(time_v), j_ts(update_v), item, h, now(), now()
     FROM o_in
     WHERE tid IS NULL
     ON CONFLICT DO NOTHING
@@ -385,7 +385,13 @@ SELECT
 -- [parentOrderSn, content hash (hex), payload]; $3 stream, $4 kind, $5 position (NULL $3: no
 -- cursor).
 WITH src AS (
-    SELECT e.v ->> 0 AS sn, decode(e.v ->> 1, 'hex') AS h, e.v -> 2 AS item
+    -- The typed columns' values are taken out here, once: the j_* readers are inlined and
+    -- name their argument several times, and an argument like item -> 'parentOrderMap' -> ..
+    -- would be evaluated (copying parentOrderMap) at every mention (~6 us an order).
+    SELECT e.v ->> 0 AS sn, decode(e.v ->> 1, 'hex') AS h, e.v -> 2 AS item,
+           e.v #> '{2,parentOrderMap,parentOrderStatus}' AS status_v,
+           e.v #> '{2,parentOrderMap,parentOrderTime}' AS time_v,
+           e.v #> '{2,parentOrderMap,updateTime}' AS update_v
     FROM jsonb_array_elements($2::jsonb) AS e (v)
 ),
 ins_o AS (
@@ -393,11 +399,7 @@ ins_o AS (
         shop_id, parent_order_sn, parent_order_status, parent_order_time, update_time,
         payload, content_hash, synced_at, created_at
     )
-    SELECT $1::text, sn,
-           j_int(item -> 'parentOrderMap' -> 'parentOrderStatus'),
-           j_ts(item -> 'parentOrderMap' -> 'parentOrderTime'),
-           j_ts(item -> 'parentOrderMap' -> 'updateTime'),
-           item, h, now(), now()
+    SELECT $1::text, sn, j_int(status_v), j_ts(time_v), j_ts(update_v), item, h, now(), now()
     FROM src
     RETURNING parent_order_sn AS sn, parent_order_status AS status
 ),
