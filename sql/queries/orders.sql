@@ -126,20 +126,25 @@ ins_o AS (
 ),
 l_in AS (
     -- #> walks to the line in place: a chain of -> would copy every level on the way.
-    SELECT $1::text AS shop, e.v ->> 0 AS lsn,
-           $2::jsonb #>> ARRAY['o', e.v ->> 1, '0'] AS parent_sn,
-           $2::jsonb #> ARRAY['o', e.v ->> 1, '7', 'orderList', e.v ->> 2] AS line,
-           (e.v ->> 3)::tid AS tid, (e.v ->> 4)::xid AS seen, (e.v ->> 5)::int AS old_status,
-           (e.v ->> 6)::int AS cf_lo, (e.v ->> 7)::int AS cf_hi
-    FROM jsonb_array_elements($2::jsonb -> 'l') AS e (v)
+    SELECT x.*, x.line -> 'orderStatus' AS status_v, x.line -> 'goodsId' AS goods_v,
+           x.line -> 'skuId' AS sku_v, x.line -> 'quantity' AS quantity_v
+    FROM (
+        SELECT $1::text AS shop, e.v ->> 0 AS lsn,
+               $2::jsonb #>> ARRAY['o', e.v ->> 1, '0'] AS parent_sn,
+               $2::jsonb #> ARRAY['o', e.v ->> 1, '7', 'orderList', e.v ->> 2] AS line,
+               (e.v ->> 3)::tid AS tid, (e.v ->> 4)::xid AS seen, (e.v ->> 5)::int AS old_status,
+               (e.v ->> 6)::int AS cf_lo, (e.v ->> 7)::int AS cf_hi
+        FROM jsonb_array_elements($2::jsonb -> 'l') AS e (v)
+        OFFSET 0  -- the line is found once, not at every mention (see insert_orders)
+    ) AS x
 ),
 up_l AS (
     UPDATE order_lines AS t SET
         parent_order_sn = l.parent_sn,
-        order_status = j_int(l.line -> 'orderStatus'),
-        goods_id = j_bigint(l.line -> 'goodsId'),
-        sku_id = j_bigint(l.line -> 'skuId'),
-        quantity = j_int(l.line -> 'quantity'),
+        order_status = j_int(l.status_v),
+        goods_id = j_bigint(l.goods_v),
+        sku_id = j_bigint(l.sku_v),
+        quantity = j_int(l.quantity_v),
         payload = l.line,
         synced_at = now()
     FROM l_in AS l
@@ -153,12 +158,8 @@ ins_l AS (
         shop_id, order_sn, parent_order_sn, order_status, goods_id, sku_id, quantity,
         payload, synced_at, created_at
     )
-    SELECT $1::text, lsn, parent_sn,
-           j_int(line -> 'orderStatus'),
-           j_bigint(line -> 'goodsId'),
-           j_bigint(line -> 'skuId'),
-           j_int(line -> 'quantity'),
-           line, now(), now()
+    SELECT $1::text, lsn, parent_sn, j_int(status_v), j_bigint(goods_v), j_bigint(sku_v),
+           j_int(quantity_v), line, now(), now()
     FROM l_in
     WHERE tid IS NULL
     ON CONFLICT DO NOTHING
@@ -408,19 +409,20 @@ ins_l AS (
         shop_id, order_sn, parent_order_sn, order_status, goods_id, sku_id, quantity,
         payload, synced_at, created_at
     )
-    SELECT $1::text, l.lsn, s.sn,
-           j_int(l.line -> 'orderStatus'),
-           j_bigint(l.line -> 'goodsId'),
-           j_bigint(l.line -> 'skuId'),
-           j_int(l.line -> 'quantity'),
-           l.line, now(), now()
+    SELECT $1::text, l.lsn, s.sn, j_int(l.status_v), j_bigint(l.goods_v), j_bigint(l.sku_v),
+           j_int(l.quantity_v), l.line, now(), now()
     FROM src AS s
     CROSS JOIN LATERAL (
-        SELECT e.line, nullif(e.line ->> 'orderSn', '') AS lsn
+        -- Values taken out once (see src); OFFSET 0 keeps the planner from pulling them back
+        -- into every mention.
+        SELECT e.line, nullif(e.line ->> 'orderSn', '') AS lsn,
+               e.line -> 'orderStatus' AS status_v, e.line -> 'goodsId' AS goods_v,
+               e.line -> 'skuId' AS sku_v, e.line -> 'quantity' AS quantity_v
         FROM jsonb_array_elements(
             CASE WHEN jsonb_typeof(s.item -> 'orderList') = 'array'
                  THEN s.item -> 'orderList' ELSE '[]'::jsonb END
         ) AS e (line)
+        OFFSET 0
     ) AS l
     WHERE l.lsn IS NOT NULL
     RETURNING order_sn AS lsn, order_status AS status
