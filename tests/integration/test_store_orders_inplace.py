@@ -9,9 +9,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
+import orjson
 import pytest
 
-from engine.store import isolation, orders_write
+from engine.store import isolation, orders_inplace, orders_write
 from engine.store.store import DiffCounts, Store
 from tests.integration.test_store_diff import order, xmins
 
@@ -180,3 +181,49 @@ async def test_a_refused_in_place_write_leaves_no_trace(
     assert len(await changes(pool)) == n
     after = await xmins(pool, "orders")
     assert after == {k: v for k, v in before_rows.items() if k != "PO-1"}
+
+
+async def test_update_reaches_rows_by_ctid_even_in_a_generic_plan(
+    pool: asyncpg.Pool, store: Store
+) -> None:
+    """A cached generic plan knows neither the shop nor the page: the in-place update must
+    still reach each table through the ctids it read (a TID scan), never by scanning it (a
+    join on ctid alone is planned as a seq scan of both tables here)."""
+    # No statistics yet (a new install): a join on ctid alone is planned as a seq scan here.
+    await store.write_orders(SHOP, [order(f"PO-{i}", lines=2) for i in range(1000)])
+    page = [order(f"PO-{i}", status=4, lines=2) for i in range(100)]
+    async with pool.acquire() as conn:
+        prepared = orders_write.prepare(page)
+        probed = orders_inplace.Probed.of(
+            await conn.fetchrow(
+                store._q["orders_changed"],
+                SHOP,
+                orjson.Fragment(prepared.probe_document()),
+                None,
+                None,
+                None,
+            )
+        )
+        plan = orders_inplace.plan(
+            prepared.sns,
+            prepared.hashes,
+            prepared.payloads,
+            prepared.items,
+            prepared.had_nul,
+            probed,
+        )
+        assert plan is not None
+        await conn.execute("SET plan_cache_mode = force_generic_plan")
+        rows = await conn.fetch(
+            "EXPLAIN " + store._q["update_orders"],
+            SHOP,
+            orjson.Fragment(plan.document()),
+            None,
+            None,
+            None,
+        )
+        await conn.execute("RESET plan_cache_mode")
+    text = "\n".join(r[0] for r in rows)
+    assert "Tid Scan on orders" in text and "Tid Scan on order_lines" in text, text
+    for scan in ("Seq Scan on order", "Bitmap Heap Scan on order", "Index Scan using order"):
+        assert scan not in text, text
