@@ -66,13 +66,12 @@ class Diff:
         o = old if type(old) is dict else {}
         n = new if type(new) is dict else {}
         out = [k for k in o if k not in n]
+        get = o.get  # called for every key of every record of a page: bound once
         for k, b in n.items():
-            a = o.get(k, _MISSING)
+            a = get(k, _MISSING)
             if a is _MISSING or a != b:
                 out.append(k)
-                continue
-            tb = type(b)
-            if tb is dict or tb is list:
+            elif (tb := type(b)) is dict or tb is list:
                 self._old.append(a)
                 self._new.append(b)
             elif type(a) is not tb and (tb is bool or type(a) is bool):
