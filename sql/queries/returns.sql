@@ -69,15 +69,8 @@ ch_r AS (
     ORDER BY u.sn
 ),
 adv AS (
-    INSERT INTO sync_state AS st (shop_id, stream, kind, position, updated_at)
-    SELECT $1::text, $3::text, $4::text, $5::timestamptz, now()
+    SELECT advance_cursor($1::text, $3::text, $4::text, $5::timestamptz)
     WHERE $3::text IS NOT NULL
-    ON CONFLICT (shop_id, stream, kind) DO UPDATE SET
-        position = CASE WHEN st.kind = 'incremental'
-                        THEN greatest(st.position, EXCLUDED.position)
-                        ELSE EXCLUDED.position END,
-        updated_at = EXCLUDED.updated_at
-    RETURNING 1
 )
 SELECT
     (SELECT count(*) FROM src) AS total,

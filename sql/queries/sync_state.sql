@@ -11,15 +11,8 @@ ON CONFLICT (shop_id, stream, kind) DO UPDATE SET
     updated_at = EXCLUDED.updated_at;
 
 -- name: advance_cursor
--- Same rule as the cursor CTE of write_orders / write_returns.
-INSERT INTO sync_state AS st (shop_id, stream, kind, position, updated_at)
-VALUES ($1, $2, $3, $4, now())
-ON CONFLICT (shop_id, stream, kind) DO UPDATE SET
-    position = CASE WHEN st.kind = 'incremental'
-                    THEN greatest(st.position, EXCLUDED.position)
-                    ELSE EXCLUDED.position END,
-    updated_at = EXCLUDED.updated_at
-RETURNING position;
+-- The rule every page statement applies (function advance_cursor, migration 13).
+SELECT advance_cursor($1, $2, $3, $4) AS position;
 
 -- name: record_success
 -- A success ends a run of failures: no more backing off.
