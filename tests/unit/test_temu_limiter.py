@@ -242,10 +242,11 @@ async def _slower_pace_really_spaces_sends_further() -> None:
     stamps = await hammer(pacer.acquire, tasks=5, per_task=4)
     stamps.sort()
     gaps = [b - a for a, b in itertools.pairwise(stamps)]
-    # 20 sends at 50/s span ~19 x 20 ms; at the old 98/s they would span ~194 ms.
-    assert stamps[-1] - stamps[0] >= 0.36
-    # The bucket of two may pair a late send with the next one, but never three in a row.
-    assert all(a + b >= 0.019 for a, b in itertools.pairwise(gaps))
+    # 20 sends at 50/s span at least 17 x 20 ms (a bucket of three lets three go at once);
+    # at the old 98/s they would span ~173 ms.
+    assert stamps[-1] - stamps[0] >= 0.34
+    # The bucket of three may send a late send with the next two, but never four in a row.
+    assert all(sum(gaps[i : i + 3]) >= 0.019 for i in range(len(gaps) - 2))
     assert loop.time() > 0
 
 
@@ -319,14 +320,15 @@ def jittered_run(jitter_s: float, seed: int, *, fastest_first: bool) -> tuple[fl
     return run_virtual(main)
 
 
-@pytest.mark.parametrize(("jitter_ms", "at_least"), [(10, 19.79), (30, 19.315)])
+@pytest.mark.parametrize(("jitter_ms", "at_least"), [(10, 19.85), (30, 19.4)])
 def test_jittered_arrivals_stay_within_the_limit_and_close_to_it(
     jitter_ms: int, at_least: float
 ) -> None:
     runs = [jittered_run(jitter_ms / 1000, seed, fastest_first=True) for seed in range(10)]
     assert max(busiest for _, busiest in runs) <= 20
     # The window waits for the N-th latest arrival, not for every send N back: at +-30 ms
-    # these runs made 19.308/s when it did (19.799 at +-10, where it did not matter).
+    # these runs made 19.308/s when it did (19.799 at +-10), 19.322 (19.796) with a bucket of
+    # two, 19.427 (19.864) with a bucket of three.
     assert sum(rate for rate, _ in runs) / len(runs) >= at_least
 
 
