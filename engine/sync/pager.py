@@ -110,6 +110,11 @@ async def _fetch(
     return await adapter.fetch(page, window, lane, created)
 
 
+def page_count(adapter: StreamAdapter, total: int) -> int:
+    """Pages a window of ``total`` records takes (at least one, at most MAX_WINDOW_PAGES)."""
+    return max(1, min(MAX_WINDOW_PAGES, math.ceil(total / adapter.page_size)))
+
+
 async def _read_once(
     adapter: StreamAdapter,
     window: Window,
@@ -120,10 +125,17 @@ async def _read_once(
     *,
     created: Window | None = None,
     keys: set[str] | None = None,
+    ahead: dict[int, asyncio.Future[Page]] | None = None,
+    on_all_requested: Callable[[], None] | None = None,
 ) -> WindowRead:
-    """One pass over every page; ``keys`` collects the keys seen."""
+    """One pass over every page; ``keys`` collects the keys seen.
+
+    ``ahead``: pages of this window already requested (by the walker, before the pass);
+    ``on_all_requested`` is called once every other page has been handed to the pacer.
+    """
     total = first.total
-    n_pages = max(1, min(MAX_WINDOW_PAGES, math.ceil(total / adapter.page_size)))
+    n_pages = page_count(adapter, total)
+    ahead = ahead or {}
     totals = {first.total}
     seen: set[str] = set()
     unkeyed = 0
@@ -143,12 +155,24 @@ async def _read_once(
     await writer.push(first.items)
 
     gate = asyncio.Semaphore(max_in_flight)
+    to_request = [p for p in range(2, n_pages + 1) if p not in ahead]
+    requested = 0
+
+    def note_requested() -> None:
+        nonlocal requested
+        requested += 1
+        if requested == len(to_request) and on_all_requested is not None:
+            on_all_requested()
 
     async def fetch(page_no: int) -> Page:
         async with gate:
+            note_requested()
             return await _fetch(adapter, page_no, window, lane, created)
 
-    tasks = [asyncio.ensure_future(fetch(p)) for p in range(2, n_pages + 1)]
+    tasks = [ahead.pop(p) for p in range(2, n_pages + 1) if p in ahead]
+    tasks += [asyncio.ensure_future(fetch(p)) for p in to_request]
+    if not to_request and on_all_requested is not None:
+        on_all_requested()
     try:
         for fut in asyncio.as_completed(tasks):
             page = await fut
@@ -181,6 +205,8 @@ async def read_window(
     max_in_flight: int = 32,
     on_drift: Callable[[Window], Awaitable[None] | None] | None = None,
     on_inconsistent: Callable[[Window], Awaitable[None]] | None = None,
+    ahead: dict[int, asyncio.Future[Page]] | None = None,
+    on_all_requested: Callable[[], None] | None = None,
 ) -> WindowRead:
     """Reads ``window`` until one pass is consistent, splitting it if it keeps drifting.
 
@@ -188,8 +214,45 @@ async def read_window(
     to keep 20 requests/s going at round trips up to ~1.5 s, few enough that shops of one app
     interleave instead of taking turns a whole window at a time.
 
+    ``ahead`` holds pages after ``first`` already requested (the first pass uses them, the
+    rest are cancelled); ``on_all_requested`` is called when a pass has handed its last page
+    to the pacer (the walker then requests the next window's first pages).
+
     The cursor advance for a (sub)window is committed with that window's last page.
     """
+    try:
+        return await _read_window(
+            adapter,
+            window,
+            lane,
+            advance_for=advance_for,
+            first=first,
+            attempts=attempts,
+            max_in_flight=max_in_flight,
+            on_drift=on_drift,
+            on_inconsistent=on_inconsistent,
+            ahead=ahead,
+            on_all_requested=on_all_requested,
+        )
+    finally:
+        for left in (ahead or {}).values():
+            left.cancel()  # pages of a pass that never ran, or beyond a shrunken total
+
+
+async def _read_window(
+    adapter: StreamAdapter,
+    window: Window,
+    lane: Lane,
+    *,
+    advance_for: Callable[[Window], CursorAdvance | None],
+    first: Page | None,
+    attempts: int,
+    max_in_flight: int,
+    on_drift: Callable[[Window], Awaitable[None] | None] | None,
+    on_inconsistent: Callable[[Window], Awaitable[None]] | None,
+    ahead: dict[int, asyncio.Future[Page]] | None,
+    on_all_requested: Callable[[], None] | None,
+) -> WindowRead:
     drift = 0
     keys: set[str] = set()  # every key the unfiltered reads saw (the one-second check)
     for _ in range(attempts):
@@ -198,9 +261,18 @@ async def read_window(
         if not plausible(adapter, first):
             break  # re-reading a bogus total does not help: split instead
         result = await _read_once(
-            adapter, window, lane, first, advance_for(window), max_in_flight, keys=keys
+            adapter,
+            window,
+            lane,
+            first,
+            advance_for(window),
+            max_in_flight,
+            keys=keys,
+            ahead=ahead,
+            on_all_requested=on_all_requested,
         )
         first = None
+        ahead = None  # the first pass took what it could use
         if result.consistent:
             result.drift_events += drift
             return result
