@@ -98,35 +98,54 @@ def canonical(item: Any) -> tuple[bytes, bool]:
     return data, data is not raw
 
 
+def _key(value: Any, name: str) -> str | None:
+    """``json_key(value, name)``, the usual case (a non-empty string) without the call."""
+    key = value.get(name) if type(value) is dict else None
+    if type(key) is str and key:
+        return key
+    return json_key(value, name)
+
+
 def _line_keys(item: Mapping[str, Any]) -> list[str | None]:
     lines = item.get("orderList")
     if not isinstance(lines, list):
         return []
-    return [json_key(line, "orderSn") for line in lines]
+    return [_key(line, "orderSn") for line in lines]
 
 
 def prepare(items: Sequence[Any]) -> OrderPage:
+    """Every no-op page pays for this (each order serialised and hashed), so the per-order
+    work stays in a few C calls: the U+0000 check runs once over the page, then per order
+    only when it matched."""
     last: dict[str, int] = {}
     skipped = 0
     for i, item in enumerate(items):
-        sn = json_key(item, "parentOrderMap", "parentOrderSn")
+        head = item.get("parentOrderMap") if type(item) is dict else None
+        sn = _key(head, "parentOrderSn") if type(head) is dict else None
         if sn is None:
             skipped += 1
             continue
         last[sn] = i
-    page = OrderPage([], [], [], [], [], [], [], skipped)
+    sns = sorted(last)  # one lock order for every writer (see write_orders)
+    positions = [last[sn] for sn in sns]
+    kept = [items[i] for i in positions]
+    dumps, sort = orjson.dumps, orjson.OPT_SORT_KEYS
+    payloads = [dumps(item, option=sort) for item in kept]
+    had_nul = [False] * len(payloads)
+    if b"\\u0000" in b"".join(payloads):
+        for n, raw in enumerate(payloads):
+            payloads[n], had_nul[n] = canonical(kept[n]) if b"\\u0000" in raw else (raw, False)
     sha256 = hashlib.sha256
-    for sn in sorted(last):  # one lock order for every writer (see write_orders)
-        i = last[sn]
-        data, had_nul = canonical(items[i])
-        page.sns.append(sn)
-        page.hashes.append(sha256(data).digest())
-        page.payloads.append(data)
-        page.items.append(items[i])
-        page.positions.append(i)
-        page.line_keys.append(_line_keys(items[i]))
-        page.had_nul.append(had_nul)
-    return page
+    return OrderPage(
+        sns,
+        [sha256(data).digest() for data in payloads],
+        payloads,
+        kept,
+        positions,
+        [_line_keys(item) for item in kept],
+        had_nul,
+        skipped,
+    )
 
 
 @dataclass(slots=True)
