@@ -98,30 +98,20 @@ def canonical(item: Any) -> tuple[bytes, bool]:
     return data, data is not raw
 
 
-def _key(value: Any, name: str) -> str | None:
-    """``json_key(value, name)``, the usual case (a non-empty string) without the call."""
-    key = value.get(name) if type(value) is dict else None
-    if type(key) is str and key:
-        return key
-    return json_key(value, name)
-
-
 def _line_keys(item: Mapping[str, Any]) -> list[str | None]:
     lines = item.get("orderList")
     if not isinstance(lines, list):
         return []
-    return [_key(line, "orderSn") for line in lines]
+    return [json_key(line, "orderSn") for line in lines]
 
 
 def prepare(items: Sequence[Any]) -> OrderPage:
-    """Every no-op page pays for this (each order serialised and hashed), so the per-order
-    work stays in a few C calls: the U+0000 check runs once over the page, then per order
-    only when it matched."""
+    """Every no-op page pays for this (each order serialised and hashed): the U+0000 check
+    runs once over the page, then per order only when it matched."""
     last: dict[str, int] = {}
     skipped = 0
     for i, item in enumerate(items):
-        head = item.get("parentOrderMap") if type(item) is dict else None
-        sn = _key(head, "parentOrderSn") if type(head) is dict else None
+        sn = json_key(item, "parentOrderMap", "parentOrderSn")
         if sn is None:
             skipped += 1
             continue
