@@ -7,6 +7,7 @@ move while a window is paged are never lost.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -54,11 +55,11 @@ async def assert_equal_to_truth(rt: Runtime, sim: Simulator, shops: list[str]) -
         assert await stored_lines(rt.pool, shop) == truth_lines(sim, shop)
 
 
-@pytest.fixture
-async def world(
-    sim_factory: SimFactory, pg_url: str, schema: str
+@contextlib.asynccontextmanager
+async def _orders_only(
+    sim_factory: SimFactory, config: SimConfig, pg_url: str, schema: str
 ) -> AsyncIterator[tuple[Simulator, Runtime]]:
-    config = SimConfig.default(orders=10_000, returns=0, shops=2, qps=QPS, seed=42)
+    """A simulator and a runtime syncing its orders only (returns off)."""
     sim = await sim_factory(config)
     settings = settings_for_simulator(
         sim, config, database_url=pg_url, schema=schema, sync={"returns": False}
@@ -68,6 +69,15 @@ async def world(
         yield sim, rt
     finally:
         await rt.close()
+
+
+@pytest.fixture
+async def world(
+    sim_factory: SimFactory, pg_url: str, schema: str
+) -> AsyncIterator[tuple[Simulator, Runtime]]:
+    config = SimConfig.default(orders=10_000, returns=0, shops=2, qps=QPS, seed=42)
+    async with _orders_only(sim_factory, config, pg_url, schema) as pair:
+        yield pair
 
 
 async def test_backfill_then_changes_then_nothing(world: tuple[Simulator, Runtime]) -> None:
@@ -145,15 +155,8 @@ async def small_world(
 ) -> AsyncIterator[tuple[Simulator, Runtime]]:
     """For what a bound or a cursor proves: a few pages, not 20,000 orders."""
     config = SimConfig.default(orders=300, returns=0, shops=1, qps=400, seed=42)
-    sim = await sim_factory(config)
-    settings = settings_for_simulator(
-        sim, config, database_url=pg_url, schema=schema, sync={"returns": False}
-    )
-    rt = await open_runtime(settings)
-    try:
-        yield sim, rt
-    finally:
-        await rt.close()
+    async with _orders_only(sim_factory, config, pg_url, schema) as pair:
+        yield pair
 
 
 async def test_backfill_until_the_future_stops_at_the_safety_lag(
