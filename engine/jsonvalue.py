@@ -36,13 +36,15 @@ __all__ = ["DecodeResult", "decode_body", "loads"]
 # so ordinary pages stay on the fast path. The patterns below start at every ':' or digit
 # (1.4 ms on a 148 KB page, three times the parse), so a cheaper test that every match passes
 # comes first: digits folded to '0', '[', ',' and blanks to ':', then substring searches
-# (0.25 ms); only a page that trips it is searched with the patterns.
+# (0.19 ms); only a page that trips it is searched with the patterns.
 _SUSPECT_INTEGER = re.compile(rb"[:\[,]\s*(?:-[0-9]{19}|[0-9]{20})")
 _SUSPECT_EXPONENT = re.compile(rb"[0-9][eE]-[0-9]{3}")
 _FOLD = bytes.maketrans(b"123456789[, \t\n\r\f\vE", b"000000000::::::::e")
 _LONG = b":" + b"0" * 20
 _LONG_NEGATIVE = b":-" + b"0" * 19
-_TINY = b"0e-"  # a digit, then e- (a pattern ending in '0' searches slowly through digits)
+# The exponent pattern's folded image, a digit then e-000. Found by the regex engine's literal
+# scan: `in` takes three times as long on Temu pages, which are full of '0', 'e' and '-'.
+_TINY = re.compile(rb"0e-000")
 
 
 def _suspect(raw: bytes) -> bool:
@@ -50,7 +52,7 @@ def _suspect(raw: bytes) -> bool:
     long = _LONG in folded or _LONG_NEGATIVE in folded
     if long and _SUSPECT_INTEGER.search(raw) is not None:
         return True
-    return _TINY in folded and _SUSPECT_EXPONENT.search(raw) is not None
+    return _TINY.search(folded) is not None and _SUSPECT_EXPONENT.search(raw) is not None
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
