@@ -14,7 +14,13 @@ from engine.errors import describe
 from engine.retry import sleep_or_stop
 from engine.store.events import EventStore
 from engine.store.token_checks import TokenChecks
-from engine.sync.events import ConsumerObserver, ConsumerSettings, EventConsumer, event_shop
+from engine.sync.events import (
+    ConsumerObserver,
+    ConsumerSettings,
+    EventConsumer,
+    PassWatch,
+    event_shop,
+)
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +112,7 @@ def build_consumer(
     *,
     observer: ConsumerObserver | None = None,
     shop_ids: Collection[str] | Callable[[], Collection[str]] | None = None,
+    watch: PassWatch | None = None,
 ) -> EventConsumer:
     """``shop_ids``: the shops whose events this consumer claims (a callable is asked before
     every claim, so the set follows the app leases); None: every configured shop."""
@@ -129,4 +136,5 @@ def build_consumer(
         settings=ConsumerSettings(recent_s=sync.overlap_s),
         observer=observer,
         shop_ids=shop_ids,
+        watch=watch,
     )

@@ -204,6 +204,7 @@ class Daemon:
                 supervisor=self.supervisor,
                 metrics=self._metrics,
                 owned_shops=self._owned_shops(keeper),
+                board=self.board,
             )
             # STATUS right away (not only after the first monitor round), with READY.
             await monitor.round()

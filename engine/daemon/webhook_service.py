@@ -3,19 +3,52 @@ listener, the mallId map it reads, and the consumer that re-reads what events na
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 
 from aiohttp import web
 
 from engine.app.runtime import Runtime
 from engine.app.webhooks import MallMap, build_consumer
+from engine.daemon.deadline import run_with_deadline
+from engine.daemon.health import HealthBoard
 from engine.daemon.http import start_http
 from engine.daemon.metrics import Metrics
 from engine.daemon.supervisor import Supervisor
 from engine.daemon.webhooks import create_webhook_app
+from engine.errors import describe
 from engine.store.events import EventStore
+from engine.sync.events import ConsumerSettings
 
-__all__ = ["start_webhooks"]
+__all__ = ["NAME", "BoardWatch", "start_webhooks"]
+
+NAME = "webhooks"  # the consumer's entry on the health board
+
+
+class BoardWatch:
+    """The consumer's passes on the health board, as the reconciler's are: a pass that fails,
+    or makes no progress within the loop's stale limit (then it is cancelled), names
+    ``webhooks`` in /healthz; events waiting on a broken consumer would otherwise only show in
+    the log."""
+
+    def __init__(self, board: HealthBoard, name: str = NAME) -> None:
+        self._board = board
+        self._name = name
+
+    async def run(self, work: Awaitable[int]) -> int:
+        return await run_with_deadline(
+            work,
+            idle_s=lambda: self._board.idle_s(self._name),
+            limit_s=self._board.stale_after_s(self._name),
+        )
+
+    def progress(self) -> None:
+        self._board.progress(self._name)
+
+    def succeeded(self) -> None:
+        self._board.succeeded(self._name)
+
+    def failed(self, exc: BaseException) -> None:
+        self._board.failed(self._name, describe(exc))
 
 
 async def start_webhooks(
@@ -24,6 +57,7 @@ async def start_webhooks(
     supervisor: Supervisor,
     metrics: Metrics,
     owned_shops: Callable[[], Collection[str]],
+    board: HealthBoard | None = None,
 ) -> web.AppRunner | None:
     """Starts both halves; returns the receiver's runner (None when webhooks are off).
 
@@ -35,7 +69,12 @@ async def start_webhooks(
     if not cfg.enabled:
         return None
     store = EventStore(rt.pool)
-    consumer = build_consumer(rt, store, observer=metrics, shop_ids=owned_shops)
+    watch = None
+    if board is not None:
+        # A pass runs at least every poll_s; one with nothing to do still reports progress.
+        board.register(NAME, ConsumerSettings().poll_s, kind="webhooks")
+        watch = BoardWatch(board)
+    consumer = build_consumer(rt, store, observer=metrics, shop_ids=owned_shops, watch=watch)
     malls = MallMap(rt)
     await malls.refresh()
     app = create_webhook_app(

@@ -20,7 +20,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -73,6 +73,35 @@ class ConsumerObserver(Protocol):
 
 class _NoObserver:
     def on_processed(self, code: str, outcome: str, latency_s: float) -> None:
+        pass
+
+
+class PassWatch(Protocol):
+    """Who watches the consumer's passes (the daemon's health board): ``run`` wraps each pass
+    and may cut off one that stops making progress, ``progress`` follows every claim and
+    finished re-read, then a pass ``succeeded`` or ``failed``. Without it a consumer that
+    fails pass after pass would only show in the log."""
+
+    async def run(self, work: Awaitable[int]) -> int: ...
+
+    def progress(self) -> None: ...
+
+    def succeeded(self) -> None: ...
+
+    def failed(self, exc: BaseException) -> None: ...
+
+
+class _Unwatched:
+    async def run(self, work: Awaitable[int]) -> int:
+        return await work
+
+    def progress(self) -> None:
+        pass
+
+    def succeeded(self) -> None:
+        pass
+
+    def failed(self, exc: BaseException) -> None:
         pass
 
 
@@ -181,6 +210,7 @@ class EventConsumer:
         observer: ConsumerObserver | None = None,
         shop_ids: Collection[str] | Callable[[], Collection[str]] | None = None,
         clock: Callable[[], float] = time.time,
+        watch: PassWatch | None = None,
     ) -> None:
         self._events = events
         self._shops = {s.shop_id: s for s in shops}
@@ -198,6 +228,7 @@ class EventConsumer:
             fixed = sorted(shop_ids)
             self._shop_ids = lambda: fixed
         self._clock = clock
+        self._watch: PassWatch = watch or _Unwatched()
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -205,15 +236,19 @@ class EventConsumer:
         self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Processes due events until ``stop`` is set; a failing pass is logged and retried."""
+        """Processes due events until ``stop`` is set; a failing pass is logged, reported to
+        the watch and retried."""
         while not stop.is_set():
             try:
-                while await self.run_once() >= self._settings.batch:
+                while await self._watch.run(self.run_once()) >= self._settings.batch:
                     pass  # a full batch: more may be waiting
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 log.exception("webhook event pass failed; trying again shortly")
+                self._watch.failed(exc)
+            else:
+                self._watch.succeeded()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._settings.poll_s):
                     await self._wake.wait()
@@ -228,6 +263,7 @@ class EventConsumer:
         if not shop_ids:
             return 0  # no app leased to this process: every event waits for its owner
         claimed = await self._events.claim(limit=s.batch, lease_s=s.lease_s, shop_ids=shop_ids)
+        self._watch.progress()
         if not claimed:
             return 0
         jobs = self._plan(claimed)
@@ -297,6 +333,7 @@ class EventConsumer:
     async def _run_job(self, job: _Job) -> dict[str, int]:
         adapter = _Recording(self._shops[job.shop_id].adapters[job.stream])
         await read_window(adapter, job.window, Lane.EVENTS, advance_for=lambda _w: None)
+        self._watch.progress()
         return adapter.seen
 
     async def _settle(

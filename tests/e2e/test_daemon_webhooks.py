@@ -28,6 +28,7 @@ from tests.e2e.daemon_harness import (
     NotifySocket,
     eventually,
     free_port,
+    get_json,
     get_text,
     write_config,
 )
@@ -261,6 +262,12 @@ async def test_webhooks_bring_changes_in_seconds_once_each(
 
         async with aiohttp.ClientSession() as http:
             metrics = await get_text(http, f"http://127.0.0.1:{http_port}/metrics")
+            code, health = await get_json(http, f"http://127.0.0.1:{http_port}/healthz")
+        # The consumer is on the health board like the other loops (a broken one would
+        # name itself there: tests/integration/test_webhook_consumer_health.py).
+        hooks = health["loops"]["webhooks"]
+        assert code == 200 and hooks["ok"] and hooks["failures"] == 0, health
+        assert hooks["last_progress"] is not None and hooks["kind"] == "webhooks", hooks
         assert (
             _metric(metrics, "temu_sync_webhook_events_total", outcome="bad_signature")
             == (counts["forged"])
