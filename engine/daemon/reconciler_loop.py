@@ -18,26 +18,27 @@ from engine.errors import describe
 from engine.reconcile.reconciler import Reconciler
 from engine.store.pool import server_settings
 
-__all__ = ["CHANNEL", "NAME", "STOP_GRACE_S", "reconciler_loop"]
+__all__ = ["NAME", "STOP_GRACE_S", "reconciler_loop"]
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "temu_sync_outbox"
 NAME = "reconciler"  # the loop's name on the health board
 STOP_GRACE_S = 5.0
 
 
 @contextlib.asynccontextmanager
 async def _listening(rt: Runtime, wake: asyncio.Event) -> AsyncIterator[None]:
-    """LISTEN on the outbox channel on a connection of its own, outside the pool: a pooled
-    connection held for the loop's lifetime would leave one fewer for the writes (and with a
-    small pool, none). Without it (no connection, or it broke) the loop still runs on its
-    timer."""
+    """LISTEN on the schema's outbox channel (``outbox_channel()``, migration 14: channels are
+    database-wide, the name tells schemas apart) on a connection of its own, outside the
+    pool: a pooled connection held for the loop's lifetime would leave one fewer for the
+    writes (and with a small pool, none). Without it (no connection, or it broke) the loop
+    still runs on its timer."""
 
     def on_notify(*_: object) -> None:
         wake.set()
 
     conn: asyncpg.Connection | None = None
+    channel = "the outbox channel"
     try:
         db = rt.settings.database
         conn = await asyncpg.connect(
@@ -45,9 +46,10 @@ async def _listening(rt: Runtime, wake: asyncio.Event) -> AsyncIterator[None]:
             server_settings=server_settings(db.schema),
             timeout=db.connect_timeout_s,
         )
-        await conn.add_listener(CHANNEL, on_notify)
+        channel = await conn.fetchval("SELECT outbox_channel()")
+        await conn.add_listener(channel, on_notify)
     except Exception as exc:
-        log.warning("reconciler: LISTEN %s failed (%s); running on the timer only", CHANNEL, exc)
+        log.warning("reconciler: LISTEN %s failed (%s); running on the timer only", channel, exc)
     try:
         yield
     finally:
@@ -111,7 +113,7 @@ async def reconciler_loop(
     reconciler: Reconciler | None = None,
     board: HealthBoard | None = None,
 ) -> None:
-    """Passes on NOTIFY temu_sync_outbox and every ``reconciler.interval_s``, until ``stop``.
+    """Passes on NOTIFY of the outbox channel and every ``reconciler.interval_s``, until ``stop``.
 
     With a ``board`` (the daemon registers the loop as ``reconciler``), each pass reports its
     success or failure there, and a pass that makes no progress within the loop's stale limit is

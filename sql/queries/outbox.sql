@@ -7,7 +7,7 @@ WITH ins AS (
     ON CONFLICT (dedupe_key) DO NOTHING
     RETURNING id, kind
 )
-SELECT id, pg_notify('temu_sync_outbox', kind) FROM ins;
+SELECT id, pg_notify(outbox_channel(), kind) FROM ins;
 
 -- name: claim
 -- Due pending tasks, and running tasks whose lease expired (their worker died). SKIP LOCKED

@@ -55,7 +55,7 @@ reask AS (
 )
 SELECT (SELECT count(*) FROM ins) + (SELECT count(*) FROM reask) AS queued,
        CASE WHEN (SELECT count(*) FROM ins) + (SELECT count(*) FROM reask) > 0
-            THEN pg_notify('temu_sync_outbox', $1::text) END AS notified;
+            THEN pg_notify(outbox_channel(), $1::text) END AS notified;
 
 -- name: reconcile_plan_oc_pushes
 -- Orange Connex pushes for the returns that changed since the cursor: CANCEL for a return now
@@ -140,7 +140,7 @@ counts AS (
            (SELECT count(*) FROM trackings) AS trackings
 )
 SELECT last_id, read, cancels, trackings,
-       CASE WHEN cancels + trackings > 0 THEN pg_notify('temu_sync_outbox', 'oc') END AS notified
+       CASE WHEN cancels + trackings > 0 THEN pg_notify(outbox_channel(), 'oc') END AS notified
 FROM counts;
 
 -- name: reconcile_enqueue_tracking
@@ -155,7 +155,7 @@ WITH ins AS (
     RETURNING 1
 )
 SELECT count(*) AS queued,
-       CASE WHEN count(*) > 0 THEN pg_notify('temu_sync_outbox', 'oc_tracking') END AS notified
+       CASE WHEN count(*) > 0 THEN pg_notify(outbox_channel(), 'oc_tracking') END AS notified
 FROM ins;
 
 -- name: reconcile_return
@@ -183,7 +183,7 @@ WITH ins AS (
     ON CONFLICT (dedupe_key) DO NOTHING
     RETURNING id
 )
-SELECT id, pg_notify('temu_sync_outbox', $1::text) FROM ins;
+SELECT id, pg_notify(outbox_channel(), $1::text) FROM ins;
 
 -- name: reconcile_requeue
 -- A pending, dead or done task gets a new payload part and runs again soon; a dead or done one
@@ -199,7 +199,7 @@ WITH up AS (
     WHERE id = $1 AND state IN ('pending', 'dead', 'done')
     RETURNING id, kind
 )
-SELECT id, pg_notify('temu_sync_outbox', kind) FROM up;
+SELECT id, pg_notify(outbox_channel(), kind) FROM up;
 
 -- name: reconcile_patch_running
 -- Durable progress of a running task (e.g. "upload attempted" BEFORE the upload is sent).

@@ -7,19 +7,34 @@ import uuid
 
 import asyncpg
 
+from engine.store.migrate import migrate
+from engine.store.pool import connect, quote_ident
 from engine.store.store import Store
+from tests.fixtures_db import new_schema_name
 
 
-async def test_enqueue_is_idempotent_and_notifies(
-    store: Store, pool: asyncpg.Pool, pg_url: str
+async def test_enqueue_is_idempotent_and_notifies_its_own_schema(
+    store: Store, pool: asyncpg.Pool, pg_url: str, schema: str
 ) -> None:
-    # The channel is database-wide: other test sessions on the same server notify on it too,
-    # so this test's task kind is its own and only that kind is counted.
+    # Channels are database-wide: other test sessions on the same server notify too, so this
+    # test's task kind is its own and only that kind is counted. Another schema's daemon
+    # (listening on its own schema's channel) must not be woken by this schema's task.
     kind = f"label_{uuid.uuid4().hex[:8]}"
     heard: list[str] = []
-    listener = await asyncpg.connect(pg_url)
+    elsewhere: list[str] = []
+    other = new_schema_name()
+    setup = await asyncpg.connect(pg_url)
+    await migrate(setup, other)
+    listener = await connect(pg_url, schema)
+    neighbour = await connect(pg_url, other)
     try:
-        await listener.add_listener("temu_sync_outbox", lambda *a: heard.append(a[3]))
+        channel = await listener.fetchval("SELECT outbox_channel()")
+        assert channel != await neighbour.fetchval("SELECT outbox_channel()")
+        await listener.add_listener(channel, lambda *a: heard.append(a[3]))
+        await neighbour.add_listener(
+            await neighbour.fetchval("SELECT outbox_channel()"),
+            lambda *a: elsewhere.append(a[3]),
+        )
         assert await store.enqueue(kind, "label:R-1", {"sn": "R-1", "ü": [1]}, shop_id="s")
         assert not await store.enqueue(kind, "label:R-1", {"other": True})
         for _ in range(50):
@@ -29,7 +44,11 @@ async def test_enqueue_is_idempotent_and_notifies(
         await asyncio.sleep(0.05)  # a second notification would have arrived by now
     finally:
         await listener.close()
+        await neighbour.close()
+        await setup.execute(f"DROP SCHEMA {quote_ident(other)} CASCADE")
+        await setup.close()
     assert [k for k in heard if k == kind] == [kind]
+    assert kind not in elsewhere
     (task,) = await store.outbox_tasks()
     assert task["payload"] == {"sn": "R-1", "ü": [1]} and task["state"] == "pending"
     assert task["shop_id"] == "s" and task["attempts"] == 0
