@@ -8,7 +8,7 @@ import resource
 import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -133,6 +133,9 @@ class CountingAdapter:
 
     async def after_walk(self, lane: Lane, started: datetime) -> None:
         await self._inner.after_walk(lane, started)
+
+    async def set_aside(self, elements: Sequence[Any]) -> None:
+        await self._inner.set_aside(elements)
 
 
 def counting_service(rt: Runtime, rows: Counter[str]) -> SyncService:

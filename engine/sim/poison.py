@@ -2,7 +2,8 @@
 holding the odd values real marketplace data holds, in orders, order lines, returns and return
 lines: invalid UTF-8 bytes, lone surrogate escapes, 1e400, integers past 2**64 (all four as raw
 bytes no JSON encoder would write), full-width spaces (U+3000) in id, status and time fields, a
-list where a scalar belongs, an object as a list element, and records without a usable key.
+list where a scalar belongs, an object as a list element, records without a usable key, and
+list elements that are not records at all (``STRAYS``).
 
 The unfiltered order list also lies about its total around one second (``order_total``): an
 engine must not page 10**12 / 100 pages, and must still read that second completely.
@@ -135,6 +136,21 @@ LINE_POISONS: dict[str, Poison] = {
     "line_count_huge_int": _set(("applyAfterSalesGoodsNumber",), raw("huge_int")),
     "line_text_bad_utf8": _set(("afterSalesSn",), lambda v: raw("bad_utf8", v)),
 }
+
+
+# Elements of a list of records that are not records at all (a string, a number, null), in
+# the order list, the returns list and a return's lines, next to the record (and line) of this
+# seq: interface.md wants them set aside in rejected_records and counted, not dropped.
+STRAY_SEQ = 5
+STRAYS: tuple[Any, ...] = ("not a record", 42, None)
+
+
+def with_strays(seqs: list[int], items: list[Any]) -> list[Any]:
+    """``items`` with the strays after the item of ``STRAY_SEQ``, when the page holds it."""
+    if STRAY_SEQ not in seqs:
+        return items
+    at = seqs.index(STRAY_SEQ) + 1
+    return [*items[:at], *STRAYS, *items[at:]]
 
 
 BOGUS_TOTAL = 10**12

@@ -121,6 +121,7 @@ def order_list(call: Call) -> dict[str, Any]:
         for s, item in zip(seqs, items, strict=True):
             poison.poison_item(s, item, poison.ORDER_KINDS)
         total = poison.order_total(orders, updated, created, total)
+        return {"totalItemNum": total, "pageItems": poison.with_strays(seqs, items)}
     return {"totalItemNum": total, "pageItems": items}
 
 
@@ -176,6 +177,7 @@ def parent_returns_list(call: Call) -> dict[str, Any]:
     if modes.poison:
         for s, item in zip(seqs, items, strict=True):
             poison.poison_item(s, item, poison.RETURN_KINDS)
+        items = poison.with_strays(seqs, items)
     return {"total": selection.total, "pageNumber": page_no, "data": items}
 
 
@@ -194,6 +196,8 @@ def return_lines_list(call: Call) -> dict[str, Any]:
             mine = rec.line_items()
             if call.world.modes.poison:
                 poison.poison_lines(rec.seq, mine)
+                if rec.seq == poison.STRAY_SEQ:
+                    mine = [*mine, *poison.STRAYS]
             lines += mine
     offset = (page_no - 1) * size
     return {"total": len(lines), "data": lines[offset : offset + size]}

@@ -22,7 +22,7 @@ import orjson
 from engine.logs import redact
 from engine.store.pool import Connection, pg_text
 
-__all__ = ["Rejected", "isolable", "isolate", "json_key", "save_rejected"]
+__all__ = ["Rejected", "isolable", "isolate", "json_key", "not_objects", "save_rejected"]
 
 _DATA_CLASSES = ("22", "54")
 MAX_RAW_CHARS = 100_000  # what is kept of a rejected record's text (a key can be huge)
@@ -47,6 +47,21 @@ class Rejected:
     @property
     def stream(self) -> str:
         return STREAM_OF[self.entity]
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "number"
+
+
+def not_objects(entity: str, elements: Sequence[Any]) -> list[Rejected]:
+    """Elements of a list of records that are not JSON objects: nothing to key or store."""
+    return [Rejected(entity, None, f"not a JSON object ({_json_type(e)})", e) for e in elements]
 
 
 def isolable(exc: BaseException) -> bool:

@@ -22,7 +22,7 @@ from engine.store import isolation
 from engine.store.orders_store import GUESS_AFTER, OrdersWriter
 from engine.store.outbox import Outbox
 from engine.store.pool import holds_session_state, pg_text, pg_texts
-from engine.store.rejected import Rejected, isolable, json_key
+from engine.store.rejected import Rejected, isolable, json_key, not_objects, save_rejected
 
 Item = Mapping[str, Any]
 
@@ -299,6 +299,13 @@ class Store(Outbox):
         await self._pool.execute(
             self._q["logistics_later"], shop_id, sn, pg_text(error[:2000]), delay_s
         )
+
+    async def set_aside(self, shop_id: str, entity: str, elements: Sequence[Any]) -> int:
+        """List elements that are not records at all, into rejected_records; how many."""
+        async with self._pool.acquire() as conn:
+            rejected = not_objects(entity, elements)
+            await save_rejected(conn, self._q["save_rejected"], shop_id, rejected)
+        return len(elements)
 
     async def logistics_pending(self, shop_id: str | None = None) -> int:
         count: int = await self._pool.fetchval(self._q["logistics_pending_count"], shop_id)

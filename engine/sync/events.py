@@ -166,6 +166,9 @@ class _Recording:
     async def after_walk(self, lane: Lane, started: datetime) -> None:
         await self._inner.after_walk(lane, started)
 
+    async def set_aside(self, elements: Sequence[Any]) -> None:
+        await self._inner.set_aside(elements)
+
     async def write(self, items: list[dict[str, Any]], advance: CursorAdvance | None) -> None:
         await self._inner.write(items, advance)
         for item in items:

@@ -13,6 +13,7 @@ from engine.temu.limiter import Lane
 
 class OrdersAdapter(ShopStream):
     stream = "orders"
+    entity = "order"
 
     max_page_size = 100
 

@@ -24,7 +24,7 @@ import asyncio
 import itertools
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -65,6 +65,10 @@ class StreamAdapter(Protocol):
 
     async def write(self, items: list[Item], advance: CursorAdvance | None) -> None: ...
 
+    async def set_aside(self, elements: Sequence[Any]) -> None:
+        """Elements of a page's list that are not records at all (rejected_records)."""
+        ...
+
     async def after_walk(self, lane: Lane, started: datetime) -> None:
         """After a successful walk of a range (returns: read pending logistics again)."""
         ...
@@ -86,10 +90,14 @@ class _HoldLastWriter:
         self._adapter = adapter
         self._held: list[Item] | None = None
 
-    async def push(self, items: list[Item]) -> None:
+    async def push(self, page: Page) -> None:
+        if page.odd:
+            # Nothing of them can be stored, so they need no place in the window's commit: a
+            # crash before it reads the page again and finds the same record (seen twice).
+            await self._adapter.set_aside(page.odd)
         if self._held is not None:
             await self._adapter.write(self._held, None)
-        self._held = items
+        self._held = page.items
 
     async def finish(self, advance: CursorAdvance | None) -> None:
         if self._held is not None or advance is not None:
@@ -152,7 +160,7 @@ async def _read_once(
 
     writer = _HoldLastWriter(adapter)
     account(first)
-    await writer.push(first.items)
+    await writer.push(first)
 
     gate = asyncio.Semaphore(max_in_flight)
     to_request = [p for p in range(2, n_pages + 1) if p not in ahead]
@@ -178,7 +186,7 @@ async def _read_once(
             page = await fut
             totals.add(page.total)
             account(page)
-            await writer.push(page.items)
+            await writer.push(page)
     except BaseException:
         for t in tasks:
             t.cancel()

@@ -59,6 +59,7 @@ def needs_logistics(item: dict[str, Any]) -> bool:
 
 class ReturnsAdapter(ShopStream):
     stream = "returns"
+    entity = "return"
 
     max_page_size = 200
 
@@ -119,6 +120,8 @@ class ReturnsAdapter(ShopStream):
                 batch, page_no=page_no, page_size=LINES_PAGE_SIZE, lane=lane
             )
             out.extend(page.items)
+            if page.odd:
+                await self._set_aside("return_line", page.odd)
             if page.total_known:
                 more = page_no * LINES_PAGE_SIZE < page.total
             else:  # no total in the answer: a full page may be followed by another

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 from engine.counters import RunCounters
 from engine.store.store import DiffCounts, Store
@@ -16,6 +17,7 @@ log = logging.getLogger(__name__)
 
 class ShopStream:
     stream = ""
+    entity = ""  # what one record of the stream's list is, in changes and rejected_records
     max_page_size = 100  # Temu's maximum for the stream's list API; the default page size
 
     def __init__(
@@ -34,6 +36,14 @@ class ShopStream:
 
     async def after_walk(self, lane: Lane, started: datetime) -> None:
         """Work a stream does after each successful walk of its range (none by default)."""
+
+    async def set_aside(self, elements: Sequence[Any]) -> None:
+        """Elements of the list that are not records (a string, a number, null): set aside in
+        rejected_records and counted in the run's ``rejected``."""
+        await self._set_aside(self.entity, elements)
+
+    async def _set_aside(self, entity: str, elements: Sequence[Any]) -> None:
+        self._counters.rejected += await self._store.set_aside(self.shop_id, entity, elements)
 
     def _book(self, counts: Mapping[str, DiffCounts], keys: Mapping[str, str]) -> None:
         """Adds the rows written to the run's counters; records without their key cannot be

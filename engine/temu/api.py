@@ -44,12 +44,17 @@ MALFORMED_ATTEMPTS = 3
 class Page:
     total: int
     items: list[dict[str, Any]]
-    # Elements of the list that were not objects (null, a number...): dropped with a warning,
-    # but they still occupied a place, so the pager counts them towards the total.
-    skipped: int = 0
+    # Elements of the list that were not objects (null, a number, a string...): kept out of
+    # ``items`` (nothing downstream reads fields of them), handed to the writer to be set
+    # aside in rejected_records, and counted by the pager: they still took a place.
+    odd: tuple[Any, ...] = ()
     # False when the answer carried no total (child return lines): ``total`` is then only what
     # this page held, and a full page means there may be more.
     total_known: bool = True
+
+    @property
+    def skipped(self) -> int:
+        return len(self.odd)
 
 
 class TemuShopApi:
@@ -248,15 +253,15 @@ class TemuShopApi:
     ) -> Page:
         total = result.get(total_key)
         if total is None and total_optional:
-            items, skipped = self._objects(api_type, result, items_key, required=True)
-            return Page(total=len(items) + skipped, items=items, skipped=skipped, total_known=False)
+            items, odd = self._objects(api_type, result, items_key, required=True)
+            return Page(total=len(items) + len(odd), items=items, odd=odd, total_known=False)
         if isinstance(total, str) and total.strip().isdigit():
             total = int(total)  # a count sent as a string is still a count
         if isinstance(total, bool) or not isinstance(total, int) or total < 0:
             raise self._malformed(api_type, f"{total_key} is {total!r}, not a count")
         # An empty page may come back with the list null or absent; a non-empty one may not.
-        items, skipped = self._objects(api_type, result, items_key, required=total > 0)
-        return Page(total=total, items=items, skipped=skipped)
+        items, odd = self._objects(api_type, result, items_key, required=total > 0)
+        return Page(total=total, items=items, odd=odd)
 
     def _items(
         self, api_type: str, result: dict[str, Any], key: str, *, required: bool
@@ -265,28 +270,28 @@ class TemuShopApi:
 
     def _objects(
         self, api_type: str, result: dict[str, Any], key: str, *, required: bool
-    ) -> tuple[list[dict[str, Any]], int]:
-        """The list's objects, and how many elements were something else (dropped, logged:
-        one bad element must not cost the page's good records)."""
+    ) -> tuple[list[dict[str, Any]], tuple[Any, ...]]:
+        """The list's objects, and the elements that were something else (logged; one bad
+        element must not cost the page's good records)."""
         items = result.get(key)
         if items is None and not required:
-            return [], 0
+            return [], ()
         if not isinstance(items, list):
             raise self._malformed(api_type, f"{key} is {type(items).__name__}, not a list")
         objects = [item for item in items if isinstance(item, dict)]
-        skipped = len(items) - len(objects)
-        if skipped:
-            kinds = sorted({type(i).__name__ for i in items if not isinstance(i, dict)})
+        odd = tuple(item for item in items if not isinstance(item, dict))
+        if odd:
+            kinds = sorted({type(i).__name__ for i in odd})
             log.warning(
-                "%s shop=%s: skipped %d element(s) of %s that are not objects (%s)",
+                "%s shop=%s: %d element(s) of %s are not objects (%s): set aside",
                 api_type,
                 self.shop_id,
-                skipped,
+                len(odd),
                 key,
                 ", ".join(kinds),
                 extra={"shop": self.shop_id},
             )
-        return objects, skipped
+        return objects, odd
 
     def _malformed(self, api_type: str, problem: str) -> MalformedResponse:
         exc = MalformedResponse(api_type, 0, f"malformed result: {problem}")

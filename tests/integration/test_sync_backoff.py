@@ -5,6 +5,7 @@ success resets it; `status` says "backing off until ..." with the error class.""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -48,6 +49,9 @@ class Flaky:
             await self._store.advance_cursor(SHOP, advance)
 
     async def after_walk(self, lane: Lane, started: datetime) -> None:
+        pass
+
+    async def set_aside(self, elements: Sequence[Any]) -> None:
         pass
 
 
