@@ -28,9 +28,10 @@ __all__ = ["MallMap", "MallNotKnownYet", "build_consumer"]
 
 
 class MallNotKnownYet(Exception):
-    """An event's mallId matches no shop yet, but some shop of its app has had no token check
-    (its first pass has not run): the event may well be that shop's, so it must not be
-    acknowledged and dropped; Temu delivers it again later (503)."""
+    """An event's mallId matches no shop yet, but some shop of its app has not been tried yet
+    (no token check answered or refused: its first pass has not run): the event may well be
+    that shop's, so it must not be acknowledged and dropped; Temu delivers it again later
+    (503)."""
 
 
 class MallMap:
@@ -38,7 +39,12 @@ class MallMap:
     answer (kept in ``token_checks``). Refreshed every ``every_s`` and, at most every
     ``miss_refresh_s``, when an event names a mallId not in the map (a shop's first check comes
     with its first pass, after the daemon started), within ``miss_timeout_s`` since the
-    receiver answers on Temu's 500 ms clock."""
+    receiver answers on Temu's 500 ms clock.
+
+    A shop counts as tried once its check was answered (``token_checks``) or refused for its
+    current token (``token_check_failures``: revoked, expired...): a mallId unknown once every
+    shop of the app is tried is no shop's. The checks come with each pass of the app's owner,
+    so the untried window after start-up lasts until each shop's first pass reaches Temu."""
 
     def __init__(
         self,
@@ -55,7 +61,7 @@ class MallMap:
         self._miss_timeout_s = miss_timeout_s
         self._clock = clock
         self._map: dict[tuple[str, int], str] = {}
-        self._unchecked: dict[str, set[str]] = {}  # app_key -> shops without a known mallId
+        self._untried: dict[str, set[str]] = {}  # app_key -> shops with no check answered/refused
         self._refreshed_at = -math.inf
         self._lock = asyncio.Lock()
 
@@ -75,25 +81,34 @@ class MallMap:
                     log.warning("refreshing the mallId map failed: %s", describe(exc))
                     self._refreshed_at = self._clock()
         shop = self._map.get(key)
-        if shop is None and self._unchecked.get(app_key):
+        if shop is None and self._untried.get(app_key):
             raise MallNotKnownYet(
-                f"mallId {mall_id} unknown while shop(s) of app {app_key} have no token check yet"
+                f"mallId {mall_id} unknown while shop(s) of app {app_key} have not had a "
+                "token check yet"
             )
         return shop
 
     async def refresh(self) -> None:
         app_of = {s.id: s.app_key for s in self._rt.settings.shops}
+        checks = TokenChecks(self._rt.pool)
         fresh: dict[tuple[str, int], str] = {}
-        for check in await TokenChecks(self._rt.pool).all():
+        tried: set[str] = set()
+        for check in await checks.all():
+            tried.add(check.shop_id)  # answered, with or without a mallId
             app = app_of.get(check.shop_id)
             if app is not None and check.mall_id is not None and str(check.mall_id).isdigit():
                 fresh[(app, int(check.mall_id))] = check.shop_id
-        mapped = set(fresh.values())
-        unchecked: dict[str, set[str]] = {}
+        apis = self._rt.shop_apis
+        for failure in await checks.failures():
+            api = apis.get(failure.shop_id)
+            # A refusal of a token since replaced in config.toml says nothing of the new one.
+            if api is not None and failure.token_sha256 == api.token_fingerprint:
+                tried.add(failure.shop_id)
+        untried: dict[str, set[str]] = {}
         for shop, app in app_of.items():
-            if shop not in mapped:
-                unchecked.setdefault(app, set()).add(shop)
-        self._map, self._unchecked = fresh, unchecked
+            if shop not in tried:
+                untried.setdefault(app, set()).add(shop)
+        self._map, self._untried = fresh, untried
         self._refreshed_at = self._clock()
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -8,7 +8,7 @@ so the names and label sets exist in one place.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from importlib.metadata import PackageNotFoundError, version
 
 from prometheus_client import (
@@ -25,6 +25,8 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 
+from engine.temu.stats import RATE_LIMITED
+
 __all__ = ["OUTBOX_STATES", "Metrics"]
 
 OUTBOX_STATES = ("pending", "running", "done", "dead")
@@ -34,7 +36,8 @@ class Metrics:
     # generate_latest writes the classic 0.0.4 text format; announce exactly that.
     content_type = CONTENT_TYPE_PLAIN_0_0_4
 
-    def __init__(self) -> None:
+    def __init__(self, app_keys: Iterable[str] = ()) -> None:
+        """``app_keys``: the configured apps, whose rate-limit counter reads 0 from the start."""
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self._requests = Counter(
@@ -43,8 +46,17 @@ class Metrics:
             ["app_key", "api_type", "outcome"],
             registry=r,
         )
-        # Rate-limit hits and retries are requests_total{outcome="rate_limited"|"retry"}: no
-        # second counter of the same events.
+        # The same hits as requests_total{outcome="rate_limited"}, but per app only and present
+        # at 0 before the first one (interface.md: /metrics shows rate limit hits), so
+        # `increase(...) > 0` alerts work from the start.
+        self._rate_limited = Counter(
+            "temu_sync_rate_limited_total",
+            "Temu answers 4000004 (rate limit exceeded) by app; each is retried after a backoff.",
+            ["app_key"],
+            registry=r,
+        )
+        for app_key in app_keys:
+            self._rate_limited.labels(app_key=app_key)
         self._duration = Histogram(
             "temu_sync_request_duration_seconds",
             "Time from sending a Temu request to its answer (or failure), by API type.",
@@ -166,6 +178,8 @@ class Metrics:
     def observe_request(self, app_key: str, api_type: str, outcome: str) -> None:
         """The Temu client's observer: one call per HTTP attempt."""
         self._requests.labels(app_key=app_key, api_type=api_type, outcome=outcome).inc()
+        if outcome == RATE_LIMITED:
+            self._rate_limited.labels(app_key=app_key).inc()
 
     def observe_duration(self, app_key: str, api_type: str, seconds: float) -> None:
         self._duration.labels(app_key=app_key, api_type=api_type).observe(max(0.0, seconds))

@@ -7,8 +7,8 @@ Answers: bad signature or unknown app_key 401; a body that does not decrypt or p
 large, 400; neither stores anything. A well-signed event for an unknown mallId or for a code
 not in ``events`` is 200 (so Temu stops retrying), logged, counted, ignored. A stored event (or
 one already stored: a re-send) is 200. A database that cannot take the event in time is 503, so
-Temu delivers it again later; so is an unknown mallId while a shop of that app has had no
-token check yet (it may be that shop's).
+Temu delivers it again later; so is an unknown mallId while a shop of that app has not been
+tried yet (no token check answered or refused: it may be that shop's).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ NOT_SUBSCRIBED = "not_subscribed"
 STORE_FAILED = "store_failed"
 
 # (app_key, mallId) -> shop id, or None when no configured shop is that mall; raises
-# MallNotKnownYet when one of the app's shops may still be that mall (not checked yet).
+# MallNotKnownYet when one of the app's shops may still be that mall (not tried yet).
 ShopForMall = Callable[[str, int], Awaitable[str | None]]
 
 

@@ -1,4 +1,5 @@
-"""Per shop, the last answer of ``bg.open.accesstoken.info.get`` and when it was received."""
+"""Per shop, the last answer of ``bg.open.accesstoken.info.get`` and when it was received;
+and the last check Temu refused (the shop counts as tried though its mallId stays unknown)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,14 @@ class TokenCheck:
     checked_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class TokenCheckFailure:
+    shop_id: str
+    token_sha256: str
+    error: str
+    failed_at: datetime
+
+
 class TokenChecks:
     def __init__(self, pool: asyncpg.Pool, *, queries: Mapping[str, str] | None = None) -> None:
         self._pool = pool
@@ -47,6 +56,27 @@ class TokenChecks:
             check.payload,
             check.checked_at,
         )
+
+    async def save_failure(self, failure: TokenCheckFailure) -> None:
+        await self._pool.execute(
+            self._q["save_token_check_failure"],
+            failure.shop_id,
+            failure.token_sha256,
+            failure.error,
+            failure.failed_at,
+        )
+
+    async def failures(self) -> list[TokenCheckFailure]:
+        rows = await self._pool.fetch(self._q["list_token_check_failures"])
+        return [
+            TokenCheckFailure(
+                shop_id=r["shop_id"],
+                token_sha256=r["token_sha256"],
+                error=r["error"],
+                failed_at=r["failed_at"],
+            )
+            for r in rows
+        ]
 
 
 def _check(row: asyncpg.Record) -> TokenCheck:

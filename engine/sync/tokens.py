@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from engine.store.token_checks import TokenCheck, TokenChecks
+from engine.errors import describe
+from engine.store.token_checks import TokenCheck, TokenCheckFailure, TokenChecks
 from engine.temu.api import TemuShopApi
 from engine.temu.errors import TemuError
 from engine.temu.limiter import Lane
@@ -73,7 +74,12 @@ class TokenChecker:
             and timedelta(0) <= now - last.checked_at < self._every
         )
         if last is None or not fresh:
-            info = await api.access_token_info(lane=lane)
+            try:
+                info = await api.access_token_info(lane=lane)
+            except TemuError as exc:
+                if refused(exc):
+                    await self._save_failure(api, exc, now)
+                raise
             last = TokenCheck(
                 shop_id=api.shop_id,
                 token_sha256=api.token_fingerprint,
@@ -99,12 +105,29 @@ class TokenChecker:
             )
         return status
 
+    async def _save_failure(self, api: TemuShopApi, exc: TemuError, now: datetime) -> None:
+        failure = TokenCheckFailure(api.shop_id, api.token_fingerprint, str(exc), now)
+        try:
+            await self._checks.save_failure(failure)
+        except Exception as db_exc:  # the shop fails for its token either way; say both
+            log.warning(
+                "could not record the refused token check: %s",
+                describe(db_exc),
+                extra={"shop": api.shop_id},
+            )
+
     async def require(self, api: TemuShopApi, *, lane: Lane = Lane.INCREMENTAL) -> TokenStatus:
         """:meth:`check`, raising MissingScopes when a needed API type was not granted."""
         status = await self.check(api, lane=lane)
         if status.missing:
             raise MissingScopes(api.shop_id, status.missing)
         return status
+
+
+def refused(exc: TemuError) -> bool:
+    """Temu answered the check with a verdict (a bad token or app, or a token that may not ask
+    about itself), as opposed to a call that could not be made (a hiccup: try again later)."""
+    return exc.scope != "call" or exc.code == SCOPE_NOT_GRANTED
 
 
 def iso_utc(dt: datetime) -> str:

@@ -102,6 +102,10 @@ async def test_daemon_lifecycle(
             assert 'temu_sync_rows_total{entity="order",op="inserted"} 300.0' in metrics
             assert 'temu_sync_outbox_tasks{state="dead"} 0.0' in metrics
             assert "temu_sync_pace_requests_per_second" in metrics
+            # Present per configured app (0 unless Temu answered 4000004), not only after a hit.
+            assert re.search(
+                r'^temu_sync_rate_limited_total\{app_key="sim-app-1"\} ', metrics, re.M
+            )
             # The daemon prunes on its schedule ([retention]): its first run is at start.
             last_prune = re.search(
                 r"^temu_sync_retention_last_run_timestamp_seconds (\S+)$", metrics, re.M

@@ -1,16 +1,21 @@
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiohttp
 import pytest
 
+from engine.app.runtime import Observers, open_runtime
+from engine.app.sim_settings import settings_for_simulator
 from engine.config import Secret
 from engine.daemon.http import build_app, parse_listen, start_http, stop_http
 from engine.daemon.metrics import Metrics
 from engine.reconcile.ports import LabelRejected, SubmitResult
+from engine.sim.config import SimConfig
+from tests.fixtures_sim import SimFactory
 
 TOKEN = "admin-token-5c1b0e"
 MAX_BODY = 2048
@@ -55,8 +60,11 @@ async def start() -> AsyncIterator[Start]:
     runners = []
     sessions = []
 
-    async def _start(admin_token: str = TOKEN, with_submitter: bool = True) -> Server:
-        health, submitter, metrics = FakeHealth(), FakeSubmitter(), Metrics()
+    async def _start(
+        admin_token: str = TOKEN, with_submitter: bool = True, metrics: Metrics | None = None
+    ) -> Server:
+        health, submitter = FakeHealth(), FakeSubmitter()
+        metrics = Metrics() if metrics is None else metrics
         app = build_app(
             metrics=metrics,
             health=health,
@@ -133,6 +141,37 @@ async def test_metrics_text(start: Start) -> None:
         in text
     )
     assert 'temu_sync_cursor_lag_seconds{shop="us-main",stream="returns"} 12.0' in text
+
+
+async def test_metrics_count_each_rate_limit_hit_from_zero(
+    start: Start, sim_factory: SimFactory, pg_url: str, schema: str
+) -> None:
+    """Temu allows 3 req/s, the engine is configured for 30: the 4000004 answers it gets
+    while its pacer slows down are each counted, per app, in a series that read 0 before."""
+    config = SimConfig.default(orders=300, returns=0, shops=2, qps=3, seed=4)
+    sim = await sim_factory(config)
+    settings = settings_for_simulator(sim, config, database_url=pg_url, schema=schema)
+    settings = replace(settings, apps=tuple(replace(a, qps=30.0) for a in settings.apps))
+    metrics = Metrics(app_keys=[a.app_key for a in settings.apps])
+    srv = await start(metrics=metrics)
+    hits = re.compile(r'^temu_sync_rate_limited_total\{app_key="sim-app-1"\} (\S+)$', re.M)
+
+    async def scraped() -> float:
+        async with srv.session.get(f"{srv.url}/metrics") as r:
+            found = hits.search(await r.text())
+        assert found is not None, "no rate-limit series for sim-app-1"
+        return float(found.group(1))
+
+    assert await scraped() == 0.0
+    rt = await open_runtime(settings, observers=Observers(request=metrics.observe_request))
+    try:
+        await rt.sync_service().backfill(settings.sync.start, None)
+    finally:
+        await rt.close()
+    app = sim.stats(arrivals=False)["apps"]["sim-app-1"]
+    refused = app["rejected_rate_limit"] + app["rejected_storm"]
+    assert refused > 0, app
+    assert await scraped() == refused
 
 
 @pytest.mark.parametrize(

@@ -1,18 +1,27 @@
 """The receiver's mallId map in a daemon that just started: a shop's mallId is learned from its
 first token check, which comes with its first pass, AFTER the receiver is up. An event that
-arrives in between must not be acknowledged and dropped."""
+arrives in between must not be acknowledged and dropped; but once every shop of the app has
+been tried (a revoked token's check is refused and never yields a mallId), an unknown mallId
+is acknowledged (200), so Temu stops retrying it."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import pytest
+from aiohttp import web
 
-from engine.app.runtime import open_runtime
+from engine.app.runtime import Runtime, open_runtime
 from engine.app.sim_settings import settings_for_simulator
 from engine.app.webhooks import MallMap, MallNotKnownYet
+from engine.daemon.metrics import Metrics
+from engine.daemon.webhooks import create_webhook_app
 from engine.sim.config import SimConfig
 from engine.sim.server import Simulator
+from engine.store.events import EventStore
+from engine.temu import webhooks as wh
+from tests.integration.test_webhook_receiver import message, post
 
 SimFactory = Callable[[SimConfig], Awaitable[Simulator]]
 
@@ -40,5 +49,76 @@ async def test_unknown_mall_waits_for_the_first_token_checks(
         # Every shop of the app is known now: another mallId is truly not ours.
         assert await malls("sim-app-1", 999) is None
         assert await malls("other-app", mall_1) is None
+    finally:
+        await rt.close()
+
+
+@asynccontextmanager
+async def receiver(rt: Runtime, malls: MallMap, metrics: Metrics) -> AsyncIterator[str]:
+    """The daemon's receiver, as webhook_service assembles it, on a free port: its URL."""
+    app = create_webhook_app(
+        apps={a.app_key: a.app_secret.get() for a in rt.settings.apps},
+        shop_for_mall=malls,
+        events=[wh.ORDER_STATUS],
+        store=EventStore(rt.pool),
+        observer=metrics,
+    )
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield f"http://{host}:{port}/temu/events"
+    finally:
+        await runner.cleanup()
+
+
+def counted(metrics: Metrics, outcome: str) -> float:
+    value = metrics.registry.get_sample_value(
+        "temu_sync_webhook_events_total", {"code": wh.ORDER_STATUS, "outcome": outcome}
+    )
+    return value or 0.0
+
+
+async def test_an_unknown_mall_is_acknowledged_once_a_revoked_shop_was_tried(
+    sim_factory: SimFactory, pg_url: str, schema: str
+) -> None:
+    config = SimConfig.default(orders=20, returns=5, shops=2, apps=1, seed=8)
+    sim = await sim_factory(config)
+    settings = settings_for_simulator(sim, config, database_url=pg_url, schema=schema)
+    rt = await open_runtime(settings)
+    metrics = Metrics()
+    try:
+        assert sim.revoke_token(config.shops[1].access_token)  # shop-2's seller revoked it
+        secret = rt.settings.apps[0].app_secret.get()
+        malls = MallMap(rt, every_s=3600, miss_refresh_s=0.0)
+        await malls.refresh()
+
+        def event(mall: int) -> tuple[dict[str, str], bytes]:
+            order = {"mallId": mall, "parentOrderSn": "PO-X", "updateTime": 1_760_000_000}
+            return message(order, secret=secret, app_key="sim-app-1")
+
+        async with receiver(rt, malls, metrics) as url:
+            # Start-up: neither shop tried, 999 may be either: Temu must deliver it again.
+            assert await post(url, *event(999)) == 503
+            assert counted(metrics, "mall_not_yet") == 1
+
+            # The first pass: shop-1's check answers, shop-2's is refused (revoked token).
+            await rt.sync_service().incremental_pass()
+            assert await post(url, *event(999)) == 200
+            assert counted(metrics, "unknown_mall") == 1
+            # shop-2's own mallId cannot be told from any other until its token works again.
+            assert await post(url, *event(sim.webhooks.mall_ids["shop-2"])) == 200
+            assert counted(metrics, "unknown_mall") == 2
+            assert await rt.pool.fetchval("SELECT count(*) FROM webhook_events") == 0
+            assert await post(url, *event(sim.webhooks.mall_ids["shop-1"])) == 200
+            assert await rt.pool.fetchval("SELECT shop_id FROM webhook_events") == "shop-1"
+
+            # A refusal of shop-2's previous token says nothing of the one config.toml holds.
+            await rt.pool.execute("UPDATE token_check_failures SET token_sha256 = 'old'")
+            assert await post(url, *event(999)) == 503
+            assert counted(metrics, "mall_not_yet") == 2
+        assert counted(metrics, "stored") == 1
     finally:
         await rt.close()

@@ -35,9 +35,9 @@ def test_render_contains_series_after_updates() -> None:
     assert s[(req, (*labels, ("outcome", "error:ShopAuthError")))] == 1
     assert s[(req, (*labels, ("outcome", "rate_limited")))] == 1
     assert s[(req, (*labels, ("outcome", "retry")))] == 1
-    # One counter per event: no second series of rate-limit hits or retries.
-    doubles = ("temu_sync_rate_limited_total", "temu_sync_retries_total")
-    assert not any(name in doubles for name, _ in s)
+    # Rate-limit hits also per app (interface.md: /metrics shows them); retries only here.
+    assert s[("temu_sync_rate_limited_total", (("app_key", "k1"),))] == 1
+    assert not any(name == "temu_sync_retries_total" for name, _ in s)
     assert s[("temu_sync_pace_requests_per_second", (("app_key", "k1"),))] == 18.5
     assert s[("temu_sync_rows_total", (("entity", "order"), ("op", "unchanged")))] == 96
     assert s[("temu_sync_rows_total", (("entity", "order"), ("op", "inserted")))] == 3
@@ -75,6 +75,20 @@ def test_alertable_series_exist_before_first_event() -> None:
     s = _samples(Metrics())
     assert s[("temu_sync_outbox_tasks", (("state", "dead"),))] == 0
     assert s[("temu_sync_oc_token_refreshes_total", ())] == 0
+
+
+def test_rate_limit_hits_read_zero_per_app_before_the_first() -> None:
+    m = Metrics(app_keys=["k1", "k2"])
+    hits = "temu_sync_rate_limited_total"
+    s = _samples(m)
+    assert s[(hits, (("app_key", "k1"),))] == 0
+    assert s[(hits, (("app_key", "k2"),))] == 0
+    m.observe_request("k2", "bg.order.list.v2.get", "rate_limited")
+    m.observe_request("k2", "bg.aftersales.parentaftersales.list.get", "rate_limited")
+    m.observe_request("k2", "bg.order.list.v2.get", "retry")  # a 5xx retry is no hit
+    s = _samples(m)
+    assert s[(hits, (("app_key", "k1"),))] == 0
+    assert s[(hits, (("app_key", "k2"),))] == 2
 
 
 def test_instances_do_not_share_counts() -> None:
