@@ -136,6 +136,14 @@ def _opt(value: Any) -> str | None:
     return as_text(value) or None
 
 
+def _exact(value: Any) -> str:
+    """A referenceNumber as sent (a number as its digits), not trimmed: interface.md acts on
+    an RMA only when it EQUALS the return's parentAfterSalesSn, so " PAS-1 " is not PAS-1."""
+    if isinstance(value, str):
+        return value
+    return as_text(value)
+
+
 def _flag(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() == "true"
@@ -196,7 +204,7 @@ def parse_rma(item: Any) -> Rma | None:
         return None
     return Rma(
         order_number=as_text(item.get(F_ORDER_NUMBER)),
-        reference_number=as_text(item.get(F_REFERENCE_NUMBER)),
+        reference_number=_exact(item.get(F_REFERENCE_NUMBER)),
         status=as_text(item.get(F_STATUS)),
         tracking_number=_opt(item.get(F_TRACKING_NUMBER)),
         carrier_name=_opt(item.get(F_CARRIER_NAME)),
@@ -209,7 +217,7 @@ def parse_label(result: Any, order_number: str) -> Label | None:
         return None
     return Label(
         order_number=as_text(result.get(F_ORDER_NUMBER)) or order_number,
-        reference_number=_opt(result.get(F_REFERENCE_NUMBER)),
+        reference_number=_exact(result.get(F_REFERENCE_NUMBER)) or None,
         service_type=_opt(result.get(F_SERVICE_TYPE)),
         tracking_number=_opt(result.get(F_TRACKING_NUMBER)),
         carrier_name=_opt(result.get(F_CARRIER_NAME)),

@@ -35,7 +35,7 @@ def own_rmas(sn: str, rmas: Iterable[Rma]) -> list[Rma]:
     own: list[Rma] = []
     foreign: list[str] = []
     for rma in rmas:
-        if rma.reference_number.strip() == sn:
+        if rma.reference_number == sn:  # exactly: " PAS-1 " is not PAS-1
             own.append(rma)
         else:
             foreign.append(f"{rma.order_number} (referenceNumber {rma.reference_number!r})")

@@ -222,7 +222,7 @@ class UploadLabel:
             label = await self._oc.query_label(rma.order_number)
             if label is None or not (label.tracking_number and label.carrier_name):
                 continue
-            if label.reference_number is not None and label.reference_number.strip() != sn:
+            if label.reference_number is not None and label.reference_number != sn:
                 log.warning(
                     "OC label of RMA %s names referenceNumber %r, not return %s: not used",
                     rma.order_number,
