@@ -241,7 +241,7 @@ async def cmd_run_once(settings: Settings, *, as_json: bool) -> int:
     try:
         await _refuse_beside_daemons(rt, "run --once")
         rt.reset_clock()
-        await rt.sync_service().incremental_pass()
+        await rt.sync_service().incremental_pass(respect_backoff=False)
         await _reconcile_pass(rt)
         _report(rt, as_json=as_json, title="run --once")
         return _exit_for(rt)

@@ -216,9 +216,17 @@ class SyncService:
             await self._store.record_success(shop.shop_id, stream, kind)
 
     async def incremental_pass(
-        self, shop_ids: Sequence[str] | None = None, streams: Sequence[str] | None = None
+        self,
+        shop_ids: Sequence[str] | None = None,
+        streams: Sequence[str] | None = None,
+        *,
+        respect_backoff: bool = True,
     ) -> PassResult:
-        """One incremental pass: from each cursor (minus the overlap) to now minus the lag."""
+        """One incremental pass: from each cursor (minus the overlap) to now minus the lag.
+
+        ``respect_backoff=False`` (one-shot commands): a stream the daemon is backing off from
+        is tried anyway. Someone who fixed a fault and runs the command expects it to try; a
+        failure is still recorded and still extends the daemon's backoff."""
         result = PassResult()
         now = int(self._clock())
         end = now - self._settings.safety_lag_s
@@ -226,7 +234,7 @@ class SyncService:
         jobs = []
         pairs = await self._usable(self._select(shop_ids, streams), INCREMENTAL, result)
         for shop, stream in pairs:
-            if await self._backing_off(shop.shop_id, stream, result):
+            if respect_backoff and await self._backing_off(shop.shop_id, stream, result):
                 continue
             cursor = await self._store.get_cursor(shop.shop_id, stream, INCREMENTAL)
             if cursor is None:
