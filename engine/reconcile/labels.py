@@ -221,7 +221,7 @@ def _shop(obj: dict[str, Any], shops: Sequence[str], *, required: bool) -> str |
             f"missing {SHOP_KEY}: {len(shops)} shops are configured, say which one "
             f"({_listed(shops)})"
         )
-    # The admin endpoint: the caller resolves the shop from the stored return.
+    # The admin endpoint and Jetti lines: the caller resolves the shop from the stored return.
     return None
 
 
@@ -272,7 +272,10 @@ def parse_label(
     """Validates one label in either accepted shape; raises LabelError with the reason.
 
     ``parent_after_sales_sn`` comes from the admin endpoint's path; without it (import) the
-    object must carry ``parentAfterSalesSn``, and ``shop`` when several shops are configured.
+    object must carry ``parentAfterSalesSn``, and an ecartAPI line ``shop`` when several shops
+    are configured (interface.md). The Jetti/Onport shape has no shop field: its shop, like
+    the admin endpoint's, is the stored return's (LabelQueue; a key found in two shops is
+    refused there, asking for ``shop``).
     """
     if not isinstance(obj, dict):
         raise LabelError(f"not a JSON object (got {_json_type(obj)})")
@@ -297,7 +300,7 @@ def parse_label(
         )
     return LabelRequest(
         parent_after_sales_sn=_parent_sn(obj, parent_after_sales_sn),
-        shop_id=_shop(obj, shops, required=parent_after_sales_sn is None),
+        shop_id=_shop(obj, shops, required=has_ecart and parent_after_sales_sn is None),
         tracking_number=fields.tracking_number,
         carrier_id=fields.carrier_id,
         carrier_name=fields.carrier_name,

@@ -234,3 +234,30 @@ def _with_interval(rt: Runtime, interval: float) -> Any:
     from dataclasses import replace
 
     return replace(rt.settings, reconciler=replace(rt.settings.reconciler, interval_s=interval))
+
+
+async def test_jetti_lines_need_no_shop_when_several_shops_are_configured(
+    sim_factory: SimFactory, pg_url: str, schema: str, tmp_path: Path
+) -> None:
+    """interface.md gives the Jetti/Onport shape no shop field: with two shops configured, a
+    line is queued for the shop that holds the return (an ecartAPI line still names it)."""
+    config = SimConfig.default(orders=300, returns=120, shops=2, qps=QPS, seed=7)
+    sim = await sim_factory(config)
+    rt = await open_runtime(make_settings(sim, config, pg_url, schema, oc_enabled=False))
+    try:
+        await load_from_temu(rt)
+        first, second = (s.id for s in rt.settings.shops)
+        mine = awaiting(sim, second)[0]["parentAfterSalesSn"]
+        path = tmp_path / "labels.jsonl"
+        path.write_text(
+            orjson.dumps(jetti(mine)).decode()
+            + "\n"
+            + orjson.dumps(ecart(awaiting(sim, first)[0]["parentAfterSalesSn"])).decode()
+            + "\n"
+        )
+        assert await import_labels(rt, str(path)) == 0  # one queued, one line refused
+        await passes(rt, 1)
+        assert [u["parentAfterSalesSn"] for u in sim.uploads(second)] == [mine]
+        assert sim.uploads(first) == []
+    finally:
+        await rt.close()

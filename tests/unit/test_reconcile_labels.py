@@ -248,9 +248,11 @@ def test_body_sn_must_agree_with_the_path() -> None:
     assert parse_label(ecart(), parent_after_sales_sn="PO-1-A", shops=ONE_SHOP)
 
 
-def test_shop_required_when_several_are_configured() -> None:
-    r = reason(jetti(), shops=TWO_SHOPS)
+def test_shop_required_of_ecartapi_lines_when_several_are_configured() -> None:
+    r = reason(ecart(), shops=TWO_SHOPS)
     assert r == "missing shop: 2 shops are configured, say which one (us-main, eu-main)"
+    # interface.md gives the Jetti/Onport shape no shop: the stored return's is taken later.
+    assert parse_label(jetti(), shops=TWO_SHOPS).shop_id is None
 
 
 def test_unknown_shop() -> None:
@@ -317,11 +319,12 @@ def test_lines_with_several_shops() -> None:
         [
             dumps(jetti(shop="us-main")),
             dumps(jetti(shop="eu-main")),  # same sn, other shop: a different return
-            dumps(jetti()),
+            dumps(ecart()),
+            dumps(jetti(parentAfterSalesSn="PO-3-A")),  # no shop: the stored return's
         ]
     )
     good, bad = parse_label_lines(text, TWO_SHOPS)
-    assert [(n, r.shop_id) for n, r in good] == [(1, "us-main"), (2, "eu-main")]
+    assert [(n, r.shop_id) for n, r in good] == [(1, "us-main"), (2, "eu-main"), (4, None)]
     assert bad == [(3, "missing shop: 2 shops are configured, say which one (us-main, eu-main)")]
 
 
