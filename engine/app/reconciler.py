@@ -4,6 +4,7 @@ runs one pass. The daemon's loop around it is ``engine/daemon/reconciler_loop.py
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from engine.app.runtime import Runtime
 from engine.cluster.claims import OwnedShopsStore
@@ -24,6 +25,8 @@ from engine.reconcile.upload_label import UploadLabel
 from engine.retry import exponential_backoff, poll_schedule, rma_wait_schedule
 from engine.store.reconcile_store import ReconcileStore
 from engine.store.store import Store
+from engine.sync.tokens import TokenScreen
+from engine.temu.token_info import RECONCILER_SCOPES
 
 log = logging.getLogger(__name__)
 
@@ -127,17 +130,25 @@ def build_reconciler(
 
 
 async def reconcile_once(rt: Runtime) -> None:
-    """One pass: plan, then run every due task once (counters land in rt.counters)."""
-    stats = await build_reconciler(rt).run_pass()
+    """One pass: plan, then run every due task once (counters land in rt.counters).
+
+    interface.md "Access tokens": each shop's token is checked first (the reconciler's API
+    types only); a refused shop's tasks are left untouched. Refused shops, and shops whose
+    tasks Temu refused for the token or the app, land in ``rt.counters.shops_failed``."""
+    screen = TokenScreen(rt.token_gate(RECONCILER_SCOPES))
+    shops = await screen.usable(s.id for s in rt.settings.shops)
+    rt.counters.shops_failed.update(screen.refused)
+    stats = await build_reconciler(rt, claims=OwnedShopsStore(rt.pool, lambda: shops)).run_pass()
+    rt.counters.shops_failed.update(stats.run.shops_failed)
     log.info("reconciler pass: %s", stats)
 
 
 # -- merchant labels ---------------------------------------------------------------------------
 
 
-def label_queue(rt: Runtime) -> LabelQueue:
+def label_queue(rt: Runtime, gate: Callable[[str], Awaitable[None]] | None = None) -> LabelQueue:
     return LabelQueue(
-        recon=ReconcileStore(rt.pool), temu=temu_returns(rt), carriers=CarrierDirectory()
+        recon=ReconcileStore(rt.pool), temu=temu_returns(rt), carriers=CarrierDirectory(), gate=gate
     )
 
 

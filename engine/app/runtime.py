@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -118,11 +118,15 @@ class Runtime:
             clock=clock,
         )
 
-    def token_gate(self) -> TokenGate:
+    def token_gate(self, needed: Iterable[str] | None = None) -> TokenGate:
+        """``needed``: the API types the caller is about to use (a command calling only a few
+        requires only those); default: every type the configured sync and reconciler call.
+        Every gate reads and writes the same stored answers, whatever it requires."""
         s = self.settings
-        needed = needed_scopes(
-            orders=s.sync.orders, returns=s.sync.returns, reconciler=s.reconciler.enabled
-        )
+        if needed is None:
+            needed = needed_scopes(
+                orders=s.sync.orders, returns=s.sync.returns, reconciler=s.reconciler.enabled
+            )
         checker = TokenChecker(TokenChecks(self.pool), needed)
         return TokenGate(checker, self.shop_apis, self.observers.token)
 

@@ -1,7 +1,9 @@
 """``temu-sync labels import FILE``: queue return labels from JSON lines.
 
 Exit codes: 0 the file was processed (bad lines are reported ``line N: reason`` on stderr and
-skipped; an empty file is nothing to do); 1 no line could be queued; 2 the file cannot be read.
+skipped; an empty file is nothing to do); 1 no line could be queued; 2 the file cannot be read;
+3 some lines were queued, but a shop failed its access-token check (interface.md "Access
+tokens": its lines are refused, nothing more is sent to Temu for it).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from engine.app.runtime import Runtime
 from engine.errors import ExitCode
 from engine.reconcile.labels import parse_label_lines
 from engine.reconcile.ports import LabelRejected
+from engine.sync.tokens import ShopRefused, TokenScreen
+from engine.temu.token_info import LABEL_IMPORT_SCOPES
 
 __all__ = ["import_labels"]
 
@@ -29,12 +33,17 @@ async def import_labels(rt: Runtime, path: str) -> int:
         print(f"cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
         return ExitCode.USAGE
     good, bad = parse_label_lines(data, [s.id for s in rt.settings.shops])
-    queue = label_queue(rt)
+    # The carrier check is the only Temu call: a shop's token must allow that much.
+    screen = TokenScreen(rt.token_gate(LABEL_IMPORT_SCOPES))
+    queue = label_queue(rt, gate=screen.require)
     queued = 0
     for line_no, req in good:
         try:
             result = await queue.queue(req)
         except LabelRejected as exc:
+            bad.append((line_no, exc.reason))
+            continue
+        except ShopRefused as exc:
             bad.append((line_no, exc.reason))
             continue
         queued += 1
@@ -43,4 +52,8 @@ async def import_labels(rt: Runtime, path: str) -> int:
     for line_no, reason in sorted(bad):
         print(f"line {line_no}: {reason}", file=sys.stderr)
     print(f"{queued} label(s) queued, {len(bad)} line(s) refused")
-    return ExitCode.FAILURE if bad and not queued else ExitCode.OK
+    if screen.refused:
+        print(f"  shops failed: {', '.join(sorted(screen.refused))}")
+    if bad and not queued:
+        return ExitCode.FAILURE
+    return ExitCode.PARTIAL if screen.refused else ExitCode.OK

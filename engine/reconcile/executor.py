@@ -45,6 +45,9 @@ class ExecStats:
     dead: int = 0
     lost: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)
+    # Shops whose tasks Temu refused for the shop's token or the app's credentials: their
+    # work could not be done this pass (a one-shot run names them in shops_failed).
+    shops_failed: set[str] = field(default_factory=set)
 
 
 class _TaskLease:
@@ -79,6 +82,16 @@ def outcome_of_error(
         return Retry(reason) if exc.retryable else Park(reason)
     # Anything else (database hiccup, a bug) may pass: retried up to max_attempts.
     return Retry(reason)
+
+
+def refuses_shop(exc: Exception) -> bool:
+    """A Temu refusal of the shop's token (3000030-34...) or of its app's credentials: every
+    call for the shop would fail the same way. Not a lease handed to another daemon."""
+    return (
+        isinstance(exc, TemuError)
+        and exc.scope in ("shop", "app")
+        and not isinstance(exc, AppNotOwned)
+    )
 
 
 class Executor:
@@ -157,6 +170,8 @@ class Executor:
                 redact(failed.reason),
             )
             outcome = failed
+            if task.shop_id is not None and refuses_shop(exc):
+                stats.shops_failed.add(task.shop_id)
         await self._book(task, outcome, stats)
         stats.by_kind[task.kind] = stats.by_kind.get(task.kind, 0) + 1
 

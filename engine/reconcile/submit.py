@@ -9,7 +9,7 @@ replaces the label of, the return's single ``upload_label`` task.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -34,10 +34,14 @@ class LabelQueue:
         recon: ReconcileStore,
         temu: Mapping[str, TemuReturns],
         carriers: CarrierDirectory,
+        gate: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
+        """``gate(shop_id)``: awaited before the first Temu call for a shop (the access-token
+        check of ``labels import``); what it raises propagates out of :meth:`queue`."""
         self._recon = recon
         self._temu = temu
         self._carriers = carriers
+        self._gate = gate
 
     async def queue(self, req: LabelRequest) -> SubmitResult:
         """Queues one validated label; raises LabelRejected (404, 409, 422) with the reason."""
@@ -104,6 +108,8 @@ class LabelQueue:
         temu = self._temu.get(shop_id)
         if temu is None:
             raise LabelRejected(f"shop {shop_id} is not configured", 422)
+        if self._gate is not None:
+            await self._gate(shop_id)
         try:
             await self._carriers.resolve(
                 carrier_id=req.carrier_id,

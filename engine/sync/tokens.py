@@ -184,3 +184,50 @@ class TokenGate:
             self._observe(status)
         if status.missing:
             raise MissingScopes(shop_id, status.missing)
+
+
+class ShopRefused(Exception):
+    """The shop's token failed its check: the command sends nothing more to Temu for it."""
+
+    def __init__(self, shop_id: str, reason: str) -> None:
+        self.shop_id = shop_id
+        self.reason = reason
+        super().__init__(reason)
+
+
+class TokenScreen:
+    """One command's verdict per shop, for the commands that call Temu outside the sync
+    (``reconcile --once``, ``labels import``, ``webhooks subscribe``): each shop goes through
+    the gate once, before the command's first Temu call for it, and a refused shop stays
+    refused for the rest of the command (``refused``: shop -> message)."""
+
+    def __init__(self, gate: TokenGate) -> None:
+        self._gate = gate
+        self._passed: set[str] = set()
+        self.refused: dict[str, str] = {}
+
+    async def require(self, shop_id: str) -> None:
+        """Raises ShopRefused when the shop's token lacks a needed API type or is refused."""
+        if shop_id in self._passed:
+            return
+        if shop_id not in self.refused:
+            try:
+                await self._gate.require(shop_id)
+            except (MissingScopes, TemuError) as exc:
+                self.refused[shop_id] = str(exc)
+                log.error("access token check failed: %s", exc, extra={"shop": shop_id})
+            else:
+                self._passed.add(shop_id)
+                return
+        raise ShopRefused(shop_id, self.refused[shop_id])
+
+    async def usable(self, shop_ids: Iterable[str]) -> list[str]:
+        """The shops (in order) whose token passes; the others land in ``refused``."""
+        out = []
+        for shop_id in shop_ids:
+            try:
+                await self.require(shop_id)
+            except ShopRefused:
+                continue
+            out.append(shop_id)
+        return out

@@ -33,6 +33,8 @@ RECONCILER_SCOPES = (
     "temu.aftersales.carrier.get",
 )
 WEBHOOK_SCOPES = ("bg.tmc.message.update",)
+# `labels import` checks a label's carrier against Temu's list before queueing it.
+LABEL_IMPORT_SCOPES = ("temu.aftersales.carrier.get",)
 
 # Above this an expiredTime can only be milliseconds (it is year 5138 as seconds).
 _MS_THRESHOLD = 100_000_000_000
