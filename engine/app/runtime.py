@@ -114,7 +114,16 @@ class Runtime:
             shops=shops,
             settings=self.settings.sync,
             counters=self.counters,
-            tokens=self.token_gate(),
+            # The sync needs its own streams' API types only: a token without the label
+            # upload's must not stop a shop's orders (the reconciler's calls fail on their own,
+            # and `status` still names every type the configuration needs).
+            tokens=self.token_gate(
+                needed_scopes(
+                    orders=self.settings.sync.orders,
+                    returns=self.settings.sync.returns,
+                    reconciler=False,
+                )
+            ),
             clock=clock,
         )
 

@@ -14,6 +14,7 @@ from engine.app.runtime import open_runtime
 from engine.app.sim_settings import settings_for_simulator
 from engine.cli.status import cmd_status
 from engine.sim.config import SimConfig
+from engine.temu.token_info import RECONCILER_SCOPES, RETURNS_SCOPES
 from tests.fixtures_sim import SimFactory
 
 LIST = "bg.order.list.v2.get"
@@ -57,6 +58,32 @@ async def test_a_shop_missing_a_scope_fails_alone_before_any_list_call(
         text = capsys.readouterr().out
         assert f"warning: shop shop-1: the access token expires at {want}" in text
         assert f"shop shop-2: the access token lacks {LIST}" in text
+    finally:
+        await rt.close()
+
+
+async def test_a_token_without_the_label_upload_types_still_syncs_orders(
+    sim_factory: SimFactory, pg_url: str, schema: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The reconciler's API types are the reconciler's: a seller who did not grant the label
+    upload still gets their orders (and `status` still names what is missing)."""
+    config = SimConfig.default(orders=50, returns=0, shops=1, qps=100, seed=7)
+    sim = await sim_factory(config)
+    upload_only = set(RECONCILER_SCOPES) - set(RETURNS_SCOPES)
+    sim.set_token("shop-1", scopes=sorted(set(sim.world.api_types) - upload_only))
+    settings = settings_for_simulator(
+        sim, config, database_url=pg_url, schema=schema, sync={"returns": False}
+    )
+    assert settings.reconciler.enabled
+    rt = await open_runtime(settings)
+    try:
+        result = await rt.sync_service().backfill(settings.sync.start, None)
+        assert not result.failed, result.failed
+        assert await rt.pool.fetchval("SELECT count(*) FROM orders") == 50
+        capsys.readouterr()
+        assert await cmd_status(settings, as_json=True) == 0
+        doc = orjson.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert doc["shops"][0]["token_missing_scopes"] == sorted(upload_only)
     finally:
         await rt.close()
 
