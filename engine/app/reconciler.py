@@ -4,7 +4,7 @@ runs one pass. The daemon's loop around it is ``engine/daemon/reconciler_loop.py
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from engine.app.runtime import Runtime
 from engine.cluster.claims import OwnedShopsStore
@@ -87,6 +87,7 @@ def build_reconciler(
     backoff_base_s: float | None = None,
     oc: OCClient | None = None,
     claims: Store | None = None,
+    before_pass: Callable[[], Awaitable[None]] | None = None,
 ) -> Reconciler:
     """``claims``: where the executor claims tasks (a daemon sharing the database passes one
     limited to the shops of its apps); default: tasks of the configured shops only, so a
@@ -126,7 +127,32 @@ def build_reconciler(
     # further than the longest write the statement timeout allows (a page write is a few
     # statements).
     overlap = max(LATE_COMMIT_OVERLAP_S, 3 * rt.settings.database.statement_timeout_s)
-    return Reconciler(Planner(recon, oc_enabled=oc is not None, overlap_s=overlap), executor)
+    planner = Planner(recon, oc_enabled=oc is not None, overlap_s=overlap)
+    return Reconciler(planner, executor, before_pass=before_pass)
+
+
+class ScreenedShops:
+    """The shops whose token passes the reconciler's check (interface.md "Access tokens": the
+    label APIs), asked again before every pass (the stored daily answer: a read, not a Temu
+    call): a refused shop's tasks are not claimed, they wait untouched. A callable for
+    OwnedShopsStore; ``refused``: shop -> why, as of the last pass (logged when it changes)."""
+
+    def __init__(self, rt: Runtime, shops: Callable[[], Iterable[str]]) -> None:
+        self._rt = rt
+        self._shops = shops
+        self._current: list[str] = []
+        self.refused: dict[str, str] = {}
+
+    async def refresh(self) -> None:
+        screen = TokenScreen(self._rt.token_gate(RECONCILER_SCOPES), log_refusals=False)
+        self._current = await screen.usable(self._shops())
+        for shop_id, why in screen.refused.items():
+            if self.refused.get(shop_id) != why:
+                log.error("reconciler: access token check failed: %s", why, extra={"shop": shop_id})
+        self.refused = dict(screen.refused)
+
+    def __call__(self) -> list[str]:
+        return self._current
 
 
 async def reconcile_once(rt: Runtime) -> None:
@@ -135,10 +161,10 @@ async def reconcile_once(rt: Runtime) -> None:
     interface.md "Access tokens": each shop's token is checked first (the reconciler's API
     types only); a refused shop's tasks are left untouched. Refused shops, and shops whose
     tasks Temu refused for the token or the app, land in ``rt.counters.shops_failed``."""
-    screen = TokenScreen(rt.token_gate(RECONCILER_SCOPES))
-    shops = await screen.usable(s.id for s in rt.settings.shops)
-    rt.counters.shops_failed.update(screen.refused)
-    stats = await build_reconciler(rt, claims=OwnedShopsStore(rt.pool, lambda: shops)).run_pass()
+    screened = ScreenedShops(rt, lambda: [s.id for s in rt.settings.shops])
+    claims = OwnedShopsStore(rt.pool, screened)
+    stats = await build_reconciler(rt, claims=claims, before_pass=screened.refresh).run_pass()
+    rt.counters.shops_failed.update(screened.refused)
     rt.counters.shops_failed.update(stats.run.shops_failed)
     log.info("reconciler pass: %s", stats)
 

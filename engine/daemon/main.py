@@ -24,7 +24,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NoReturn, TypeVar
 
-from engine.app.reconciler import build_reconciler, label_submitter, oc_client
+from engine.app.reconciler import ScreenedShops, build_reconciler, label_submitter, oc_client
 from engine.app.runtime import Observers, Runtime, open_runtime
 from engine.cluster.claims import OwnedShopsStore
 from engine.cluster.holdings import ClusterTiming, Holdings
@@ -149,8 +149,10 @@ class Daemon:
             self._metrics.export_oc(
                 lambda: {"calls": oc.calls, "retries": oc.retries, "auth_retries": oc.auth_retries}
             )
-        claims = OwnedShopsStore(rt.pool, self._owned_shops(keeper))
-        reconciler = build_reconciler(rt, claims=claims, oc=oc)
+        # Owned shops whose token passes the reconciler's check, screened before each pass.
+        screened = ScreenedShops(rt, self._owned_shops(keeper))
+        claims = OwnedShopsStore(rt.pool, screened)
+        reconciler = build_reconciler(rt, claims=claims, oc=oc, before_pass=screened.refresh)
 
         async def reconcile(stop: asyncio.Event) -> None:
             await reconciler_loop(rt, stop, reconciler=reconciler, board=self.board)

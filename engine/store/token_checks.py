@@ -62,7 +62,7 @@ class TokenChecks:
             self._q["save_token_check_failure"],
             failure.shop_id,
             failure.token_sha256,
-            failure.error,
+            pg_text(failure.error[:2000]),  # Temu's words: a U+0000 must not lose the row
             failure.failed_at,
         )
 

@@ -201,8 +201,9 @@ class TokenScreen:
     the gate once, before the command's first Temu call for it, and a refused shop stays
     refused for the rest of the command (``refused``: shop -> message)."""
 
-    def __init__(self, gate: TokenGate) -> None:
+    def __init__(self, gate: TokenGate, *, log_refusals: bool = True) -> None:
         self._gate = gate
+        self._log = log_refusals
         self._passed: set[str] = set()
         self.refused: dict[str, str] = {}
 
@@ -215,7 +216,8 @@ class TokenScreen:
                 await self._gate.require(shop_id)
             except (MissingScopes, TemuError) as exc:
                 self.refused[shop_id] = str(exc)
-                log.error("access token check failed: %s", exc, extra={"shop": shop_id})
+                if self._log:
+                    log.error("access token check failed: %s", exc, extra={"shop": shop_id})
             else:
                 self._passed.add(shop_id)
                 return

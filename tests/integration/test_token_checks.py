@@ -10,7 +10,7 @@ from typing import cast
 import asyncpg
 import pytest
 
-from engine.store.token_checks import TokenChecks
+from engine.store.token_checks import TokenCheckFailure, TokenChecks
 from engine.sync.tokens import MissingScopes, TokenChecker, expires_soon, status_fields
 from engine.temu.api import TemuShopApi
 from engine.temu.limiter import Lane
@@ -105,3 +105,14 @@ async def test_status_fields(pool: asyncpg.Pool) -> None:
     assert [c.shop_id for c in await checks.all()] == ["s"]
     assert not expires_soon(check, EXPIRES - timedelta(days=15))
     assert expires_soon(check, EXPIRES - timedelta(days=13))
+
+
+async def test_a_refusal_holding_a_nul_is_still_recorded(pool: asyncpg.Pool) -> None:
+    """Temu's error words may carry U+0000 (the simulator's nul_in_errors mode); the refusal
+    row (which ends the webhook receiver's 503s for unknown mallIds) must still be written."""
+    checks = TokenChecks(pool)
+    await checks.save_failure(
+        TokenCheckFailure("shop-1", "f" * 64, "3000034 token expired\x00 (C string)", T0)
+    )
+    (failure,) = await checks.failures()
+    assert failure.shop_id == "shop-1" and failure.error == "3000034 token expired\ufffd (C string)"
