@@ -97,6 +97,10 @@ MEANINGS: dict[str, str] = {
     "retention.outbox_dead_days": "days dead tasks are kept (0 = until handled)",
     "retention.webhook_events_days": "days stored webhook events are kept",
     "retention.rejected_records_days": "days rejected records are kept",
+    "retention.logistics_pending_days": (
+        "days reverse logistics Temu could not give are asked for again after each pass "
+        "(then only when the return changes)"
+    ),
     "retention.batch_rows": "rows per delete transaction",
     "retention.changes_partition_rows": "ids per `changes` partition",
 }

@@ -234,6 +234,7 @@ def parse_config(
         outbox_dead_days=r.integer("outbox_dead_days", d.outbox_dead_days),
         webhook_events_days=r.integer("webhook_events_days", d.webhook_events_days),
         rejected_records_days=r.integer("rejected_records_days", d.rejected_records_days),
+        logistics_pending_days=r.integer("logistics_pending_days", d.logistics_pending_days),
         batch_rows=r.integer("batch_rows", d.batch_rows, 100),
         changes_partition_rows=r.integer(
             "changes_partition_rows", d.changes_partition_rows, 10_000

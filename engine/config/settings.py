@@ -141,6 +141,9 @@ class RetentionSettings:
     outbox_dead_days: int = 0
     webhook_events_days: int = 7
     rejected_records_days: int = 90
+    # Reverse logistics Temu could not give for this long are no longer asked for daily (the
+    # return changing still brings a read, as for any return).
+    logistics_pending_days: int = 30
     # Rows per delete transaction, and ids per `changes` partition.
     batch_rows: int = 5000
     changes_partition_rows: int = 1_000_000

@@ -9,7 +9,9 @@
   so it cannot depend on a row that is gone.
 - Done outbox tasks are the planner's memory of "already queued": one is removed only when
   the planner could not plan it again (see ``retention_outbox_done_count``).
-- `rejected_records` and `webhook_events` are pruned when (and only when) they exist.
+- `rejected_records`, `webhook_events` and `logistics_pending` are pruned when (and only when)
+  they exist. A `logistics_pending` row is a return whose reverse logistics Temu could not
+  give; read again after every pass up to daily, it would be asked for forever.
 
 Every statement removes at most ``batch_rows`` rows and commits alone; DDL runs under a short
 ``lock_timeout`` and is simply retried at the next run when the table is busy.
@@ -51,6 +53,7 @@ class RetentionPolicy:
     outbox_dead_days: int = 0
     webhook_events_days: int = 7
     rejected_records_days: int = 90
+    logistics_pending_days: int = 30
     batch_rows: int = 5000
     # Batches per table per run: one run stays short, the next one goes on.
     max_batches: int = 200
@@ -67,6 +70,7 @@ class RetentionPolicy:
             outbox_dead_days=s.outbox_dead_days,
             webhook_events_days=s.webhook_events_days,
             rejected_records_days=s.rejected_records_days,
+            logistics_pending_days=s.logistics_pending_days,
             batch_rows=s.batch_rows,
             changes_partition_rows=s.changes_partition_rows,
             hold_for_planner=planner_reads_changes,
@@ -255,6 +259,10 @@ class Pruner:
             )
             report.removed["webhook_events"] = await self._batched(
                 name, self._cutoff(p.webhook_events_days), dry_run
+            )
+        if p.logistics_pending_days > 0 and await self._present("logistics_pending", None):
+            report.removed["logistics_pending"] = await self._batched(
+                "retention_logistics_pending", self._cutoff(p.logistics_pending_days), dry_run
             )
 
     # -- changes --------------------------------------------------------------------------------

@@ -206,3 +206,18 @@ WITH gone AS (
     RETURNING 1
 )
 SELECT count(*) AS n FROM gone;
+
+-- name: retention_logistics_pending_count
+-- Returns whose reverse logistics were first found missing before $1 (retention's
+-- logistics_pending_days): no longer read again after every pass.
+SELECT count(*) AS n FROM (
+    SELECT 1 FROM logistics_pending WHERE first_seen_at < $1::timestamptz LIMIT $2
+) AS s;
+
+-- name: retention_logistics_pending_delete
+WITH gone AS (
+    DELETE FROM logistics_pending WHERE ctid = ANY (ARRAY(
+        SELECT ctid FROM logistics_pending WHERE first_seen_at < $1::timestamptz LIMIT $2))
+    RETURNING 1
+)
+SELECT count(*) AS n FROM gone;

@@ -119,6 +119,13 @@ async def test_prune_removes_exactly_what_the_settings_say(pool: asyncpg.Pool) -
         ago(8),
         ago(6),
     )
+    # Reverse logistics Temu never gave (migration 0010): asked for again for 30 days only.
+    await pool.execute(
+        "INSERT INTO logistics_pending (shop_id, parent_after_sales_sn, first_seen_at) VALUES"
+        " ('s', 'R-old', $1), ('s', 'R-young', $2)",
+        ago(31),
+        ago(29),
+    )
 
     pruner = Pruner(pool, policy(), clock=lambda: NOW)
     dry = await pruner.prune(dry_run=True)
@@ -128,6 +135,7 @@ async def test_prune_removes_exactly_what_the_settings_say(pool: asyncpg.Pool) -
         "outbox_done": 3,
         "rejected_records": 2,
         "webhook_events": 1,
+        "logistics_pending": 1,
     }
     assert await pool.fetchval("SELECT count(*) FROM changes") == 70, "dry run deletes nothing"
 
@@ -143,6 +151,7 @@ async def test_prune_removes_exactly_what_the_settings_say(pool: asyncpg.Pool) -
         "old-pending",
     }
     assert await pool.fetchval("SELECT count(*) FROM rejected_records") == 1
+    assert await pool.fetchval("SELECT parent_after_sales_sn FROM logistics_pending") == "R-young"
     assert [r["id"] for r in await pool.fetch("SELECT id FROM webhook_events ORDER BY id")] == [
         2,
         3,
