@@ -7,6 +7,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from datetime import datetime
 
 from engine.daemon.deadline import PassStalled, run_with_deadline
 from engine.daemon.health import HealthBoard
@@ -37,6 +38,7 @@ class SyncLoop:
         metrics: Metrics,
         max_backoff_s: float,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.name = f"sync:{shop_id}:{stream}"
         self._service = service
@@ -46,6 +48,7 @@ class SyncLoop:
         self._board = board
         self._metrics = metrics
         self._clock = clock
+        self._wall = wall  # retry_after is wall-clock time (it is stored in Postgres)
         # Temu-side failures (token, app, outage) are slow to fix: back off to minutes.
         self._temu_backoff = Backoff(base=interval_s, cap=max(interval_s, max_backoff_s))
         # The database usually comes back within seconds: never wait longer than a poll.
@@ -55,13 +58,20 @@ class SyncLoop:
         failures = 0
         while not stop.is_set():
             started = self._clock()
-            error, backoff = await self._one_pass()
+            error, backoff, held_until = await self._one_pass()
             if error is None:
                 if failures:
                     log.info("sync recovered after %d failed pass(es)", failures)
                 failures = 0
                 self._board.succeeded(self.name)
                 delay_done = await sleep_rest_of(stop, self._interval, started, self._clock)
+            elif held_until is not None:
+                # Skipped: the stream's persisted backoff holds (it failed pass after pass).
+                # Still failing on the board; the next try is when that backoff ends, not
+                # later on a second, in-memory schedule (nor is the skip another failure).
+                self._board.failed(self.name, error, since=started)
+                delay = max(self._interval, held_until.timestamp() - self._wall())
+                delay_done = await sleep_or_stop(stop, delay)
             else:
                 failures += 1
                 # Failing since the failed pass began: a write that waited out its lock
@@ -76,7 +86,7 @@ class SyncLoop:
             if delay_done:
                 return
 
-    async def _one_pass(self) -> tuple[str | None, Backoff]:
+    async def _one_pass(self) -> tuple[str | None, Backoff, datetime | None]:
         try:
             result = await run_with_deadline(
                 self._service.incremental_pass(shop_ids=[self._shop], streams=[self._stream]),
@@ -84,13 +94,14 @@ class SyncLoop:
                 limit_s=self._board.stale_after_s(self.name),
             )
         except PassStalled as exc:
-            return str(exc), self._db_backoff
+            return str(exc), self._db_backoff, None
         except DATABASE_ERRORS as exc:
-            return f"database: {describe(exc)}", self._db_backoff
+            return f"database: {describe(exc)}", self._db_backoff, None
         key = (self._shop, self._stream)
         message = result.failed.get(key)
         backoff = self._db_backoff if key in result.database_failed else self._temu_backoff
-        return (None if message is None else redact(message)), backoff
+        error = None if message is None else redact(message)
+        return error, backoff, result.held_until.get(key)
 
 
 class AppLoops:

@@ -50,6 +50,9 @@ class PassResult:
     # The failed pairs whose cause was Postgres (a lock or statement deadline, say) rather than
     # Temu: the daemon retries those within seconds, not after a Temu-sized backoff.
     database_failed: set[tuple[str, str]] = field(default_factory=set)
+    # Failed pairs skipped because their persisted backoff holds (sync_state.retry_after):
+    # the daemon waits until then, on that one schedule, not on a second one of its own.
+    held_until: dict[tuple[str, str], datetime] = field(default_factory=dict)
 
     @property
     def shops_failed(self) -> set[str]:
@@ -263,6 +266,7 @@ class SyncService:
         with log_context(shop=shop_id, stream=stream):
             log.warning("sync skipped: %s", message)
         result.failed[(shop_id, stream)] = message
+        result.held_until[(shop_id, stream)] = held["retry_after"]
         self._counters.shops_failed.add(shop_id)
         return True
 
