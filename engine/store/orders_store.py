@@ -4,14 +4,18 @@ Postgres refuses on the data."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import asyncpg
 
+from engine.errors import describe
 from engine.store import isolation, orders_write
 from engine.store.orders_write import Advance
 from engine.store.rejected import Rejected, isolable
+
+log = logging.getLogger(__name__)
 
 GUESS_AFTER = 3  # all-new pages in a row
 
@@ -43,6 +47,7 @@ class OrdersWriter:
         except Exception as exc:
             if not isolable(exc):
                 raise
+            _falling_back(shop_id, exc)
             page = None  # not serialisable as a whole: the careful path finds the record
         if page is not None and page.complete:
             try:
@@ -60,4 +65,15 @@ class OrdersWriter:
             except Exception as exc:
                 if not isolable(exc):
                     raise
+                _falling_back(shop_id, exc)
         return await isolation.write_orders(self._pool, self._q, shop_id, items, advance)
+
+
+def _falling_back(shop_id: str, exc: BaseException) -> None:
+    """Only data errors come here (rejected.isolable): the page is written record by record,
+    and the records Postgres refuses are set aside."""
+    log.info(
+        "orders page refused on its data (%s): written record by record",
+        describe(exc),
+        extra={"shop": shop_id},
+    )

@@ -69,8 +69,11 @@ def isolable(exc: BaseException) -> bool:
     if isinstance(exc, asyncpg.PostgresError):
         state = getattr(exc, "sqlstate", None) or ""
         return state[:2] in _DATA_CLASSES
-    # The driver refusing to encode a parameter (asyncpg's client-side DataError).
-    return isinstance(exc, asyncpg.exceptions._base.DataError | ValueError | TypeError)
+    # The driver refusing to encode a parameter (asyncpg's client-side DataError, which is
+    # also what an encoder raising inside it becomes). Not any TypeError or ValueError: one
+    # from our own code is a bug, and taking it for bad data would set whole pages aside in
+    # rejected_records; it fails the pass instead, loudly, and the pages are read again.
+    return isinstance(exc, asyncpg.exceptions._base.DataError)
 
 
 def json_key(value: Any, *path: str) -> str | None:

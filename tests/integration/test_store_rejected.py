@@ -7,6 +7,9 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
+import pytest
+
 from engine.store.store import CursorAdvance, DiffCounts, Store
 
 SHOP = "s1"
@@ -83,3 +86,21 @@ async def test_returns_bundle_sets_aside_bad_returns_and_lines(store: Store) -> 
     assert got["return_line"].inserted == 1 and got["return_line"].rejected == 1
     assert await store.get_cursor(SHOP, "returns", "incremental") == at
     assert await store.pool.fetchval("SELECT count(*) FROM rejected_records") == 3
+
+
+async def test_a_python_error_in_the_writer_fails_the_page_instead_of_setting_it_aside(
+    store: Store, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A TypeError of our own is a bug, not bad data: taken for bad data it would set every
+    record of every page aside in rejected_records. It fails the write (the pass fails, loudly,
+    and the page is read again), and nothing is written or set aside."""
+    from engine.store import orders_write
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise TypeError("a bug in the writer")
+
+    monkeypatch.setattr(orders_write, "write_page", broken)
+    with pytest.raises(TypeError, match="a bug in the writer"):
+        await store.write_orders("s", [order("PO-1"), order("PO-2")])
+    assert await pool.fetchval("SELECT count(*) FROM orders") == 0
+    assert await rejected(store) == []
