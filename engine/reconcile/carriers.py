@@ -2,7 +2,9 @@
 
 ``temu.aftersales.carrier.get`` is keyed by ``returnWarehouseRegionId1``. The return's region is
 taken from its order (``parentOrderMap.regionId``); when the order is not stored, from the
-parent order number, which Temu prefixes with the region (``PO-211-...``).
+parent order number, which Temu prefixes with the region (``PO-211-...``). When neither says,
+the list is ``bg.logistics.companies.get``'s (region None): a label is mapped against it
+rather than waiting for a region that will never be known.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 from engine.reconcile.labels import map_carrier
 
 CarrierList = list[tuple[str, str]]  # (carrierId, carrierName)
-Fetch = Callable[[int], Awaitable[list[dict[str, Any]]]]
+Fetch = Callable[[int | None], Awaitable[list[dict[str, Any]]]]
 
 _ORDER_REGION = re.compile(r"^PO-(\d{1,4})-")
 DEFAULT_TTL_S = 6 * 3600.0
@@ -49,9 +51,11 @@ class CarrierDirectory:
     ) -> None:
         self._ttl = ttl_s
         self._clock = clock
-        self._cache: dict[int, tuple[float, CarrierList]] = {}
+        self._cache: dict[int | None, tuple[float, CarrierList]] = {}
 
-    async def carriers(self, region_id: int, fetch: Fetch, *, fresh: bool = False) -> CarrierList:
+    async def carriers(
+        self, region_id: int | None, fetch: Fetch, *, fresh: bool = False
+    ) -> CarrierList:
         hit = self._cache.get(region_id)
         if not fresh and hit is not None and self._clock() - hit[0] < self._ttl:
             return hit[1]
@@ -75,13 +79,10 @@ class CarrierDirectory:
         region_id: int | None,
         fetch: Fetch,
     ) -> str:
-        """The Temu carrier id for a label; raises UnknownCarrier with a reason for the seller."""
-        if region_id is None:
-            if carrier_id:
-                return carrier_id  # nothing to check against; Temu will judge it
-            raise UnknownCarrier(
-                f"cannot map carrier {carrier_name!r}: the return's region is unknown"
-            )
+        """The Temu carrier id for a label; raises UnknownCarrier with a reason for the seller.
+        ``region_id`` None: the return's region is unknown, the region-less list is used."""
+        if region_id is None and carrier_id:
+            return carrier_id  # nothing region-specific to check against; Temu will judge it
         was_cached = region_id in self._cache
         table = await self.carriers(region_id, fetch)
         found = _lookup(table, carrier_id, carrier_name)
@@ -98,13 +99,14 @@ def _lookup(table: CarrierList, carrier_id: str | None, carrier_name: str | None
 
 
 def _checked(
-    table: CarrierList, carrier_id: str | None, carrier_name: str | None, region_id: int
+    table: CarrierList, carrier_id: str | None, carrier_name: str | None, region_id: int | None
 ) -> str:
     if carrier_id:
         if any(cid == carrier_id for cid, _ in table):
             return carrier_id
+        where = "no known region" if region_id is None else f"region {region_id}"
         raise UnknownCarrier(
-            f"unknown carrier id {carrier_id!r} for region {region_id} ({_known(table)})",
+            f"unknown carrier id {carrier_id!r} for {where} ({_known(table)})",
             listless=not table,
         )
     if not carrier_name:

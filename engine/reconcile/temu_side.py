@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.temu.api import TemuShopApi
+from engine.temu.errors import TemuError
 from engine.temu.limiter import Lane
 
 log = logging.getLogger(__name__)
 
 LANE = Lane.RECONCILER
+NO_SCOPE = 3000032  # access_token has no scope for the API type (temu-api.md)
 DAY_S = 86400
 # Without a stored creation time the re-read spans this far back (Temu keeps returns open for
 # weeks; two years is generous and still one call).
@@ -111,7 +113,17 @@ class TemuReturns:
     async def logistics(self, sn: str) -> dict[str, Any]:
         return await self.api.parent_return_order(sn, lane=LANE)
 
-    async def carriers(self, region_id: int) -> list[dict[str, Any]]:
+    async def carriers(self, region_id: int | None) -> list[dict[str, Any]]:
+        """The return region's carriers; for a return whose region is unknown, the list
+        ``bg.logistics.companies.get`` gives for none in particular (temu-api.md offers both)."""
+        if region_id is None:
+            try:
+                return await self.api.logistics_companies(lane=LANE)
+            except TemuError as exc:
+                if exc.code != NO_SCOPE:
+                    raise
+                # Only a fallback: a token without it is not a broken shop, the label waits.
+                return []
         return await self.api.carriers(region_id, lane=LANE)
 
     async def upload(self, params: dict[str, Any]) -> None:

@@ -27,6 +27,7 @@ PARENT_RETURN_ORDER = "bg.aftersales.parentreturnorder.get"
 RETURNLABEL_PREPARE = "temu.aftersales.returnlabel.prepare.get"
 UPLOAD_RETURNLABEL = "temu.aftersales.upload.returnlabel"
 CARRIERS = "temu.aftersales.carrier.get"
+LOGISTICS_COMPANIES = "bg.logistics.companies.get"
 # ACCESS_TOKEN_INFO = "bg.open.accesstoken.info.get" (engine/temu/token_info.py)
 TMC_MESSAGE_UPDATE = "bg.tmc.message.update"
 MAX_EVENT_CODES = 20  # per list, per call (temu-webhooks.md)
@@ -189,6 +190,26 @@ class TemuShopApi:
     async def carriers(self, region_id: int, *, lane: Lane) -> list[dict[str, Any]]:
         result = await self._call(CARRIERS, {"returnWarehouseRegionId1": region_id}, lane)
         return self._items(CARRIERS, result, "carrierDTOList", required=True)
+
+    async def logistics_companies(self, *, lane: Lane) -> list[dict[str, Any]]:
+        """``bg.logistics.companies.get``, the carrier list for no particular region, as
+        ``carriers`` answers it (``carrierId``, ``carrierName``). temu-api.md names its items'
+        fields (``logisticsServiceProviderId``/``Name``) but not the list's key: the first
+        list in the result holding such items is taken."""
+        result = await self._call(LOGISTICS_COMPANIES, {}, lane)
+        for value in result.values():
+            if isinstance(value, list) and any(
+                isinstance(i, dict) and "logisticsServiceProviderId" in i for i in value
+            ):
+                return [
+                    {
+                        "carrierId": i["logisticsServiceProviderId"],
+                        "carrierName": i.get("logisticsServiceProviderName"),
+                    }
+                    for i in value
+                    if isinstance(i, dict) and i.get("logisticsServiceProviderId") is not None
+                ]
+        return []
 
     async def update_event_subscription(
         self,

@@ -13,13 +13,14 @@ import aiohttp
 import orjson
 import pytest
 
-from engine.app.reconciler import build_reconciler, label_submitter
+from engine.app.reconciler import build_reconciler, label_submitter, temu_returns
 from engine.app.runtime import Runtime, open_runtime
 from engine.cli.labels import import_labels
 from engine.config import Secret
 from engine.daemon.http import build_app, start_http, stop_http
 from engine.daemon.metrics import Metrics
 from engine.daemon.reconciler_loop import reconciler_loop
+from engine.reconcile.carriers import CarrierDirectory, UnknownCarrier
 from engine.sim.config import SimConfig
 from engine.sim.server import Simulator
 from tests.fixtures_sim import SimFactory
@@ -261,3 +262,24 @@ async def test_jetti_lines_need_no_shop_when_several_shops_are_configured(
         assert sim.uploads(first) == []
     finally:
         await rt.close()
+
+
+async def test_a_label_for_a_return_of_unknown_region_maps_through_the_region_less_list(
+    world: tuple[Simulator, Runtime],
+) -> None:
+    """A return whose order is not stored and whose order number carries no region: the
+    carrier is mapped against bg.logistics.companies.get (temu-api.md's other carrier list)
+    instead of waiting for a region that will never be known."""
+    sim, rt = world
+    temu = temu_returns(rt)[SHOP]
+    directory = CarrierDirectory()
+    got = await directory.resolve(
+        carrier_id=None, carrier_name="FedEx", region_id=None, fetch=temu.carriers
+    )
+    assert got == "699272613"  # the same id the region's own list gives FedEx
+    by_type = sim.stats()["apps"][rt.settings.shops[0].app_key]["by_type"]
+    assert by_type.get("bg.logistics.companies.get") == 1, by_type
+    with pytest.raises(UnknownCarrier, match="Pigeon Post"):
+        await directory.resolve(
+            carrier_id=None, carrier_name="Pigeon Post", region_id=None, fetch=temu.carriers
+        )
