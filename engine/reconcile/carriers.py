@@ -52,6 +52,8 @@ class CarrierDirectory:
         self._ttl = ttl_s
         self._clock = clock
         self._cache: dict[int | None, tuple[float, CarrierList]] = {}
+        # Each id as Temu's list gave it (a number or a string): sent back the same way.
+        self._as_listed: dict[str, Any] = {}
 
     async def carriers(
         self, region_id: int | None, fetch: Fetch, *, fresh: bool = False
@@ -60,6 +62,9 @@ class CarrierDirectory:
         if not fresh and hit is not None and self._clock() - hit[0] < self._ttl:
             return hit[1]
         items = await fetch(region_id)
+        for i in items:
+            if isinstance(i, dict) and isinstance(i.get("carrierId"), int | str):
+                self._as_listed[str(i["carrierId"])] = i["carrierId"]
         table = [
             (str(i["carrierId"]), str(i.get("carrierName") or ""))
             for i in items
@@ -90,6 +95,14 @@ class CarrierDirectory:
             # A miss in a cached list: one fresh look before calling it unknown.
             table = await self.carriers(region_id, fetch, fresh=True)
         return _checked(table, carrier_id, carrier_name, region_id)
+
+    def as_listed(self, carrier_id: str) -> Any:
+        """``carrier_id`` in the JSON type Temu's carrier list gave it (temu-api.md does not
+        say which; its own example sends a string); an id no list held (a label's companyId
+        taken on trust): a number when it is all digits."""
+        if carrier_id in self._as_listed:
+            return self._as_listed[carrier_id]
+        return int(carrier_id) if carrier_id.isdigit() else carrier_id
 
 
 def _lookup(table: CarrierList, carrier_id: str | None, carrier_name: str | None) -> str | None:

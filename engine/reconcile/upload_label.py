@@ -266,7 +266,7 @@ class UploadLabel:
         url = str(label["file_url"])
         dto: dict[str, Any] = {
             "mallWarehouseId": warehouse,
-            "carrierId": int(carrier_id) if carrier_id.isdigit() else carrier_id,
+            "carrierId": self._carriers.as_listed(carrier_id),
             "trackingNumber": str(label["tracking_number"]),
         }
         # Drop off: the label PDF; pick up: the pick-up certificate image.

@@ -88,6 +88,17 @@ async def test_carriers_are_fetched_once_per_region_and_names_mapped() -> None:
     assert calls == [211, 211, 211]
 
 
+async def test_a_carrier_id_goes_back_in_the_json_type_temu_listed_it() -> None:
+    async def fetch(region: int | None) -> list[dict[str, Any]]:
+        return [{"carrierId": "111", "carrierName": "UPS"}, {"carrierId": 2, "carrierName": "DHL"}]
+
+    d = CarrierDirectory()
+    assert await d.resolve(carrier_id=None, carrier_name="UPS", region_id=211, fetch=fetch) == "111"
+    assert d.as_listed("111") == "111"  # listed as a string: sent as one
+    assert d.as_listed("2") == 2
+    assert d.as_listed("699272611") == 699272611  # never listed (taken on trust): a number
+
+
 async def test_an_empty_carrier_list_is_not_cached_and_a_miss_refetches_once() -> None:
     answers: list[list[dict[str, Any]]] = [[], CARRIERS, [{"carrierId": 1, "carrierName": "UPS"}]]
     calls: list[int] = []
