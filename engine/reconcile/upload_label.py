@@ -220,7 +220,12 @@ class UploadLabel:
             return Wait(f"no open Orange Connex RMA references {sn} yet", delay, wait_patch)
         for rma in rmas:
             label = await self._oc.query_label(rma.order_number)
-            if label is None or not (label.tracking_number and label.carrier_name):
+            if label is None:
+                continue  # success false or no docUrl: not ready (orange-connex-api.md)
+            # The label answer may leave out what the RMA (query/orders) already says.
+            tracking = label.tracking_number or rma.tracking_number
+            carrier = label.carrier_name or rma.carrier_name
+            if not (tracking and carrier):
                 continue
             if label.reference_number is not None and label.reference_number != sn:
                 log.warning(
@@ -230,7 +235,7 @@ class UploadLabel:
                     sn,
                 )
                 continue
-            return _oc_label_payload(rma, label.doc_url, label.tracking_number, label.carrier_name)
+            return _oc_label_payload(rma, label.doc_url, tracking, carrier)
         return Wait(f"Orange Connex label for {sn} not ready yet", delay, wait_patch)
 
     # -- upload parameters --------------------------------------------------------------------

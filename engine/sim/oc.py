@@ -244,12 +244,13 @@ class OcApi:
         if ready and n == self.oc.label_ready_after + 1 and not rma.tracking_number:
             rma.tracking_number, rma.carrier_name = rma.label_tracking, rma.label_carrier
         base = f"https://labels.oc-sim.example/{rma.order_number}"
+        bare = self.world.modes.oc_bare_labels
         return {
             "orderNumber": rma.order_number,
             "referenceNumber": rma.reference_number,
             "serviceType": rma.service_type,
-            "trackingNumber": rma.label_tracking if ready else "",
-            "carrierName": rma.label_carrier if ready else "",
+            "trackingNumber": rma.label_tracking if ready and not bare else "",
+            "carrierName": rma.label_carrier if ready and not bare else "",
             "docUrl": f"{base}/label.pdf" if ready else "",
             "qrCodeUrl": f"{base}/qr.png" if ready else "",
             "qrLink": f"{base}/qr" if ready else "",

@@ -199,6 +199,27 @@ async def test_label_not_ready_at_first_is_uploaded_when_ready(
     assert (await task_by_key(rt, upload_key(SHOP, sn)))["state"] == "done"
 
 
+async def test_an_oc_label_without_tracking_takes_it_from_the_rma(
+    world: tuple[Simulator, Runtime],
+) -> None:
+    """orange-connex-api.md: only docUrl says a label is ready; an answer that leaves out
+    trackingNumber/carrierName is completed from the RMA (query/orders), not waited on."""
+    sim, rt = world
+    sim.set_modes(oc_bare_labels=True)
+    sn = next(
+        r["parentAfterSalesSn"] for r in awaiting(sim) if open_rma_of(sim, r["parentAfterSalesSn"])
+    )
+    await load_from_temu(rt)
+    for _ in range(sim.config.oc_label_ready_after + 2):
+        await reconcile_once(rt)
+        await make_due(rt)
+    uploaded = [u for u in sim.uploads() if u["parentAfterSalesSn"] == sn]
+    assert len(uploaded) == 1, await task_by_key(rt, upload_key(SHOP, sn))
+    (dto,) = uploaded[0]["returnLabelDTOList"]
+    rma = open_rma_of(sim, sn)
+    assert dto["trackingNumber"] == rma["trackingNumber"] and dto["trackingNumber"]
+
+
 async def make_due(rt: Runtime) -> None:
     """As if the waits of every pending task had passed."""
     await rt.pool.execute("UPDATE outbox SET next_attempt_at = now() WHERE state = 'pending'")

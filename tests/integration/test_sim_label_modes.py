@@ -277,6 +277,7 @@ async def test_modes_are_off_by_default_and_bad_modes_change_nothing(
         "lost_answer_delay_s": 35.0,
         "return_list_lag_s": 0.0,
         "empty_carrier_lists": 0,
+        "oc_bare_labels": False,
         "nul_in_errors": False,
         "logistics_not_ready": 0,
         "poison": False,
