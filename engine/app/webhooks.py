@@ -65,9 +65,13 @@ class MallMap:
         self._refreshed_at = -math.inf
         self._lock = asyncio.Lock()
 
-    async def __call__(self, app_key: str, mall_id: int) -> str | None:
+    async def __call__(self, app_key: str, mall_id: int | None) -> str | None:
         """The shop; None when no configured shop is that mall. Raises MallNotKnownYet when
-        a shop of the app may still turn out to be it."""
+        a shop of the app may still turn out to be it. An event without a mallId (a shape
+        the spec did not foresee) is the app's when the app has one shop only."""
+        if mall_id is None:
+            shops = [s.id for s in self._rt.settings.shops if s.app_key == app_key]
+            return shops[0] if len(shops) == 1 else None
         key = (app_key, int(mall_id))
         shop = self._map.get(key)
         if shop is not None:

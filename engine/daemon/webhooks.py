@@ -42,7 +42,7 @@ STORE_FAILED = "store_failed"
 
 # (app_key, mallId) -> shop id, or None when no configured shop is that mall; raises
 # MallNotKnownYet when one of the app's shops may still be that mall (not tried yet).
-ShopForMall = Callable[[str, int], Awaitable[str | None]]
+ShopForMall = Callable[[str, int | None], Awaitable[str | None]]
 
 
 class EventObserver(Protocol):
@@ -111,19 +111,18 @@ class WebhookReceiver:
         if event.code not in self._events:
             return self._ignore(event, NOT_SUBSCRIBED, "event code not in [webhooks] events")
         try:
-            shop_id = (
-                None
-                if event.mall_id is None
-                else await self._shop_for_mall(event.app_key, event.mall_id)
-            )
+            shop_id = await self._shop_for_mall(event.app_key, event.mall_id)
         except MallNotKnownYet as exc:
             log.warning("webhook %s answered 503 so Temu retries: %s", event.code, exc)
             self._observer.on_event(event.code, MALL_NOT_YET)
             return web.Response(status=503, text="mallId not known yet, retry later\n")
         if shop_id is None:
-            return self._ignore(
-                event, UNKNOWN_MALL, f"no configured shop is mallId {event.mall_id}"
+            why = (
+                "no mallId, and the app has several shops"
+                if event.mall_id is None
+                else f"no configured shop is mallId {event.mall_id}"
             )
+            return self._ignore(event, UNKNOWN_MALL, why)
         try:
             new = await self._store.insert(event, shop_id, timeout_s=self._insert_timeout_s)
         except Exception as exc:  # any database trouble: Temu must deliver it again

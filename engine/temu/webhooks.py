@@ -188,7 +188,21 @@ def parse_event(decrypted: str, *, code: str, app_key: str, timestamp: str | Non
     except orjson.JSONDecodeError as exc:
         raise UnparsableEvent("eventData is not JSON") from exc
     if not isinstance(raw, dict):
-        raise UnparsableEvent(f"eventData is a JSON {type(raw).__name__}, not an object")
+        # temu-webhooks.md: an unknown shape is a hint for a wider re-read, never an error.
+        # With no identifiers (and no mallId: the app's only shop, if it has one), the
+        # consumer re-reads the shop's recent window.
+        return Event(
+            code=code,
+            app_key=app_key,
+            timestamp_ms=_opt_int(timestamp),
+            mall_id=None,
+            parent_order_sn=None,
+            order_sn=None,
+            parent_after_sales_sn=None,
+            update_time=None,
+            raw={"eventData": raw},
+            decrypted=decrypted,
+        )
     update = _opt_int(raw.get("updateTime"))
     if update is None:
         update = _opt_int(raw.get("updateAt"))

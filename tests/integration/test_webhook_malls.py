@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
+import orjson
 import pytest
 from aiohttp import web
 
@@ -120,5 +121,50 @@ async def test_an_unknown_mall_is_acknowledged_once_a_revoked_shop_was_tried(
             assert await post(url, *event(999)) == 503
             assert counted(metrics, "mall_not_yet") == 2
         assert counted(metrics, "stored") == 1
+    finally:
+        await rt.close()
+
+
+async def test_an_event_of_an_unforeseen_shape_is_a_re_read_hint_for_a_single_shop_app(
+    sim_factory: SimFactory, pg_url: str, schema: str
+) -> None:
+    """temu-webhooks.md: unknown fields and shapes are a hint for a wider re-read (the shop's
+    recent window), never an error. An event without a mallId, or whose payload is not even
+    an object, belongs to its app's only shop when the app has one: stored for it, with no
+    identifiers (the consumer then re-reads that shop's recent window)."""
+    config = SimConfig.default(orders=20, returns=5, shops=2, apps=2, seed=8)
+    sim = await sim_factory(config)
+    settings = settings_for_simulator(sim, config, database_url=pg_url, schema=schema)
+    assert {s.id: s.app_key for s in settings.shops} == {
+        "shop-1": "sim-app-1",
+        "shop-2": "sim-app-2",
+    }
+    rt = await open_runtime(settings)
+    metrics = Metrics()
+    try:
+        secret = rt.settings.apps[0].app_secret.get()
+        malls = MallMap(rt, every_s=3600, miss_refresh_s=0.0)
+        async with receiver(rt, malls, metrics) as url:
+            no_mall = message({"parentOrderSn": "PO-X"}, secret=secret, app_key="sim-app-1")
+            assert await post(url, *no_mall) == 200
+            plain = "[1, 2]"  # decrypts and parses, but is not an object
+            ts = "1760000000000"
+            sig = wh.signature(secret, plain, "sim-app-1", wh.ORDER_STATUS, ts, None)
+            headers = {
+                wh.APP_KEY: "sim-app-1",
+                wh.EVENT_CODE: wh.ORDER_STATUS,
+                wh.TIMESTAMP: ts,
+                wh.SIGNATURE: sig,
+            }
+            body = orjson.dumps({"eventData": wh.encrypt_event_data(plain, secret)})
+            assert await post(url, headers, body) == 200
+        rows = await rt.pool.fetch(
+            "SELECT shop_id, parent_order_sn, update_time FROM webhook_events ORDER BY id"
+        )
+        assert [(r["shop_id"], r["parent_order_sn"]) for r in rows] == [
+            ("shop-1", "PO-X"),
+            ("shop-1", None),
+        ]
+        assert counted(metrics, "stored") == 2
     finally:
         await rt.close()

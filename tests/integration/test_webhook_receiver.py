@@ -150,15 +150,18 @@ async def test_unusable_bodies_are_400(
     assert await post(url, headers, b"not json") == 400
     assert await post(url, headers, b'{"eventData": 5}') == 400
     assert await post(url, headers, b'{"eventData": "' + b"A" * 200_000 + b'"}') == 400
-    # Well signed, decrypts, but the plaintext is not a JSON object.
+    # Well signed, decrypts, but the plaintext is not a JSON object: a shape temu-webhooks.md
+    # wants taken as a hint for a wider re-read, never an error. Without a mallId it is the
+    # app's only shop's (none here: this map has several), else acknowledged and ignored.
     plain = "[1]"
     ts = "1760000000000"
     sig = wh.signature(SECRET, plain, APP, wh.ORDER_STATUS, ts, None)
     h = {wh.APP_KEY: APP, wh.EVENT_CODE: wh.ORDER_STATUS, wh.TIMESTAMP: ts, wh.SIGNATURE: sig}
     body = orjson.dumps({"eventData": wh.encrypt_event_data(plain, SECRET)})
-    assert await post(url, h, body) == 400
+    assert await post(url, h, body) == 200
     assert await rows(pool) == []
-    assert [a[0] for a in counter.answers] == [400] * 4
+    assert [a[0] for a in counter.answers] == [400] * 3 + [200]
+    assert counter.seen[(wh.ORDER_STATUS, "unknown_mall")] == 1
 
 
 async def test_unknown_mall_and_unsubscribed_code_are_acknowledged_and_ignored(
