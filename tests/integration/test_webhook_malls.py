@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-import orjson
 import pytest
 from aiohttp import web
 
@@ -22,7 +21,7 @@ from engine.sim.config import SimConfig
 from engine.sim.server import Simulator
 from engine.store.events import EventStore
 from engine.temu import webhooks as wh
-from tests.integration.test_webhook_receiver import message, post
+from tests.integration.test_webhook_receiver import message, post, signed
 
 SimFactory = Callable[[SimConfig], Awaitable[Simulator]]
 
@@ -147,17 +146,9 @@ async def test_an_event_of_an_unforeseen_shape_is_a_re_read_hint_for_a_single_sh
         async with receiver(rt, malls, metrics) as url:
             no_mall = message({"parentOrderSn": "PO-X"}, secret=secret, app_key="sim-app-1")
             assert await post(url, *no_mall) == 200
-            plain = "[1, 2]"  # decrypts and parses, but is not an object
-            ts = "1760000000000"
-            sig = wh.signature(secret, plain, "sim-app-1", wh.ORDER_STATUS, ts, None)
-            headers = {
-                wh.APP_KEY: "sim-app-1",
-                wh.EVENT_CODE: wh.ORDER_STATUS,
-                wh.TIMESTAMP: ts,
-                wh.SIGNATURE: sig,
-            }
-            body = orjson.dumps({"eventData": wh.encrypt_event_data(plain, secret)})
-            assert await post(url, headers, body) == 200
+            # Decrypts and parses, but is not an object.
+            odd = signed("[1, 2]", secret=secret, app_key="sim-app-1")
+            assert await post(url, *odd) == 200
         rows = await rt.pool.fetch(
             "SELECT shop_id, parent_order_sn, update_time FROM webhook_events ORDER BY id"
         )

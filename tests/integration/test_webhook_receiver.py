@@ -46,7 +46,23 @@ def message(
     ext: str | None = "{}",
 ) -> tuple[dict[str, str], bytes]:
     plain = orjson.dumps(payload).decode()
-    ts = str(int(time.time() * 1000))
+    return signed(
+        plain, code=code, secret=secret, app_key=app_key, sign_secret=sign_secret, ext=ext
+    )
+
+
+def signed(
+    plain: str,
+    *,
+    code: str = wh.ORDER_STATUS,
+    secret: str = SECRET,
+    app_key: str = APP,
+    sign_secret: str | None = None,
+    ext: str | None = None,
+    ts: str | None = None,
+) -> tuple[dict[str, str], bytes]:
+    """A POST carrying ``plain`` (any text) as its encrypted eventData, signed."""
+    ts = ts or str(int(time.time() * 1000))
     sig = wh.signature(sign_secret or secret, plain, app_key, code, ts, None)
     headers = {wh.APP_KEY: app_key, wh.EVENT_CODE: code, wh.TIMESTAMP: ts, wh.SIGNATURE: sig}
     if ext is not None:
@@ -153,12 +169,7 @@ async def test_unusable_bodies_are_400(
     # Well signed, decrypts, but the plaintext is not a JSON object: a shape temu-webhooks.md
     # wants taken as a hint for a wider re-read, never an error. Without a mallId it is the
     # app's only shop's (none here: this map has several), else acknowledged and ignored.
-    plain = "[1]"
-    ts = "1760000000000"
-    sig = wh.signature(SECRET, plain, APP, wh.ORDER_STATUS, ts, None)
-    h = {wh.APP_KEY: APP, wh.EVENT_CODE: wh.ORDER_STATUS, wh.TIMESTAMP: ts, wh.SIGNATURE: sig}
-    body = orjson.dumps({"eventData": wh.encrypt_event_data(plain, SECRET)})
-    assert await post(url, h, body) == 200
+    assert await post(url, *signed("[1]", ts="1760000000000")) == 200
     assert await rows(pool) == []
     assert [a[0] for a in counter.answers] == [400] * 3 + [200]
     assert counter.seen[(wh.ORDER_STATUS, "unknown_mall")] == 1
