@@ -55,7 +55,9 @@ MEANINGS: dict[str, str] = {
     "apps.base_url": "overrides the region's router URL (sandbox, simulator)",
     "apps.qps": "the app's request limit per second, shared by its shops",
     "apps.timeout_s": "one Temu request's timeout",
-    "apps.max_attempts": "tries of one call before it fails",
+    "apps.max_attempts": (
+        "tries of one call before it fails (4000004 answers: three times as many, backing off)"
+    ),
     "shops.id": "stable shop name, the key in every table (required)",
     "shops.app_key": "which [[apps]] entry the shop uses (required)",
     "shops.access_token": "the seller's access token (required; secret)",

@@ -34,6 +34,8 @@ from engine.temu.stats import CallStats
 log = logging.getLogger(__name__)
 
 _JSON_HEADERS = {"Content-Type": "application/json"}
+# 4000004 answers a call may take in a row, in units of apps.max_attempts (see _retry_delay).
+RATE_LIMITED_TRIES_FACTOR = 3
 _COMMON_KEYS = frozenset({"type", "app_key", "access_token", "timestamp", "data_type", "sign"})
 
 
@@ -196,6 +198,16 @@ class TemuTransport:
             return None if timestamp_retried or attempt >= self.max_attempts else 0.0
         if not exc.retryable:
             return None
+        if isinstance(exc, RateLimited):
+            # temu-api.md: 4000004 means "slow down, retry", with no cap. The pacer already
+            # slowed down and queues the retry; the first retries only de-synchronise
+            # callers, later ones back off (to backoff_max_s) so a throttling storm is
+            # outlasted: this family gets three times the tries (minutes), not max_attempts.
+            if failures >= RATE_LIMITED_TRIES_FACTOR * self.max_attempts:
+                return None
+            return full_jitter(
+                self._rate_limited_backoff_s, self._backoff_max_s, failures, self._rng
+            )
         limit = (
             self.max_attempts
             if exc.max_attempts is None
@@ -203,13 +215,6 @@ class TemuTransport:
         )
         if attempt >= limit:
             return None
-        if isinstance(exc, RateLimited):
-            # The pacer already slowed down and queues the retry; the first retries only
-            # de-synchronise callers, later ones back off so a throttling storm (a gateway
-            # refusing everything for a while) is outlasted rather than exhausting the tries.
-            return full_jitter(
-                self._rate_limited_backoff_s, self._backoff_max_s, failures, self._rng
-            )
         # Full jitter: concurrent callers that failed together don't retry together.
         return full_jitter(self._backoff_base_s, self._backoff_max_s, failures, self._rng)
 
