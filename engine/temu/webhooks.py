@@ -191,18 +191,7 @@ def parse_event(decrypted: str, *, code: str, app_key: str, timestamp: str | Non
         # temu-webhooks.md: an unknown shape is a hint for a wider re-read, never an error.
         # With no identifiers (and no mallId: the app's only shop, if it has one), the
         # consumer re-reads the shop's recent window.
-        return Event(
-            code=code,
-            app_key=app_key,
-            timestamp_ms=_opt_int(timestamp),
-            mall_id=None,
-            parent_order_sn=None,
-            order_sn=None,
-            parent_after_sales_sn=None,
-            update_time=None,
-            raw={"eventData": raw},
-            decrypted=decrypted,
-        )
+        raw = {"eventData": raw}
     update = _opt_int(raw.get("updateTime"))
     if update is None:
         update = _opt_int(raw.get("updateAt"))

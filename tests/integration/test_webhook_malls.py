@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import pytest
-from aiohttp import web
 
 from engine.app.runtime import Runtime, open_runtime
 from engine.app.sim_settings import settings_for_simulator
@@ -21,7 +20,7 @@ from engine.sim.config import SimConfig
 from engine.sim.server import Simulator
 from engine.store.events import EventStore
 from engine.temu import webhooks as wh
-from tests.integration.test_webhook_receiver import message, post, signed
+from tests.integration.test_webhook_receiver import message, post, serving, signed
 
 SimFactory = Callable[[SimConfig], Awaitable[Simulator]]
 
@@ -63,15 +62,8 @@ async def receiver(rt: Runtime, malls: MallMap, metrics: Metrics) -> AsyncIterat
         store=EventStore(rt.pool),
         observer=metrics,
     )
-    runner = web.AppRunner(app, access_log=None, handler_cancellation=False)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}/temu/events"
-    finally:
-        await runner.cleanup()
+    async with serving(app) as url:
+        yield url
 
 
 def counted(metrics: Metrics, outcome: str) -> float:

@@ -6,6 +6,7 @@ import asyncio
 import collections
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -78,6 +79,20 @@ async def shop_for_mall(app_key: str, mall: int) -> str | None:
     return MALLS.get((app_key, mall))
 
 
+@asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[str]:
+    """``app`` served as the daemon serves it, on a free port: the events URL."""
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield f"http://{host}:{port}/temu/events"
+    finally:
+        await runner.cleanup()
+
+
 @pytest.fixture
 async def endpoint(pool: asyncpg.Pool) -> AsyncIterator[tuple[str, Counter, list[int]]]:
     counter = Counter()
@@ -91,15 +106,8 @@ async def endpoint(pool: asyncpg.Pool) -> AsyncIterator[tuple[str, Counter, list
         on_stored=lambda: woken.append(1),
         insert_timeout_s=0.2,
     )
-    runner = web.AppRunner(app, access_log=None, handler_cancellation=False)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}/temu/events", counter, woken
-    finally:
-        await runner.cleanup()
+    async with serving(app) as url:
+        yield url, counter, woken
 
 
 async def post(url: str, headers: dict[str, str], body: bytes) -> int:
@@ -239,14 +247,7 @@ async def test_a_mall_not_known_yet_is_503_so_temu_delivers_it_again(pool: async
         store=EventStore(pool),
         observer=counter,
     )
-    runner = web.AppRunner(app, access_log=None, handler_cancellation=False)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        assert await post(f"http://{host}:{port}/temu/events", *message(ORDER)) == 503
-    finally:
-        await runner.cleanup()
+    async with serving(app) as url:
+        assert await post(url, *message(ORDER)) == 503
     assert await rows(pool) == []
     assert counter.seen[(wh.ORDER_STATUS, "mall_not_yet")] == 1
