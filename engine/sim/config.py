@@ -83,6 +83,7 @@ class SimConfig:
     return_list_lag_s: float = 0.0
     empty_carrier_lists: int = 0
     oc_bare_labels: bool = False
+    exclusive_order_filters: bool = False
     nul_in_errors: bool = False  # issue 12
     logistics_not_ready: int = 0
     poison: bool = False

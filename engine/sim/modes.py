@@ -22,6 +22,9 @@ Set from ``SimConfig`` at build time and changed later through ``POST /_sim/mode
   while ``parentreturnorder.get`` shows the new tracking at once.
 - ``empty_carrier_lists`` (int, 0 off): the next N carrier-list answers
   (``temu.aftersales.carrier.get`` and ``bg.logistics.companies.get``) hold an empty list.
+- ``exclusive_order_filters`` (bool): ``bg.order.list.v2.get`` refuses (3000000) a request
+  with both the update pair and the creation pair: temu-api.md lists them as alternatives
+  ("... or createAfter + createBefore").
 - ``oc_bare_labels`` (bool): a ready OC label answer has its ``docUrl`` but leaves
   ``trackingNumber`` and ``carrierName`` empty; the RMA of ``query/orders`` holds them
   (orange-connex-api.md lists them on both, and says only ``docUrl`` tells readiness).
@@ -60,6 +63,7 @@ class Modes:
     return_list_lag_s: float = 0.0
     empty_carrier_lists: int = 0
     oc_bare_labels: bool = False
+    exclusive_order_filters: bool = False
     nul_in_errors: bool = False
     logistics_not_ready: int = 0
     poison: bool = False

@@ -82,6 +82,8 @@ def order_list(call: Call) -> dict[str, Any]:
     size = opt_int(p, "pageSize", 10, lo=1, hi=100) or 10
     updated = window(p, "updateAtStart", "updateAtEnd")
     created = window(p, "createAfter", "createBefore")
+    if updated is not None and created is not None and call.world.modes.exclusive_order_filters:
+        raise ApiError(BAD_PARAMS, "give updateAtStart/updateAtEnd or createAfter/createBefore")
     status = opt_int(p, "parentOrderStatus", 0) or 0
     if status and status not in STATUSES:
         raise ApiError(BAD_PARAMS, f"parentOrderStatus {status} is not a known status")

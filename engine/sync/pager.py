@@ -32,6 +32,7 @@ from typing import Any, Protocol
 from engine.store.store import CursorAdvance
 from engine.sync.windows import Window
 from engine.temu.api import Page
+from engine.temu.errors import TemuError
 from engine.temu.limiter import Lane
 
 log = logging.getLogger(__name__)
@@ -359,9 +360,21 @@ class _CreationSplit:
         end = self._window.end
         edges = [0, *(max(0, end - back) for back in CREATION_BUCKETS), end + 1]
         ok = True
-        for lo, hi in itertools.pairwise(edges):
-            if lo < hi:
-                ok = await self._part(Window(lo, hi - 1), _CREATION_HALVINGS) and ok
+        try:
+            for lo, hi in itertools.pairwise(edges):
+                if lo < hi:
+                    ok = await self._part(Window(lo, hi - 1), _CREATION_HALVINGS) and ok
+        except TemuError as exc:
+            if exc.scope != "call" or exc.retryable:
+                raise  # the shop's or app's trouble, or a passing one: the pass fails
+            # temu-api.md lists the update pair "or" the creation pair: a list API that
+            # refuses both together must not stall the stream on this one second.
+            log.warning(
+                "splitting a window by creation time was refused (%s); accepting what was read",
+                exc,
+                extra={"stream": self._adapter.stream},
+            )
+            return False
         return ok
 
     async def _part(self, created: Window, halvings: int) -> bool:

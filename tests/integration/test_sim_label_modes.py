@@ -278,6 +278,7 @@ async def test_modes_are_off_by_default_and_bad_modes_change_nothing(
         "return_list_lag_s": 0.0,
         "empty_carrier_lists": 0,
         "oc_bare_labels": False,
+        "exclusive_order_filters": False,
         "nul_in_errors": False,
         "logistics_not_ready": 0,
         "poison": False,
