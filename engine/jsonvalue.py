@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["DecodeResult", "decode_body", "loads"]
+__all__ = ["DecodeResult", "decode_body", "json_type", "loads"]
 
 # A number token (after ':', '[' or ',') of 20 digits, or negative with 19, may be beyond 64
 # bits, and a negative three-digit exponent may underflow to 0.0: orjson reads these as floats
@@ -139,3 +139,17 @@ def _clean(value: Any) -> Any:
     if isinstance(value, list):
         return [_clean(v) for v in value]
     return value
+
+
+def json_type(value: Any) -> str:
+    """The JSON type of a decoded value, as a message names it (a tolerant decoder's number
+    fragment is a number)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, dict):
+        return "object"
+    return "array" if isinstance(value, list) else "number"

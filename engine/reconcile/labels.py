@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from engine.jsonvalue import json_type
+
 __all__ = [
     "LabelError",
     "LabelRequest",
@@ -69,18 +71,6 @@ class LabelRequest:
 # --- field helpers ------------------------------------------------------------------------------
 
 
-def _json_type(value: Any) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, dict):
-        return "object"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, int | float):
-        return "number"
-    return type(value).__name__
-
-
 def _shown(value: str) -> str:
     return repr(value if len(value) <= _SHOWN else value[:_SHOWN] + "...")
 
@@ -94,7 +84,7 @@ def _string(value: Any, name: str) -> str | None:
     # JSON integers are common for ids; floats would silently lose digits, so they are refused.
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
-    raise LabelError(f"{name} must be a string, got {_json_type(value)}")
+    raise LabelError(f"{name} must be a string, got {json_type(value)}")
 
 
 def _public_url(value: Any, name: str) -> str:
@@ -141,12 +131,12 @@ class _Fields:
 def _ecartapi(obj: dict[str, Any]) -> _Fields:
     rf = obj[ECART_KEY]
     if not isinstance(rf, dict):
-        raise LabelError(f"{ECART_KEY} must be an object, got {_json_type(rf)}")
+        raise LabelError(f"{ECART_KEY} must be an object, got {json_type(rf)}")
     tracking = rf.get("tracking")
     if tracking is None:
         tracking = {}
     if not isinstance(tracking, dict):
-        raise LabelError(f"{ECART_KEY}.tracking must be an object, got {_json_type(tracking)}")
+        raise LabelError(f"{ECART_KEY}.tracking must be an object, got {json_type(tracking)}")
     number = _string(tracking.get("number"), f"{ECART_KEY}.tracking.number")
     if number is None:
         raise LabelError(f"missing tracking number ({ECART_KEY}.tracking.number)")
@@ -278,7 +268,7 @@ def parse_label(
     refused there, asking for ``shop``).
     """
     if not isinstance(obj, dict):
-        raise LabelError(f"not a JSON object (got {_json_type(obj)})")
+        raise LabelError(f"not a JSON object (got {json_type(obj)})")
     _check_value(obj)
     if parent_after_sales_sn is not None:
         _check_text(parent_after_sales_sn, SN_KEY)

@@ -123,7 +123,7 @@ def order_list(call: Call) -> dict[str, Any]:
         for s, item in zip(seqs, items, strict=True):
             poison.poison_item(s, item, poison.ORDER_KINDS)
         total = poison.order_total(orders, updated, created, total)
-        return {"totalItemNum": total, "pageItems": poison.with_strays(seqs, items)}
+        items = poison.with_strays(seqs, items)
     return {"totalItemNum": total, "pageItems": items}
 
 

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import asyncpg
 import orjson
 
+from engine.jsonvalue import json_type
 from engine.logs import redact
 from engine.store.pool import Connection, pg_text
 
@@ -49,19 +50,9 @@ class Rejected:
         return STREAM_OF[self.entity]
 
 
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, str):
-        return "string"
-    return "array" if isinstance(value, list) else "number"
-
-
 def not_objects(entity: str, elements: Sequence[Any]) -> list[Rejected]:
     """Elements of a list of records that are not JSON objects: nothing to key or store."""
-    return [Rejected(entity, None, f"not a JSON object ({_json_type(e)})", e) for e in elements]
+    return [Rejected(entity, None, f"not a JSON object ({json_type(e)})", e) for e in elements]
 
 
 def isolable(exc: BaseException) -> bool:

@@ -53,6 +53,21 @@ def _config(tmp_path: Path, sim: Simulator, pg_url: str, schema: str, listen: st
     return cfg
 
 
+async def _backfill(tmp_path: Path, cfg: Path, sim: Simulator) -> tuple[str, str]:
+    """`backfill --json` of the simulator's whole history (and a day before): it must exit 0."""
+    start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(sim.config.time_range()[0] - 86400))
+    rc, out, err = (
+        await run_cli(
+            tmp_path,
+            "backfill",
+            ["--config", str(cfg), "backfill", "--since", start, "--json"],
+            within=180,
+        )
+    ).result()
+    assert rc == 0, err[-3000:]
+    return out, err
+
+
 async def _rows(conn: asyncpg.Connection, schema: str, sql: str) -> list[dict[str, Any]]:
     rows = await conn.fetch(sql.replace("{s}", quote_ident(schema)), SHOP)
     # Read back as the engine does: exact big numbers (orjson refuses 1e400).
@@ -232,16 +247,7 @@ async def test_a_poisoned_world_is_backfilled_and_then_quiet(
         SimConfig.default(orders=300, returns=150, shops=1, qps=50, seed=12, poison=True)
     )
     cfg = _config(tmp_path, sim, pg_url, schema)
-    start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(sim.config.time_range()[0] - 86400))
-    rc, out, err = (
-        await run_cli(
-            tmp_path,
-            "backfill",
-            ["--config", str(cfg), "backfill", "--since", start, "--json"],
-            within=180,
-        )
-    ).result()
-    assert rc == 0, err[-3000:]
+    out, err = await _backfill(tmp_path, cfg, sim)
     summary = orjson.loads(out.strip().splitlines()[-1])
     assert summary["shops_failed"] == []
     want = expected_rejections(sim)
@@ -359,16 +365,7 @@ async def test_a_list_refusing_the_creation_split_does_not_stall_the_stream(
         )
     )
     cfg = _config(tmp_path, sim, pg_url, schema)
-    start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(sim.config.time_range()[0] - 86400))
-    rc, out, err = (
-        await run_cli(
-            tmp_path,
-            "backfill",
-            ["--config", str(cfg), "backfill", "--since", start, "--json"],
-            within=180,
-        )
-    ).result()
-    assert rc == 0, err[-3000:]
+    out, err = await _backfill(tmp_path, cfg, sim)
     assert orjson.loads(out.strip().splitlines()[-1])["shops_failed"] == []
     assert "splitting a window by creation time was refused" in err
     conn = await asyncpg.connect(pg_url)

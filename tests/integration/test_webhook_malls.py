@@ -25,13 +25,20 @@ from tests.integration.test_webhook_receiver import message, post, serving, sign
 SimFactory = Callable[[SimConfig], Awaitable[Simulator]]
 
 
+async def _world(
+    sim_factory: SimFactory, config: SimConfig, pg_url: str, schema: str
+) -> tuple[Simulator, Runtime]:
+    """A simulator for ``config`` and an open runtime on it (the caller closes it)."""
+    sim = await sim_factory(config)
+    settings = settings_for_simulator(sim, config, database_url=pg_url, schema=schema)
+    return sim, await open_runtime(settings)
+
+
 async def test_unknown_mall_waits_for_the_first_token_checks(
     sim_factory: SimFactory, pg_url: str, schema: str
 ) -> None:
     config = SimConfig.default(orders=20, returns=5, shops=2, apps=1, seed=8)
-    sim = await sim_factory(config)
-    settings = settings_for_simulator(sim, config, database_url=pg_url, schema=schema)
-    rt = await open_runtime(settings)
+    sim, rt = await _world(sim_factory, config, pg_url, schema)
     try:
         malls = MallMap(rt, every_s=3600, miss_refresh_s=0.0)
         await malls.refresh()  # at daemon start: no shop checked yet
@@ -77,9 +84,7 @@ async def test_an_unknown_mall_is_acknowledged_once_a_revoked_shop_was_tried(
     sim_factory: SimFactory, pg_url: str, schema: str
 ) -> None:
     config = SimConfig.default(orders=20, returns=5, shops=2, apps=1, seed=8)
-    sim = await sim_factory(config)
-    settings = settings_for_simulator(sim, config, database_url=pg_url, schema=schema)
-    rt = await open_runtime(settings)
+    sim, rt = await _world(sim_factory, config, pg_url, schema)
     metrics = Metrics()
     try:
         assert sim.revoke_token(config.shops[1].access_token)  # shop-2's seller revoked it
@@ -124,15 +129,13 @@ async def test_an_event_of_an_unforeseen_shape_is_a_re_read_hint_for_a_single_sh
     an object, belongs to its app's only shop when the app has one: stored for it, with no
     identifiers (the consumer then re-reads that shop's recent window)."""
     config = SimConfig.default(orders=20, returns=5, shops=2, apps=2, seed=8)
-    sim = await sim_factory(config)
-    settings = settings_for_simulator(sim, config, database_url=pg_url, schema=schema)
-    assert {s.id: s.app_key for s in settings.shops} == {
-        "shop-1": "sim-app-1",
-        "shop-2": "sim-app-2",
-    }
-    rt = await open_runtime(settings)
+    _, rt = await _world(sim_factory, config, pg_url, schema)
     metrics = Metrics()
     try:
+        assert {s.id: s.app_key for s in rt.settings.shops} == {
+            "shop-1": "sim-app-1",
+            "shop-2": "sim-app-2",
+        }
         secret = rt.settings.apps[0].app_secret.get()
         malls = MallMap(rt, every_s=3600, miss_refresh_s=0.0)
         async with receiver(rt, malls, metrics) as url:
