@@ -65,17 +65,17 @@ class MallMap:
         self._refreshed_at = -math.inf
         self._lock = asyncio.Lock()
 
-    async def __call__(self, app_key: str, mall_id: int | None) -> str | None:
-        """The shop; None when no configured shop is that mall. Raises MallNotKnownYet when
-        a shop of the app may still turn out to be it. An event without a mallId (a shape
-        the spec did not foresee) is the app's when the app has one shop only."""
+    async def __call__(self, app_key: str, mall_id: int | None) -> list[str]:
+        """The shops an event is for: the one that is that mall; none when no configured shop
+        is. Raises MallNotKnownYet when a shop of the app may still turn out to be it. An
+        event without a mallId (a shape the spec did not foresee, a hint for a wider re-read)
+        is for every shop of its app: which one it meant cannot be told."""
         if mall_id is None:
-            shops = [s.id for s in self._rt.settings.shops if s.app_key == app_key]
-            return shops[0] if len(shops) == 1 else None
+            return [s.id for s in self._rt.settings.shops if s.app_key == app_key]
         key = (app_key, int(mall_id))
         shop = self._map.get(key)
         if shop is not None:
-            return shop
+            return [shop]
         async with self._lock:  # one refresh for a burst of misses
             if self._clock() - self._refreshed_at >= self._miss_refresh_s:
                 try:
@@ -90,7 +90,7 @@ class MallMap:
                 f"mallId {mall_id} unknown while shop(s) of app {app_key} have not had a "
                 "token check yet"
             )
-        return shop
+        return [] if shop is None else [shop]
 
     async def refresh(self) -> None:
         app_of = {s.id: s.app_key for s in self._rt.settings.shops}

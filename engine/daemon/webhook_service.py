@@ -79,7 +79,7 @@ async def start_webhooks(
     await malls.refresh()
     app = create_webhook_app(
         apps={a.app_key: a.app_secret.get() for a in rt.settings.apps},
-        shop_for_mall=malls,
+        shops_for=malls,
         events=cfg.events,
         store=store,
         observer=metrics,

@@ -5,8 +5,10 @@ deadline. The re-read an event asks for happens later, in the consumer (engine/s
 
 Answers: bad signature or unknown app_key 401; a body that does not decrypt or parse, or is too
 large, 400; neither stores anything. A well-signed event for an unknown mallId or for a code
-not in ``events`` is 200 (so Temu stops retrying), logged, counted, ignored. A stored event (or
-one already stored: a re-send) is 200. A database that cannot take the event in time is 503, so
+not in ``events`` is 200 (so Temu stops retrying), logged, counted, ignored. An event without a
+mallId (a shape temu-webhooks.md does not foresee) is stored for every shop of its app: a hint
+for each to re-read its recent window. A stored event (or one already stored: a re-send) is
+200. A database that cannot take the event in time is 503, so
 Temu delivers it again later; so is an unknown mallId while a shop of that app has not been
 tried yet (no token check answered or refused: it may be that shop's).
 """
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Protocol
 
 from aiohttp import web
@@ -40,9 +42,10 @@ MALL_NOT_YET = "mall_not_yet"
 NOT_SUBSCRIBED = "not_subscribed"
 STORE_FAILED = "store_failed"
 
-# (app_key, mallId) -> shop id, or None when no configured shop is that mall; raises
+# (app_key, mallId) -> the shops an event is for: the one that is that mall, every shop of the
+# app for an event without a mallId, none when no configured shop is that mall; raises
 # MallNotKnownYet when one of the app's shops may still be that mall (not tried yet).
-ShopForMall = Callable[[str, int | None], Awaitable[str | None]]
+ShopsFor = Callable[[str, int | None], Awaitable[Sequence[str]]]
 
 
 class EventObserver(Protocol):
@@ -65,7 +68,7 @@ class WebhookReceiver:
         self,
         *,
         apps: Mapping[str, str],
-        shop_for_mall: ShopForMall,
+        shops_for: ShopsFor,
         events: Collection[str],
         store: EventStore,
         observer: EventObserver | None = None,
@@ -74,7 +77,7 @@ class WebhookReceiver:
         max_body: int = MAX_BODY,
     ) -> None:
         self._apps = dict(apps)
-        self._shop_for_mall = shop_for_mall
+        self._shops_for = shops_for
         self._events = frozenset(events)
         self._store = store
         self._observer = observer or _NoObserver()
@@ -111,20 +114,21 @@ class WebhookReceiver:
         if event.code not in self._events:
             return self._ignore(event, NOT_SUBSCRIBED, "event code not in [webhooks] events")
         try:
-            shop_id = await self._shop_for_mall(event.app_key, event.mall_id)
+            shops = await self._shops_for(event.app_key, event.mall_id)
         except MallNotKnownYet as exc:
             log.warning("webhook %s answered 503 so Temu retries: %s", event.code, exc)
             self._observer.on_event(event.code, MALL_NOT_YET)
             return web.Response(status=503, text="mallId not known yet, retry later\n")
-        if shop_id is None:
+        if not shops:
             why = (
-                "no mallId, and the app has several shops"
+                "no mallId, and the app has no shop"
                 if event.mall_id is None
                 else f"no configured shop is mallId {event.mall_id}"
             )
             return self._ignore(event, UNKNOWN_MALL, why)
+        shop_id = ", ".join(shops)
         try:
-            new = await self._store.insert(event, shop_id, timeout_s=self._insert_timeout_s)
+            new = await self._store.insert_for(event, shops, timeout_s=self._insert_timeout_s)
         except Exception as exc:  # any database trouble: Temu must deliver it again
             log.warning(
                 "webhook %s for shop %s not stored (%s): answering 503 so Temu retries",
@@ -157,7 +161,7 @@ class WebhookReceiver:
 def create_webhook_app(
     *,
     apps: Mapping[str, str],
-    shop_for_mall: ShopForMall,
+    shops_for: ShopsFor,
     events: Collection[str],
     store: EventStore,
     observer: EventObserver | None = None,
@@ -173,7 +177,7 @@ def create_webhook_app(
     client that hangs up does not cancel an INSERT half way."""
     receiver = WebhookReceiver(
         apps=apps,
-        shop_for_mall=shop_for_mall,
+        shops_for=shops_for,
         events=events,
         store=store,
         observer=observer,

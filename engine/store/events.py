@@ -100,11 +100,23 @@ class EventStore:
         """Stores ``event`` for ``shop_id``; False when it was already stored (a duplicate).
 
         Raises TimeoutError or a database error when it could not be stored in time."""
+        return await self.insert_for(event, [shop_id], timeout_s=timeout_s)
+
+    async def insert_for(
+        self, event: EventRecord, shop_ids: Sequence[str], *, timeout_s: float = INSERT_TIMEOUT_S
+    ) -> bool:
+        """Stores ``event`` once for each of ``shop_ids``, in one statement; False when it was
+        already stored. An event for several shops (no mallId, an app of several shops) gets
+        a key per shop: a re-send still finds each of them."""
+        if len(shop_ids) == 1:
+            keys = [event.event_key]
+        else:
+            keys = [f"{event.event_key}/{shop}" for shop in shop_ids]
         sent = None if event.timestamp_ms is None else _ts(event.timestamp_ms // 1000)
         args = (
-            event.event_key,
+            keys,
             event.app_key,
-            shop_id,
+            list(shop_ids),
             event.mall_id,
             pg_text(event.code),
             pg_text(event.parent_order_sn),
@@ -117,8 +129,8 @@ class EventStore:
         # The deadline covers waiting for a pooled connection too, not only the statement;
         # asyncpg cancels the statement server-side when the wait is cancelled.
         async with asyncio.timeout(timeout_s):
-            new_id = await self._pool.fetchval(self._q["insert_webhook_event"], *args)
-        return new_id is not None
+            new_ids = await self._pool.fetch(self._q["insert_webhook_event"], *args)
+        return bool(new_ids)
 
     async def claim(
         self, *, limit: int, lease_s: float, shop_ids: Sequence[str] | None = None

@@ -189,8 +189,8 @@ def parse_event(decrypted: str, *, code: str, app_key: str, timestamp: str | Non
         raise UnparsableEvent("eventData is not JSON") from exc
     if not isinstance(raw, dict):
         # temu-webhooks.md: an unknown shape is a hint for a wider re-read, never an error.
-        # With no identifiers (and no mallId: the app's only shop, if it has one), the
-        # consumer re-reads the shop's recent window.
+        # With no identifiers (and no mallId: every shop of the app), the consumer re-reads
+        # the shop's recent window.
         raw = {"eventData": raw}
     update = _opt_int(raw.get("updateTime"))
     if update is None:

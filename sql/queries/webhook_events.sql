@@ -1,13 +1,17 @@
 -- name: insert_webhook_event
--- One received event; a row with the same event_key (a re-send or a duplicate) wins.
--- Returns the new id, or no row when the event was already stored.
--- $1 event_key, $2 app_key, $3 shop_id, $4 mall_id, $5 code, $6 parent_order_sn,
--- $7 order_sn, $8 parent_after_sales_sn, $9 update_time, $10 sent_at, $11 payload.
+-- One received event, one row per shop it is for (several only when the event names no
+-- mallId and its app has several shops: each re-reads its own recent window); a row with the
+-- same event_key (a re-send or a duplicate) wins. Returns the new rows' ids (none: already
+-- stored).
+-- $1 event_key per shop, $2 app_key, $3 shop_id per shop, $4 mall_id, $5 code,
+-- $6 parent_order_sn, $7 order_sn, $8 parent_after_sales_sn, $9 update_time, $10 sent_at,
+-- $11 payload.
 INSERT INTO webhook_events (
     event_key, app_key, shop_id, mall_id, code, parent_order_sn, order_sn,
     parent_after_sales_sn, update_time, sent_at, payload
 )
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb)
+SELECT u.event_key, $2, u.shop_id, $4, $5, $6, $7, $8, $9, $10, $11::jsonb
+FROM unnest($1::text[], $3::text[]) AS u (event_key, shop_id)
 ON CONFLICT (event_key) DO NOTHING
 RETURNING id
 

@@ -47,14 +47,16 @@ async def test_unknown_mall_waits_for_the_first_token_checks(
             await malls("sim-app-1", mall_1)  # Temu is answered 503 and delivers it again
         with pytest.raises(MallNotKnownYet):
             await malls("sim-app-1", 999)  # might be either shop: not dropped either
+        # Without a mallId it cannot be told at all: a re-read hint for each shop of the app.
+        assert await malls("sim-app-1", None) == ["shop-1", "shop-2"]
 
         await rt.sync_service().incremental_pass()  # each shop's token check, with its mallId
         # Found by the refresh a miss triggers, not by the minute-long background round.
-        assert await malls("sim-app-1", mall_1) == "shop-1"
-        assert await malls("sim-app-1", sim.webhooks.mall_ids["shop-2"]) == "shop-2"
+        assert await malls("sim-app-1", mall_1) == ["shop-1"]
+        assert await malls("sim-app-1", sim.webhooks.mall_ids["shop-2"]) == ["shop-2"]
         # Every shop of the app is known now: another mallId is truly not ours.
-        assert await malls("sim-app-1", 999) is None
-        assert await malls("other-app", mall_1) is None
+        assert await malls("sim-app-1", 999) == []
+        assert await malls("other-app", mall_1) == []
     finally:
         await rt.close()
 
@@ -64,7 +66,7 @@ async def receiver(rt: Runtime, malls: MallMap, metrics: Metrics) -> AsyncIterat
     """The daemon's receiver, as webhook_service assembles it, on a free port: its URL."""
     app = create_webhook_app(
         apps={a.app_key: a.app_secret.get() for a in rt.settings.apps},
-        shop_for_mall=malls,
+        shops_for=malls,
         events=[wh.ORDER_STATUS],
         store=EventStore(rt.pool),
         observer=metrics,

@@ -21,7 +21,7 @@ from engine.temu import webhooks as wh
 
 APP = "app-1"
 SECRET = "0123456789abcdef0123456789abcdef01234567"
-MALLS = {(APP, 1001): "shop-1"}
+MALLS = {(APP, 1001): "shop-1", (APP, 1002): "shop-2"}
 EVENTS = [wh.ORDER_STATUS, wh.AFTERSALES_STATUS]
 
 
@@ -75,8 +75,11 @@ def signed(
 ORDER = {"mallId": 1001, "parentOrderSn": "PO-1", "orderStatus": 2, "updateTime": 1_760_000_000}
 
 
-async def shop_for_mall(app_key: str, mall: int) -> str | None:
-    return MALLS.get((app_key, mall))
+async def shops_for(app_key: str, mall: int | None) -> list[str]:
+    if mall is None:
+        return sorted(shop for (app, _), shop in MALLS.items() if app == app_key)
+    shop = MALLS.get((app_key, mall))
+    return [] if shop is None else [shop]
 
 
 @asynccontextmanager
@@ -99,7 +102,7 @@ async def endpoint(pool: asyncpg.Pool) -> AsyncIterator[tuple[str, Counter, list
     woken: list[int] = []
     app = create_webhook_app(
         apps={APP: SECRET},
-        shop_for_mall=shop_for_mall,
+        shops_for=shops_for,
         events=EVENTS,
         store=EventStore(pool),
         observer=counter,
@@ -174,13 +177,29 @@ async def test_unusable_bodies_are_400(
     assert await post(url, headers, b"not json") == 400
     assert await post(url, headers, b'{"eventData": 5}') == 400
     assert await post(url, headers, b'{"eventData": "' + b"A" * 200_000 + b'"}') == 400
-    # Well signed, decrypts, but the plaintext is not a JSON object: a shape temu-webhooks.md
-    # wants taken as a hint for a wider re-read, never an error. Without a mallId it is the
-    # app's only shop's (none here: this map has several), else acknowledged and ignored.
-    assert await post(url, *signed("[1]", ts="1760000000000")) == 200
     assert await rows(pool) == []
-    assert [a[0] for a in counter.answers] == [400] * 3 + [200]
-    assert counter.seen[(wh.ORDER_STATUS, "unknown_mall")] == 1
+    assert [a[0] for a in counter.answers] == [400] * 3
+
+
+async def test_an_event_without_a_mall_is_a_re_read_hint_for_every_shop_of_its_app(
+    endpoint: tuple[str, Counter, list[int]], pool: asyncpg.Pool
+) -> None:
+    """temu-webhooks.md: unknown shapes are a hint for a wider re-read, never an error. Without
+    a mallId the shop cannot be told, so each shop of the app gets it (its recent window); a
+    re-send stores nothing more."""
+    url, counter, woken = endpoint
+    # Well signed, decrypts, but the plaintext is not a JSON object.
+    odd = signed("[1]", ts="1760000000000")
+    assert await post(url, *odd) == 200
+    no_mall = message({"parentOrderSn": "PO-7", "updateTime": 1_760_000_000})
+    assert await post(url, *no_mall) == 200
+    assert await post(url, *no_mall) == 200  # Temu's re-send
+    got = sorted((r["shop_id"], r["parent_order_sn"] or "") for r in await rows(pool))
+    assert got == [("shop-1", ""), ("shop-1", "PO-7"), ("shop-2", ""), ("shop-2", "PO-7")]
+    assert counter.seen[(wh.ORDER_STATUS, "stored")] == 2
+    assert counter.seen[(wh.ORDER_STATUS, "duplicate")] == 1
+    assert counter.seen[(wh.ORDER_STATUS, "unknown_mall")] == 0
+    assert woken == [1, 1]
 
 
 async def test_unknown_mall_and_unsubscribed_code_are_acknowledged_and_ignored(
@@ -189,9 +208,9 @@ async def test_unknown_mall_and_unsubscribed_code_are_acknowledged_and_ignored(
     url, counter, _ = endpoint
     assert await post(url, *message({**ORDER, "mallId": 999})) == 200
     assert await post(url, *message({"mallId": 1001}, code=wh.TEST_EVENT)) == 200
-    assert await post(url, *message({"parentOrderSn": "PO-1"})) == 200  # no mallId at all
+    assert await post(url, *message({**ORDER, "mallId": 1001}, app_key="other-app")) == 401
     assert await rows(pool) == []
-    assert counter.seen[(wh.ORDER_STATUS, "unknown_mall")] == 2
+    assert counter.seen[(wh.ORDER_STATUS, "unknown_mall")] == 1
     assert counter.seen[(wh.TEST_EVENT, "not_subscribed")] == 1
 
 
@@ -236,13 +255,13 @@ async def test_answers_stay_well_under_500_ms(
 async def test_a_mall_not_known_yet_is_503_so_temu_delivers_it_again(pool: asyncpg.Pool) -> None:
     from engine.app.webhooks import MallNotKnownYet
 
-    async def not_yet(app_key: str, mall: int) -> str | None:
+    async def not_yet(app_key: str, mall: int | None) -> list[str]:
         raise MallNotKnownYet("shop-1 has no token check yet")
 
     counter = Counter()
     app = create_webhook_app(
         apps={APP: SECRET},
-        shop_for_mall=not_yet,
+        shops_for=not_yet,
         events=EVENTS,
         store=EventStore(pool),
         observer=counter,

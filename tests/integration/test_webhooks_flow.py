@@ -56,8 +56,9 @@ async def world(sim_factory: SimFactory, pg_url: str, schema: str) -> AsyncItera
     rt = await open_runtime(settings_for_simulator(sim, config, database_url=pg_url, schema=schema))
     malls = {("hooks-app", mall): shop for shop, mall in sim.webhooks.mall_ids.items()}
 
-    async def shop_for_mall(app_key: str, mall: int) -> str | None:
-        return malls.get((app_key, mall))
+    async def shops_for(app_key: str, mall: int | None) -> list[str]:
+        shop = malls.get((app_key, mall)) if mall is not None else None
+        return [] if shop is None else [shop]
 
     shops = [event_shop(s.id, rt.shop_apis[s.id], rt.store, rt.counters) for s in rt.settings.shops]
     consumer = EventConsumer(
@@ -65,7 +66,7 @@ async def world(sim_factory: SimFactory, pg_url: str, schema: str) -> AsyncItera
     )
     app = create_webhook_app(
         apps={"hooks-app": SECRET},
-        shop_for_mall=shop_for_mall,
+        shops_for=shops_for,
         events=EVENTS,
         store=EventStore(rt.pool),
         on_stored=consumer.wake,
