@@ -26,6 +26,10 @@ DAY_S = 86400
 # Without a stored creation time the re-read spans this far back (Temu keeps returns open for
 # weeks; two years is generous and still one call).
 WIDE_WINDOW_S = 2 * 365 * DAY_S
+# Re-reading one return: a filtered answer fits the first page; an unfiltered one is paged
+# this far (4,000 returns around its creation day) before the task waits for a later try.
+REREAD_PAGE_SIZE = 100
+REREAD_MAX_PAGES = 40
 
 
 _INT_TEXT = re.compile(r"\s*-?[0-9]{1,9}\s*")
@@ -72,6 +76,10 @@ class TemuReturn:
         return self.status == 8 and 10 in self.operations
 
 
+class ReturnNotReached(Exception):
+    """A return's re-read paged as far as it may without reaching it (not: not listed)."""
+
+
 class TemuReturns:
     def __init__(self, api: TemuShopApi, *, clock: Callable[[], float] = time.time) -> None:
         self.api = api
@@ -82,30 +90,34 @@ class TemuReturns:
         """Re-reads one return (``parentAfterSalesSnList``); None when Temu does not list it.
 
         A window around the creation time is used because it never moves, unlike updateAt.
-        """
+        The filter is not trusted to be applied (temu-api.md does not say how strictly it
+        is): the window is paged until the return is found or every page was read, so a list
+        that ignores it costs more pages, never a wrong "not listed". Raises
+        ``ReturnNotReached`` (retried later) past ``REREAD_MAX_PAGES``."""
         if create_at:
-            page = await self.api.list_parent_returns(
-                page_no=1,
-                page_size=10,
-                create_start=create_at - DAY_S,
-                create_end=create_at + DAY_S,
-                parent_after_sales_sns=[sn],
-                lane=LANE,
-            )
+            window = {"create_start": create_at - DAY_S, "create_end": create_at + DAY_S}
         else:
             now = int(self._clock())
+            window = {"update_start": now - WIDE_WINDOW_S, "update_end": now + DAY_S}
+        read = 0
+        for page_no in range(1, REREAD_MAX_PAGES + 1):
             page = await self.api.list_parent_returns(
-                page_no=1,
-                page_size=10,
-                update_start=now - WIDE_WINDOW_S,
-                update_end=now + DAY_S,
+                page_no=page_no,
+                page_size=REREAD_PAGE_SIZE,
                 parent_after_sales_sns=[sn],
                 lane=LANE,
+                **window,
             )
-        for item in page.items:
-            if isinstance(item, dict) and item.get("parentAfterSalesSn") == sn:
-                return TemuReturn(item)
-        return None
+            for item in page.items:
+                if item.get("parentAfterSalesSn") == sn:
+                    return TemuReturn(item)
+            read += len(page.items) + len(page.odd)
+            if len(page.items) + len(page.odd) < REREAD_PAGE_SIZE or read >= page.total:
+                return None
+        raise ReturnNotReached(
+            f"Temu listed {read} other returns before {sn} (its parentAfterSalesSnList filter "
+            "was not applied); trying again later"
+        )
 
     async def prepare(self, sn: str, parent_order_sn: str) -> dict[str, Any]:
         return await self.api.returnlabel_prepare(sn, parent_order_sn, lane=LANE)

@@ -84,6 +84,7 @@ class SimConfig:
     empty_carrier_lists: int = 0
     oc_bare_labels: bool = False
     exclusive_order_filters: bool = False
+    ignore_return_sn_filter: bool = False
     nul_in_errors: bool = False  # issue 12
     logistics_not_ready: int = 0
     poison: bool = False

@@ -22,6 +22,10 @@ Set from ``SimConfig`` at build time and changed later through ``POST /_sim/mode
   while ``parentreturnorder.get`` shows the new tracking at once.
 - ``empty_carrier_lists`` (int, 0 off): the next N carrier-list answers
   (``temu.aftersales.carrier.get`` and ``bg.logistics.companies.get``) hold an empty list.
+- ``ignore_return_sn_filter`` (bool): ``bg.aftersales.parentaftersales.list.get`` ignores
+  ``parentAfterSalesSnList`` and answers the whole window (temu-api.md lists the filter as
+  optional and says nothing of how strictly it is applied): a re-read of one return that
+  trusts the filter finds someone else's returns on its first page.
 - ``exclusive_order_filters`` (bool): ``bg.order.list.v2.get`` refuses (3000000) a request
   with both the update pair and the creation pair: temu-api.md lists them as alternatives
   ("... or createAfter + createBefore").
@@ -64,6 +68,7 @@ class Modes:
     empty_carrier_lists: int = 0
     oc_bare_labels: bool = False
     exclusive_order_filters: bool = False
+    ignore_return_sn_filter: bool = False
     nul_in_errors: bool = False
     logistics_not_ready: int = 0
     poison: bool = False

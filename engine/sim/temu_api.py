@@ -149,7 +149,7 @@ def parent_returns_list(call: Call) -> dict[str, Any]:
     order_sns = opt_str_list(p, "parentOrderSnList", 100)
     return_sns = opt_str_list(p, "parentAfterSalesSnList", 100)
     candidates = None
-    if return_sns is not None:
+    if return_sns is not None and not call.world.modes.ignore_return_sn_filter:
         candidates = tuple(table.by_sn[s].seq for s in return_sns if s in table.by_sn)
     predicate: Callable[[int], bool] | None = None
     if group is not None or order_sns is not None:

@@ -8,6 +8,7 @@ a crashed worker never leads to a second upload.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -218,6 +219,38 @@ async def test_an_oc_label_without_tracking_takes_it_from_the_rma(
     (dto,) = uploaded[0]["returnLabelDTOList"]
     rma = open_rma_of(sim, sn)
     assert dto["trackingNumber"] == rma["trackingNumber"] and dto["trackingNumber"]
+
+
+async def test_a_list_ignoring_the_return_filter_still_gets_each_label_uploaded_once(
+    sim_factory: SimFactory, pg_url: str, schema: str
+) -> None:
+    """temu-api.md lists parentAfterSalesSnList as an optional filter and no more: a list that
+    answers the whole window instead must cost pages, not a label parked as "not listed".
+    Every return here was created within two days, so each re-read's window holds them all."""
+    end = int(time.time()) - 3600
+    config = SimConfig.default(
+        orders=400, returns=240, shops=1, qps=QPS, seed=7, start_ts=end - 2 * 86400, end_ts=end
+    )
+    sim = await sim_factory(config)
+    rt = await open_runtime(make_settings(sim, config, pg_url, schema))
+    try:
+        sim.set_modes(ignore_return_sn_filter=True)
+        waiting = [
+            r["parentAfterSalesSn"]
+            for r in awaiting(sim)
+            if open_rma_of(sim, r["parentAfterSalesSn"])
+        ]
+        assert len(waiting) >= 3, "the seed must give several labels to upload"
+        await load_from_temu(rt)
+        for _ in range(sim.config.oc_label_ready_after + 3):
+            await reconcile_once(rt)
+            await make_due(rt)
+        uploaded = Counter(u["parentAfterSalesSn"] for u in sim.uploads())
+        assert set(waiting) <= set(uploaded) and set(uploaded.values()) == {1}
+        parked = await rt.pool.fetch("SELECT last_error FROM outbox WHERE state = 'dead'")
+        assert not [r for r in parked if "no longer lists" in (r["last_error"] or "")]
+    finally:
+        await rt.close()
 
 
 async def make_due(rt: Runtime) -> None:
