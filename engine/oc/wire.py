@@ -168,11 +168,14 @@ def parse_envelope(body: Any) -> Envelope | None:
     if not isinstance(body, dict):
         return None
     code = as_text(body.get(ENV_ERROR_CODE))
+    business = _flag(body.get(ENV_BUSINESS_EXCEPTION))
     if ENV_SUCCESS in body:
-        success = _flag(body.get(ENV_SUCCESS))
+        # A business exception is a refusal even beside "success": true: taking it for
+        # success would record a push OC did not apply as done.
+        success = _flag(body.get(ENV_SUCCESS)) and not business
     else:
         # Loose parsing: without the flag, an error code or business exception means failure.
-        success = not code and not _flag(body.get(ENV_BUSINESS_EXCEPTION))
+        success = not code and not business
     return Envelope(
         success=success,
         code=code,

@@ -26,6 +26,10 @@ Set from ``SimConfig`` at build time and changed later through ``POST /_sim/mode
   ``parentAfterSalesSnList`` and answers the whole window (temu-api.md lists the filter as
   optional and says nothing of how strictly it is applied): a re-read of one return that
   trusts the filter finds someone else's returns on its first page.
+- ``oc_business_success`` (bool): OC's business refusals (an RMA not found, a cancel not
+  allowed...) come with ``"success": true`` and ``"hasBusinessException": true``: the envelope of
+  orange-connex-api.md carries both flags and says nothing of how they combine, and a client
+  reading ``success`` alone would take a refused push for an applied one.
 - ``exclusive_order_filters`` (bool): ``bg.order.list.v2.get`` refuses (3000000) a request
   with both the update pair and the creation pair: temu-api.md lists them as alternatives
   ("... or createAfter + createBefore").
@@ -68,6 +72,7 @@ class Modes:
     empty_carrier_lists: int = 0
     oc_bare_labels: bool = False
     exclusive_order_filters: bool = False
+    oc_business_success: bool = False
     ignore_return_sn_filter: bool = False
     nul_in_errors: bool = False
     logistics_not_ready: int = 0

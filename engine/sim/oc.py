@@ -70,12 +70,19 @@ class OcError(Exception):
 
 
 def oc_envelope(
-    request_id: str, result: Any = None, error: OcError | None = None, *, fallback: bool = False
+    request_id: str,
+    result: Any = None,
+    error: OcError | None = None,
+    *,
+    fallback: bool = False,
+    claims_success: bool = False,
 ) -> bytes:
+    """``claims_success``: a business refusal still says ``"success": true`` (mode
+    oc_business_success); only ``hasBusinessException`` tells it apart."""
     return orjson.dumps(
         {
             "requestId": request_id,
-            "success": error is None,
+            "success": error is None or claims_success,
             "hasBusinessException": error is not None and error.business,
             "errorCode": "" if error is None else error.code,
             "errorMsg": "" if error is None else error.message,
@@ -198,7 +205,8 @@ class OcApi:
         except OcError as err:
             note.update(reason=_REASONS.get(err.code, f"error:{err.code}"), code=err.code)
             err.message = self.world.modes.error_text(err.message)
-            return _json(oc_envelope(request_id, None, err))
+            claims = err.business and self.world.modes.oc_business_success
+            return _json(oc_envelope(request_id, None, err, claims_success=claims))
         except Exception:
             log.exception("simulator bug answering OC %s", name)
             note.update(reason="error:SYSTEM_ERROR", code="SYSTEM_ERROR")

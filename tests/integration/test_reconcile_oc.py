@@ -230,10 +230,14 @@ def pushes_to(sim: Simulator, order_number: str) -> list[tuple[str, str | None]]
     ]
 
 
+@pytest.mark.parametrize("claims_success", [False, True], ids=["success-false", "success-true"])
 async def test_a_cancel_oc_refuses_while_the_rma_stays_open_is_parked_not_done(
-    world: tuple[Simulator, Runtime],
+    world: tuple[Simulator, Runtime], claims_success: bool
 ) -> None:
+    """success-true: OC says "success": true with "hasBusinessException": true (the envelope
+    carries both flags); the refusal is a refusal all the same."""
     sim, rt = world
+    sim.set_modes(oc_business_success=claims_success)
     sn = quiet_return_without_rma(sim)
     # The parcel is already under way: OC keeps the RMA open and refuses to cancel it.
     rma = sim.open_rma(SHOP, sn, status="IN_TRANSIT")
