@@ -86,6 +86,7 @@ class SimConfig:
     exclusive_order_filters: bool = False
     ignore_return_sn_filter: bool = False
     oc_business_success: bool = False
+    string_error_codes: bool = False
     nul_in_errors: bool = False  # issue 12
     logistics_not_ready: int = 0
     poison: bool = False

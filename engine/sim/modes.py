@@ -30,6 +30,9 @@ Set from ``SimConfig`` at build time and changed later through ``POST /_sim/mode
   allowed...) come with ``"success": true`` and ``"hasBusinessException": true``: the envelope of
   orange-connex-api.md carries both flags and says nothing of how they combine, and a client
   reading ``success`` alone would take a refused push for an applied one.
+- ``string_error_codes`` (bool): Temu's error answers carry ``errorCode`` as a JSON string
+  (``"4000004"``): temu-api.md gives the envelope's codes as numbers, and "parse responses
+  defensively" covers a gateway that quotes them.
 - ``exclusive_order_filters`` (bool): ``bg.order.list.v2.get`` refuses (3000000) a request
   with both the update pair and the creation pair: temu-api.md lists them as alternatives
   ("... or createAfter + createBefore").
@@ -73,6 +76,7 @@ class Modes:
     oc_bare_labels: bool = False
     exclusive_order_filters: bool = False
     oc_business_success: bool = False
+    string_error_codes: bool = False
     ignore_return_sn_filter: bool = False
     nul_in_errors: bool = False
     logistics_not_ready: int = 0

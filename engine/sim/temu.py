@@ -32,13 +32,19 @@ _PRE_API_FAULTS = ("http502", "sys4000000", "truncated", "drop")
 
 
 def envelope(
-    request_id: str, result: Any = None, code: int = codes.SUCCESS, message: str | None = None
+    request_id: str,
+    result: Any = None,
+    code: int = codes.SUCCESS,
+    message: str | None = None,
+    *,
+    code_as_text: bool = False,
 ) -> bytes:
+    """``code_as_text``: an error's code as a JSON string (mode string_error_codes)."""
     ok = code == codes.SUCCESS
     return orjson.dumps(
         {
             "success": ok,
-            "errorCode": code,
+            "errorCode": str(code) if code_as_text and not ok else code,
             "errorMsg": "" if ok else (message or MESSAGES.get(code, "ERROR")),
             "requestId": request_id,
             "result": result,
@@ -96,7 +102,11 @@ class TemuRouter:
         else:
             app.errors[err.code] += 1
         message = self.world.modes.error_text(err.message or MESSAGES.get(err.code, "ERROR"))
-        return _json(envelope(request_id, None, err.code, message))
+        return _json(self._error_envelope(request_id, err.code, message))
+
+    def _error_envelope(self, request_id: str, code: int, message: str | None = None) -> bytes:
+        as_text = self.world.modes.string_error_codes
+        return envelope(request_id, None, code, message, code_as_text=as_text)
 
     async def _answer(
         self, request: web.Request, body: bytes, arrival: float, request_id: str
@@ -274,14 +284,14 @@ class TemuRouter:
         else:
             app.rejected_rate_limit += 1
         app.rejected_at.append(self._epoch(arrival))
-        return _json(envelope(request_id, None, codes.RATE_LIMITED))
+        return _json(self._error_envelope(request_id, codes.RATE_LIMITED))
 
     def _fault(self, request: web.Request, fault: str, api_type: str, call: Call) -> web.Response:
         request_id = call.request_id
         if fault == "http502":
             return bad_gateway()
         if fault == "sys4000000":
-            return _json(envelope(request_id, None, codes.SYSTEM_EXCEPTION))
+            return _json(self._error_envelope(request_id, codes.SYSTEM_EXCEPTION))
         if fault == "drop":
             return dropped(request)
         return truncated(self._would_answer(api_type, call))
@@ -293,7 +303,7 @@ class TemuRouter:
         try:
             return envelope(call.request_id, self.handlers[api_type](call))
         except ApiError as err:
-            return envelope(call.request_id, None, err.code, err.message)
+            return self._error_envelope(call.request_id, err.code, err.message)
 
 
 def _peek_type(body: bytes) -> str:

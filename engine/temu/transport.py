@@ -322,18 +322,30 @@ def _parse_envelope(
                 api_type, status, f"result is {type(result).__name__}, not an object", request_id
             )
         return result
-    if isinstance(code, bool) or not isinstance(code, int):
-        code = 0
     message = envelope.get("errorMsg")
     raise error_for(
         api_type,
-        code,
+        _error_code(code),
         message if isinstance(message, str) else "",
         request_id,
         secrets=secrets,
         local_timestamp=timestamp,
         server_timestamp=server_time,
     )
+
+
+def _error_code(value: Any) -> int:
+    """errorCode as a number, also when it comes quoted ("4000004") or as 4000004.0: its
+    meaning (rate limit, token refused...) must not depend on its JSON type. 0: unreadable."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        return int(value.strip())
+    return 0
 
 
 def _snippet(raw: bytes, limit: int = 200) -> str:
