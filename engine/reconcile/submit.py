@@ -85,7 +85,8 @@ class LabelQueue:
                 # Temu asks for a label again (the last one was rejected or expired): this
                 # label answers the new request; the task forgets the earlier attempt.
                 return {**patch, **fresh_request(info.update_at)}, "replaced"
-            if existing.state == "done" and same:
+            if existing.state in ("done", "running") and same:
+                # Already taken (a client that lost our 202 sends it again): one task, 202.
                 return None, "same"
             return None, existing.state
 

@@ -43,6 +43,9 @@ RETURNING o.id, o.kind, o.dedupe_key, o.shop_id, o.payload, o.attempts, o.lease_
 UPDATE outbox SET
     state = 'done',
     result = $2,
+    -- A done task has no error: a wait it went through ("label not ready yet") is history,
+    -- not its state.
+    last_error = NULL,
     lease_expires_at = NULL,
     updated_at = now()
 WHERE id = $1 AND state = 'running' AND ($3::text IS NULL OR owner = $3::text)

@@ -199,6 +199,28 @@ async def test_admin_endpoint_answers_202_404_409_422(
     assert status == 409 and "already uploaded" in body["error"]
 
 
+async def test_the_same_label_posted_again_while_its_upload_runs_is_202(
+    world: tuple[Simulator, Runtime], admin_url: str
+) -> None:
+    """A client that lost the 202 sends the same label again while the reconciler is uploading
+    it: still 202 (a duplicate). Only a different label meets 409 then."""
+    sim, rt = world
+    sn = awaiting(sim)[0]["parentAfterSalesSn"]
+    label = {"returnFulfillment": ecart(sn)["returnFulfillment"] | {"logisticMode": "DROPOFF"}}
+    status, body = await post(admin_url, sn, label)
+    assert status == 202 and body["duplicate"] is False
+    # As the executor leaves it while it uploads.
+    await rt.pool.execute(
+        "UPDATE outbox SET state = 'running', lease_expires_at = now() + interval '5 minutes' "
+        "WHERE dedupe_key = $1",
+        body["dedupe_key"],
+    )
+    status, body = await post(admin_url, sn, label)
+    assert (status, body.get("duplicate")) == (202, True), body
+    status, body = await post(admin_url, sn, jetti(sn))
+    assert status == 409 and "in progress" in body["error"]
+
+
 async def test_daemon_loop_wakes_on_notify_and_stops_promptly(
     world: tuple[Simulator, Runtime],
 ) -> None:
