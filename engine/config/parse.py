@@ -58,10 +58,17 @@ def parse_config(
     schema = r.string("schema", dd.schema)
     if not schema.isidentifier():
         raise r.err("schema", f"must be a plain identifier, got {schema!r}")
+    # Not a secret in interface.md, but a libpq URL may carry a password: the _env and _file
+    # forms keep it out of config.toml (systemd LoadCredential=).
+    url = r.secret("url", required=False).get()
+    if url:
+        scheme = url.split("://", 1)[0] if "://" in url else ""
+        if scheme not in ("postgresql", "postgres"):
+            got = f"scheme {scheme!r}" if scheme.isalnum() else "no scheme"
+            # Only the scheme is shown: the rest may hold a password.
+            raise r.err("url", f"must be a postgresql:// or postgres:// URL (got {got})")
     database = DatabaseSettings(
-        # Not a secret in interface.md, but a libpq URL may carry a password: the _env and
-        # _file forms keep it out of config.toml (systemd LoadCredential=).
-        url=r.secret("url", required=False).get(),
+        url=url,
         schema=schema,
         data_dir=data_dir,
         pool_min=r.integer("pool_min", dd.pool_min, 1),

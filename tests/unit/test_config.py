@@ -86,6 +86,28 @@ def test_relative_secret_file_without_credentials_directory_says_so(tmp_path: Pa
 
 
 @pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("mysql://app:pw-9f3@127.0.0.1/db", "scheme 'mysql'"),
+        ("not a url", "no scheme"),
+        ("host=127.0.0.1 user=postgres password=pw-9f3 dbname=db", "no scheme"),
+    ],
+)
+def test_a_database_url_that_is_not_a_postgres_url_is_a_config_error(
+    tmp_path: Path, url: str, shown: str
+) -> None:
+    """asyncpg takes postgresql:// and postgres:// URLs only: anything else is a usage error
+    naming the key and the file (exit 2), not a connection failure later, and the URL itself
+    (it may carry a password) is not repeated."""
+    path = write(tmp_path, GOOD.replace("postgresql://localhost/db", url))
+    with pytest.raises(ConfigError) as exc:
+        load_config(path, env={"SHOP_TOKEN": "t"})
+    assert exc.value.key == "database.url"
+    assert str(path) in str(exc.value) and shown in str(exc.value)
+    assert "pw-9f3" not in str(exc.value)
+
+
+@pytest.mark.parametrize(
     ("mutate", "key"),
     [
         (lambda t: t + "\n[bogus]\nx = 1\n", "bogus"),
