@@ -1,16 +1,19 @@
 """``temu-sync status [--json]``: per shop and stream the cursor, lag, last success and last
-error; each shop's access token; the cluster; the outbox. Reads only (never migrates)."""
+error; each shop's access token; the cluster; the outbox. Reads only (never migrates): on a
+schema not created yet every configured stream shows as never synced."""
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
 from engine.cli.commands import open_runtime, print_json_summary
 from engine.config import Settings
+from engine.config.settings import ShopSettings
 from engine.errors import ExitCode
 from engine.reconcile.executor import BLOCKED
 from engine.store.leases import DaemonRow, Lease, LeaseStore
@@ -36,12 +39,24 @@ async def cmd_status(settings: Settings, *, as_json: bool) -> int:
     try:
         pending = await pending_migrations(rt.pool, settings.database.schema)
         if pending and len(pending) == len(load_migrations()):
+            # Nothing was ever synced here: every configured stream is shown as such (no
+            # table to read; creating them is for `migrate` or the first sync command).
             print(
-                f"schema {settings.database.schema!r} does not exist yet: run "
-                "`temu-sync migrate` first",
+                f"schema {settings.database.schema!r} does not exist yet: nothing synced "
+                "(`temu-sync migrate` or the first sync creates it)",
                 file=sys.stderr,
             )
-            return ExitCode.FAILURE
+            return _report(
+                settings,
+                as_json=as_json,
+                rows=_never_synced(settings.shops, rt.sync_service().enabled_streams()),
+                outbox=_EMPTY_OUTBOX
+                | {"blocked": 0, "blocked_latest_error": None, "blocked_latest_key": None},
+                rejected=[],
+                tokens={},
+                apps=[],
+                daemons=[],
+            )
         if pending:
             print(
                 f"warning: the schema needs `temu-sync migrate` ({len(pending)} pending: "
@@ -62,6 +77,61 @@ async def cmd_status(settings: Settings, *, as_json: bool) -> int:
         apps, daemons = await leases.leases(), await leases.daemons()
     finally:
         await rt.close()
+    return _report(
+        settings,
+        as_json=as_json,
+        rows=rows,
+        outbox=outbox,
+        rejected=rejected,
+        tokens=tokens,
+        apps=apps,
+        daemons=daemons,
+    )
+
+
+_EMPTY_OUTBOX: dict[str, Any] = {
+    **dict.fromkeys(("pending", "running", "done", "dead"), 0),
+    **dict.fromkeys(("oldest_dead_error", "oldest_dead_at", "oldest_dead_kind", "oldest_dead_key")),
+}
+
+
+def _never_synced(shops: Sequence[ShopSettings], streams: Sequence[str]) -> list[dict[str, Any]]:
+    """What ``sync_status`` answers for a configured stream with no sync_state row yet."""
+    return [
+        {
+            "shop_id": shop.id,
+            "stream": stream,
+            "kind": "incremental",
+            "position": None,
+            "cursor": None,
+            "last_success_at": None,
+            "last_error": None,
+            "last_error_at": None,
+            "updated_at": None,
+            "last_error_class": None,
+            "failures_in_row": 0,
+            "retry_after": None,
+            "inconsistent_windows": 0,
+            "lag_s": None,
+            "failing": False,
+            "configured": True,
+        }
+        for shop in sorted(shops, key=lambda s: s.id)
+        for stream in sorted(streams)
+    ]
+
+
+def _report(
+    settings: Settings,
+    *,
+    as_json: bool,
+    rows: list[dict[str, Any]],
+    outbox: dict[str, Any],
+    rejected: list[dict[str, Any]],
+    tokens: dict[str, TokenCheck],
+    apps: list[Lease],
+    daemons: list[DaemonRow],
+) -> int:
     needed = needed_scopes(
         orders=settings.sync.orders,
         returns=settings.sync.returns,

@@ -100,12 +100,23 @@ async def test_status_says_null_before_any_check_and_never_migrates(
     assert doc["shops"] == [
         {"id": "shop-1", "token_expires_at": None, "token_missing_scopes": None}
     ]
-    # A schema that was never migrated: status refuses to create it.
+    # A schema that was never migrated: status does not create it, and shows every configured
+    # stream as never synced (exit 0), in the same shape as after a migration.
     from dataclasses import replace
 
     fresh = replace(settings, database=replace(settings.database, schema=schema + "_new"))
-    assert await cmd_status(fresh, as_json=True) == 1
-    assert "run `temu-sync migrate` first" in capsys.readouterr().err
+    assert await cmd_status(fresh, as_json=True) == 0
+    out = capsys.readouterr()
+    assert "does not exist yet: nothing synced" in out.err
+    empty = orjson.loads(out.out.strip().splitlines()[-1])
+    assert empty["shops"] == doc["shops"]
+    assert [(r["shop_id"], r["stream"], r["cursor"]) for r in empty["streams"]] == [
+        (r["shop_id"], r["stream"], None) for r in doc["streams"]
+    ]
+    assert set(empty["streams"][0]) == set(doc["streams"][0])
+    assert empty["outbox"] == doc["outbox"]
+    assert await cmd_status(fresh, as_json=False) == 0
+    assert "never synced" in capsys.readouterr().out
     rt = await open_runtime(settings)
     try:
         assert (
