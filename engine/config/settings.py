@@ -78,6 +78,11 @@ class SyncSettings:
     returns_page_size: int = 200
     backfill_window_s: int = 86400
 
+    @property
+    def streams(self) -> list[str]:
+        """The streams this configuration syncs, in a fixed order."""
+        return [name for name, on in (("orders", self.orders), ("returns", self.returns)) if on]
+
 
 @dataclass(frozen=True)
 class ReconcilerSettings:

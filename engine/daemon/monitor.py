@@ -104,11 +104,16 @@ class Monitor:
             self._outbox = summary
             self._outbox_at = now
             self._metrics.set_outbox({s: int(summary.get(s) or 0) for s in OUTBOX_STATES})
-        # Every round: a small table (one row per set-aside record), grouped by its key.
+        # Every round: a small table (one row per set-aside record), grouped by its key. Each
+        # configured shop and stream reads 0 rather than being absent until its first record.
         rejected = await self._rt.store.rejected_counts()
-        self._metrics.set_rejected(
-            {(r["shop_id"], r["stream"]): int(r["records"]) for r in rejected}
-        )
+        counts = dict.fromkeys(self._configured_streams(), 0)
+        counts.update({(r["shop_id"], r["stream"]): int(r["records"]) for r in rejected})
+        self._metrics.set_rejected(counts)
+
+    def _configured_streams(self) -> list[tuple[str, str]]:
+        streams = self._rt.settings.sync.streams
+        return [(shop.id, stream) for shop in self._rt.settings.shops for stream in streams]
 
     def _stream_row(self, row: Mapping[str, Any]) -> None:
         shop, stream, position = row["shop_id"], row["stream"], row["position"]

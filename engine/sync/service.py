@@ -92,12 +92,7 @@ class SyncService:
         return list(self._shops)
 
     def enabled_streams(self) -> list[str]:
-        out = []
-        if self._settings.orders:
-            out.append("orders")
-        if self._settings.returns:
-            out.append("returns")
-        return out
+        return self._settings.streams
 
     def _planner(self, adapter: StreamAdapter) -> SpanPlanner:
         # About 100 pages per window: the partial last page then wastes ~0.5% of the budget.

@@ -101,6 +101,13 @@ async def test_daemon_lifecycle(
             assert 'temu_sync_requests_total{api_type="bg.order.list.v2.get"' in metrics
             assert 'temu_sync_rows_total{entity="order",op="inserted"} 300.0' in metrics
             assert 'temu_sync_outbox_tasks{state="dead"} 0.0' in metrics
+            # Nothing set aside: each configured shop and stream reads 0, not absent.
+            for shop in ("shop-1", "shop-2"):
+                for stream in STREAMS:
+                    assert (
+                        f'temu_sync_rejected_records{{shop="{shop}",stream="{stream}"}} 0.0'
+                        in metrics
+                    ), metrics[-3000:]
             assert "temu_sync_pace_requests_per_second" in metrics
             # Present per configured app (0 unless Temu answered 4000004), not only after a hit.
             assert re.search(
