@@ -154,9 +154,12 @@ class Event:
 
     @property
     def event_key(self) -> str:
-        """Stable across Temu's re-sends of one message and across duplicates of its content."""
+        """Stable across Temu's re-sends of one message, which keep its x-tm-timestamp
+        (temu-webhooks.md). The timestamp is part of it: two messages with the same content
+        (an event shape without a time of its own, say) are two changes, each a re-read."""
         h = hashlib.sha256()
-        for part in (self.app_key, self.code, self.decrypted):
+        stamp = "" if self.timestamp_ms is None else str(self.timestamp_ms)
+        for part in (self.app_key, self.code, stamp, self.decrypted):
             h.update(part.encode("utf-8"))
             h.update(b"\0")
         return h.hexdigest()

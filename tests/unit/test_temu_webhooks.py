@@ -66,9 +66,12 @@ def test_open_message_accepts_the_docs_sample_request() -> None:
     assert event.order_sn == "XXYYZZ"
     assert event.raw == {"orderSn": "XXYYZZ", "status": 1}
     assert event.mall_id is None and event.update_time is None
-    # A re-send (same content, later timestamp) keeps the key: it is stored once.
-    again = wh.parse_event(PLAIN, code=CODE, app_key=APP, timestamp="1")
+    # A re-send (same message: same content and timestamp) keeps the key: it is stored once.
+    again = wh.parse_event(PLAIN, code=CODE, app_key=APP, timestamp=TS)
     assert again.event_key == event.event_key
+    # Another message with the same content (a later timestamp) is another change.
+    later = wh.parse_event(PLAIN, code=CODE, app_key=APP, timestamp="1")
+    assert later.event_key != event.event_key
 
 
 @pytest.mark.parametrize(
