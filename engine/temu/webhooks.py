@@ -185,15 +185,17 @@ def _opt_int(value: Any) -> int | None:
 
 
 def parse_event(decrypted: str, *, code: str, app_key: str, timestamp: str | None = None) -> Event:
-    """Parses the decrypted payload; unknown fields are kept in ``raw``, missing ones are None."""
+    """Parses the decrypted payload; unknown fields are kept in ``raw``, missing ones are None.
+
+    temu-webhooks.md: an unknown shape is a hint for a wider re-read, never an error. A payload
+    that is not an object (not even JSON: it decrypted and its signature matched, so it is
+    Temu's) is kept as ``{"eventData": ...}``: no identifiers and no mallId, so every shop of
+    the app re-reads its recent window."""
     try:
         raw = orjson.loads(decrypted)
-    except orjson.JSONDecodeError as exc:
-        raise UnparsableEvent("eventData is not JSON") from exc
+    except orjson.JSONDecodeError:
+        raw = decrypted
     if not isinstance(raw, dict):
-        # temu-webhooks.md: an unknown shape is a hint for a wider re-read, never an error.
-        # With no identifiers (and no mallId: every shop of the app), the consumer re-reads
-        # the shop's recent window.
         raw = {"eventData": raw}
     update = _opt_int(raw.get("updateTime"))
     if update is None:

@@ -188,18 +188,23 @@ async def test_an_event_without_a_mall_is_a_re_read_hint_for_every_shop_of_its_a
     a mallId the shop cannot be told, so each shop of the app gets it (its recent window); a
     re-send stores nothing more."""
     url, counter, woken = endpoint
-    # Well signed, decrypts, but the plaintext is not a JSON object.
+    # Well signed, decrypts, but the plaintext is not a JSON object, or not JSON at all.
     odd = signed("[1]", ts="1760000000000")
     assert await post(url, *odd) == 200
+    assert await post(url, *signed("status=2&sn=PO-7", ts="1760000000001")) == 200
     no_mall = message({"parentOrderSn": "PO-7", "updateTime": 1_760_000_000})
     assert await post(url, *no_mall) == 200
     assert await post(url, *no_mall) == 200  # Temu's re-send
     got = sorted((r["shop_id"], r["parent_order_sn"] or "") for r in await rows(pool))
-    assert got == [("shop-1", ""), ("shop-1", "PO-7"), ("shop-2", ""), ("shop-2", "PO-7")]
-    assert counter.seen[(wh.ORDER_STATUS, "stored")] == 2
+    assert got == [(shop, sn) for shop in ("shop-1", "shop-2") for sn in ("", "", "PO-7")]
+    kept = sorted(
+        repr(r["payload"]["eventData"]) for r in await rows(pool) if r["parent_order_sn"] is None
+    )
+    assert kept == ["'status=2&sn=PO-7'"] * 2 + ["[1]"] * 2, "kept as sent, for each shop"
+    assert counter.seen[(wh.ORDER_STATUS, "stored")] == 3
     assert counter.seen[(wh.ORDER_STATUS, "duplicate")] == 1
     assert counter.seen[(wh.ORDER_STATUS, "unknown_mall")] == 0
-    assert woken == [1, 1]
+    assert woken == [1, 1, 1]
 
 
 async def test_unknown_mall_and_unsubscribed_code_are_acknowledged_and_ignored(
