@@ -151,6 +151,13 @@ class Runtime:
     def reset_clock(self) -> None:
         self.started = time.monotonic()
 
+    def since(self, started: float | None) -> None:
+        """The summary's elapsed_s counts from ``started`` (time.monotonic: a command's own
+        start, so a run of a few requests does not read as a rate no pacer allowed); None:
+        from when the runtime opened."""
+        if started is not None:
+            self.started = started
+
     async def close(self, *, pool_timeout_s: float = 5.0) -> None:
         await self.session.close()
         if self._oc_session is not None:

@@ -12,6 +12,7 @@ import gc
 import importlib.metadata
 import logging
 import sys
+import time
 from collections.abc import Coroutine, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -228,6 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
+    started = time.monotonic()  # a one-shot command's elapsed_s counts from here
     args = _merge_global_options(build_parser().parse_args(argv))
     from engine.cli import commands
 
@@ -251,7 +253,7 @@ def _main(argv: Sequence[str] | None) -> int:
         return ExitCode.USAGE
     setup_logging(args.log_format, args.verbose, settings.secrets())
     try:
-        return _run(commands.dispatch(args, settings))
+        return _run(commands.dispatch(args, settings, started=started))
     except KeyboardInterrupt:
         return ExitCode.INTERRUPTED
     except commands.CommandError as exc:

@@ -103,7 +103,11 @@ def _exit_for(rt: Runtime, shops: list[str] | None = None) -> int:
     return ExitCode.FAILURE if selected <= failed else ExitCode.PARTIAL
 
 
-async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
+async def dispatch(
+    args: argparse.Namespace, settings: Settings, *, started: float | None = None
+) -> int:
+    """``started``: when the command began (time.monotonic), the start of a one-shot run's
+    ``elapsed_s``; None: when its runtime opened."""
     cmd = args.command
     if cmd == "migrate":
         return await cmd_migrate(settings)
@@ -112,15 +116,15 @@ async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
         return await cmd_status(settings, as_json=args.json)
     if cmd == "backfill":
-        return await cmd_backfill(settings, args)
+        return await cmd_backfill(settings, args, started=started)
     if cmd == "run":
         if args.once:
-            return await cmd_run_once(settings, as_json=args.json)
+            return await cmd_run_once(settings, as_json=args.json, started=started)
         from engine.daemon.main import run_daemon
 
         return await run_daemon(settings)
     if cmd == "reconcile":
-        return await cmd_reconcile_once(settings, as_json=args.json)
+        return await cmd_reconcile_once(settings, as_json=args.json, started=started)
     if cmd == "labels":
         return await cmd_labels_import(settings, args.file)
     if cmd == "webhooks":
@@ -174,7 +178,9 @@ async def cmd_migrate(settings: Settings) -> int:
     return ExitCode.OK
 
 
-async def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
+async def cmd_backfill(
+    settings: Settings, args: argparse.Namespace, *, started: float | None = None
+) -> int:
     streams = ["orders", "returns"] if args.stream == "all" else [args.stream]
     if args.until is not None and args.until <= args.since:
         raise CommandError("--until must be after --since", ExitCode.USAGE)
@@ -193,7 +199,7 @@ async def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
             int(end.timestamp()),
             pairs=len(shops) * len(streams),
         )
-        rt.reset_clock()
+        rt.since(started)
         result = await service.backfill(
             args.since, args.until, shop_ids=args.shops, streams=streams, progress=progress
         )
@@ -236,11 +242,13 @@ async def _refuse_beside_daemons(rt: Runtime, command: str) -> None:
         raise CommandError(str(exc)) from None
 
 
-async def cmd_run_once(settings: Settings, *, as_json: bool) -> int:
+async def cmd_run_once(
+    settings: Settings, *, as_json: bool, started: float | None = None
+) -> int:
     rt = await open_runtime(settings)
     try:
         await _refuse_beside_daemons(rt, "run --once")
-        rt.reset_clock()
+        rt.since(started)
         await rt.sync_service().incremental_pass(respect_backoff=False)
         await _reconcile_pass(rt)
         _report(rt, as_json=as_json, title="run --once")
@@ -249,11 +257,13 @@ async def cmd_run_once(settings: Settings, *, as_json: bool) -> int:
         await rt.close()
 
 
-async def cmd_reconcile_once(settings: Settings, *, as_json: bool) -> int:
+async def cmd_reconcile_once(
+    settings: Settings, *, as_json: bool, started: float | None = None
+) -> int:
     rt = await open_runtime(settings)
     try:
         await _refuse_beside_daemons(rt, "reconcile --once")
-        rt.reset_clock()
+        rt.since(started)
         await _reconcile_pass(rt)
         _report(rt, as_json=as_json, title="reconcile --once")
         return _exit_for(rt)

@@ -8,7 +8,12 @@ import signal
 import socket
 from pathlib import Path
 
+import orjson
+
+from engine.sim import SimConfig
+from tests.e2e.daemon_harness import write_config
 from tests.fixtures_proc import EngineProcess, run_cli
+from tests.fixtures_sim import SimFactory
 
 
 async def test_version_prints_and_exits_0(tmp_path: Path) -> None:
@@ -53,3 +58,23 @@ async def test_an_error_under_the_journal_has_a_priority_prefix(tmp_path: Path) 
     await p.start()
     assert await p.wait(60) == 1
     assert p.stderr.startswith("<3>ERROR engine.cli: cannot use Postgres")
+
+
+async def test_a_short_run_reports_a_rate_within_the_apps_limit(
+    sim_factory: SimFactory, pg_url: str, schema: str, tmp_path: Path
+) -> None:
+    """interface.md: qps = requests / elapsed_s, and the app's limit is 20 a second. A run of
+    a few requests (a pass right after a backfill) takes the pacer's first three at once;
+    elapsed_s is the command's own time, so the figure stays what the run really did."""
+    sim = await sim_factory(SimConfig.default(orders=60, returns=10, shops=1, qps=20, seed=3))
+    cfg = write_config(
+        tmp_path / "config.toml", sim, db_url=pg_url, schema=schema, listen="", reconciler=False
+    )
+    base = ["--config", str(cfg)]
+    rc, out, err = (await run_cli(tmp_path, "first", [*base, "run", "--once"])).result()
+    assert rc == 0, err
+    rc, out, err = (await run_cli(tmp_path, "again", [*base, "run", "--once", "--json"])).result()
+    assert rc == 0, err
+    summary = orjson.loads(out.strip().splitlines()[-1])
+    assert 0 < summary["requests"] <= 10, summary
+    assert summary["qps"] <= 20, summary
