@@ -87,6 +87,7 @@ class SimConfig:
     ignore_return_sn_filter: bool = False
     oc_business_success: bool = False
     string_error_codes: bool = False
+    lines_max_page_size: int = 0
     nul_in_errors: bool = False  # issue 12
     logistics_not_ready: int = 0
     poison: bool = False

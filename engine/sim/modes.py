@@ -33,6 +33,9 @@ Set from ``SimConfig`` at build time and changed later through ``POST /_sim/mode
 - ``string_error_codes`` (bool): Temu's error answers carry ``errorCode`` as a JSON string
   (``"4000004"``): temu-api.md gives the envelope's codes as numbers, and "parse responses
   defensively" covers a gateway that quotes them.
+- ``lines_max_page_size`` (int, 0 off): ``bg.aftersales.aftersales.list.get`` refuses a
+  ``pageSize`` above this with 3000000. temu-api.md gives that list no maximum (only the
+  parent list's 200), so a client cannot know the real one.
 - ``exclusive_order_filters`` (bool): ``bg.order.list.v2.get`` refuses (3000000) a request
   with both the update pair and the creation pair: temu-api.md lists them as alternatives
   ("... or createAfter + createBefore").
@@ -77,6 +80,7 @@ class Modes:
     exclusive_order_filters: bool = False
     oc_business_success: bool = False
     string_error_codes: bool = False
+    lines_max_page_size: int = 0
     ignore_return_sn_filter: bool = False
     nul_in_errors: bool = False
     logistics_not_ready: int = 0

@@ -191,6 +191,9 @@ def return_lines_list(call: Call) -> dict[str, Any]:
         raise ApiError(BAD_PARAMS, "parentAfterSalesSnList is required")
     page_no = opt_int(p, "pageNo", 1, lo=1) or 1
     size = opt_int(p, "pageSize", 10, lo=1, hi=200) or 10
+    cap = call.world.modes.lines_max_page_size
+    if cap and size > cap:
+        raise ApiError(BAD_PARAMS, f"pageSize must be at most {cap}")
     lines = []
     for sn in dict.fromkeys(sns):
         rec = table.by_sn.get(poison.clean_key(sn))

@@ -20,13 +20,17 @@ from engine.store.store import CursorAdvance
 from engine.sync.shop_stream import ShopStream
 from engine.sync.windows import Window
 from engine.temu.api import Page
-from engine.temu.errors import TemuError
+from engine.temu.errors import BadParams, TemuError
 from engine.temu.limiter import Lane
 
 log = logging.getLogger(__name__)
 
 LINES_BATCH = 20  # parentAfterSalesSnList size per call; Temu documents no larger maximum
+# temu-api.md gives the child lines list no pageSize maximum (the parent list's is 200): 200 is
+# asked first, and a 3000000 refusal halves it (down to LINES_MIN_PAGE_SIZE) for the rest of
+# the process, instead of failing every returns page that needs lines.
 LINES_PAGE_SIZE = 200
+LINES_MIN_PAGE_SIZE = 25
 LOGISTICS_REREADS_PER_PASS = 50  # pending logistics read again per pass, at most
 REFUND_ONLY = 1
 # Statuses in which no return package can exist yet: requested, awaiting review, or waiting
@@ -62,6 +66,7 @@ class ReturnsAdapter(ShopStream):
     entity = "return"
 
     max_page_size = 200
+    lines_page_size = LINES_PAGE_SIZE  # lowered per shop when Temu refuses it (3000000)
 
     async def fetch(
         self, page: int, window: Window, lane: Lane, created: Window | None = None
@@ -113,19 +118,39 @@ class ReturnsAdapter(ShopStream):
         return [item for page in pages for item in page]
 
     async def _fetch_line_batch(self, batch: list[str], lane: Lane) -> list[dict[str, Any]]:
+        while True:
+            size = self.lines_page_size
+            try:
+                return await self._read_line_batch(batch, size, lane)
+            except BadParams as exc:
+                if size <= LINES_MIN_PAGE_SIZE:
+                    raise
+                smaller = max(LINES_MIN_PAGE_SIZE, size // 2)
+                log.warning(
+                    "return lines list refused pageSize %d (%s): asking %d from now on",
+                    size,
+                    exc,
+                    smaller,
+                    extra={"shop": self.shop_id},
+                )
+                self.lines_page_size = min(self.lines_page_size, smaller)
+
+    async def _read_line_batch(
+        self, batch: list[str], size: int, lane: Lane
+    ) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         page_no = 1
         while True:
             page = await self._api.list_return_lines(
-                batch, page_no=page_no, page_size=LINES_PAGE_SIZE, lane=lane
+                batch, page_no=page_no, page_size=size, lane=lane
             )
             out.extend(page.items)
             if page.odd:
                 await self._set_aside("return_line", page.odd)
             if page.total_known:
-                more = page_no * LINES_PAGE_SIZE < page.total
+                more = page_no * size < page.total
             else:  # no total in the answer: a full page may be followed by another
-                more = len(page.items) + page.skipped >= LINES_PAGE_SIZE
+                more = len(page.items) + page.skipped >= size
             if not page.items or not more:
                 return out
             page_no += 1

@@ -88,6 +88,20 @@ async def test_returns_backfill_changes_and_quiet_pass(world: tuple[Simulator, R
     assert rt.counters.entity("return").inserted == rt.counters.entity("return").updated == 0
 
 
+async def test_a_lines_list_with_a_smaller_page_limit_still_gives_every_line(
+    world: tuple[Simulator, Runtime],
+) -> None:
+    """temu-api.md gives the child lines list no pageSize maximum. One that refuses 200 (3000000,
+    not retried) must not fail every returns page needing lines: the size comes down."""
+    sim, rt = world
+    sim.set_modes(lines_max_page_size=30)
+    result = await rt.sync_service().backfill(rt.settings.sync.start, None)
+    assert not result.failed, result.failed
+    await assert_returns_equal_truth(rt, sim)
+    refused = sim.stats(arrivals=False)["apps"]["sim-app-1"]["errors"]
+    assert refused.get("3000000", refused.get(3000000, 0)) > 0, refused
+
+
 async def test_every_status_maps_in_the_view(
     sim_factory: SimFactory, pg_url: str, schema: str
 ) -> None:

@@ -281,6 +281,7 @@ async def test_modes_are_off_by_default_and_bad_modes_change_nothing(
         "exclusive_order_filters": False,
         "oc_business_success": False,
         "string_error_codes": False,
+        "lines_max_page_size": 0,
         "ignore_return_sn_filter": False,
         "nul_in_errors": False,
         "logistics_not_ready": 0,
