@@ -16,6 +16,7 @@ from engine.logs import redact
 
 Scope = Literal["call", "shop", "app"]
 
+
 def scrub(text: str, secrets: Iterable[str]) -> str:
     """Temu error texts without the call's secrets (and any the process knows): logs.redact."""
     return redact(text, secrets)
@@ -144,6 +145,12 @@ class TimestampRejected(TemuError):
         base = super().__str__()
         if self.local_timestamp is None:
             return base
+        if self.skew_s is not None and abs(self.skew_s) <= CLOCKS_AGREE_S:
+            # Temu's window is +-300 s: a refusal with clocks this close is not our clock's.
+            return (
+                f"{base} (sent timestamp {self.local_timestamp}; the local clock agrees with "
+                f"the server's within {abs(self.skew_s)} s: not this host's clock)"
+            )
         if self.skew_s is not None:
             direction = "ahead of" if self.skew_s > 0 else "behind"
             return (
@@ -151,6 +158,10 @@ class TimestampRejected(TemuError):
                 f"{abs(self.skew_s)} s {direction} the server's: fix the host clock)"
             )
         return f"{base} (sent timestamp {self.local_timestamp}; check the host clock)"
+
+
+# Within this, local and server clocks agree (the Date header has whole seconds).
+CLOCKS_AGREE_S = 5
 
 
 class AppAuthError(TemuError):

@@ -87,3 +87,19 @@ def test_timestamp_rejected_without_server_time_points_at_the_clock() -> None:
     assert isinstance(err, TimestampRejected)
     assert err.skew_s is None
     assert "check the host clock" in str(err)
+
+
+def test_timestamp_rejected_with_agreeing_clocks_does_not_blame_the_clock() -> None:
+    """The Date header says the clocks agree: "0 s behind, fix the host clock" would send an
+    operator after the wrong thing."""
+    err = error_for(
+        "x",
+        3000011,
+        "timestamp invalid",
+        "r",
+        local_timestamp=1711009672,
+        server_timestamp=1711009672,
+    )
+    assert isinstance(err, TimestampRejected) and err.skew_s == 0
+    assert "fix the host clock" not in str(err)
+    assert "not this host's clock" in str(err)
