@@ -6,7 +6,9 @@ call, with a message naming the missing types.
 
 from __future__ import annotations
 
+import copy
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -151,6 +153,11 @@ def expires_soon(check: TokenCheck | None, now: datetime) -> bool:
     return check.expires_at - now < WARN_BEFORE
 
 
+# How long an app Temu refused (3000001, 3000020-28) stays stopped in one gate before one of
+# its shops asks again: a daemon notices an app unsuspended without a restart.
+APP_REFUSAL_HOLD_S = 300.0
+
+
 class TokenGate:
     """What the sync asks before a shop's first call of a pass: is its token good for what we
     are about to call? One SELECT while the stored answer is fresh, a Temu call (the lowest
@@ -161,15 +168,30 @@ class TokenGate:
         checker: TokenChecker,
         apis: Mapping[str, TemuShopApi],
         observe: Callable[[TokenStatus], None] | None = None,
+        *,
+        app_hold_s: float = APP_REFUSAL_HOLD_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._checker = checker
         self._apis = apis
         self._observe = observe
+        self._app_hold_s = app_hold_s
+        self._clock = clock
+        # app_key -> (Temu's refusal of the app itself, when): its other shops are not asked.
+        self._app_refused: dict[str, tuple[TemuError, float]] = {}
 
     async def require(self, shop_id: str) -> None:
         api = self._apis.get(shop_id)
         if api is None:
             return
+        app_key = api.app_key
+        held = self._app_refused.get(app_key)
+        if held is not None and self._clock() - held[1] < self._app_hold_s:
+            # temu-api.md: an app-level refusal (bad signature, unknown or suspended app_key)
+            # stops the app: every shop of it would be refused the same way.
+            again = copy.copy(held[0])
+            again.shop_id = shop_id
+            raise again
         try:
             status = await self._checker.check(api, lane=Lane.BACKFILL)
         except TemuError as exc:
@@ -179,7 +201,10 @@ class TokenGate:
                 # the check is tried again at the next pass.
                 log.warning("access token check skipped: %s", exc, extra={"shop": shop_id})
                 return
+            if exc.scope == "app":
+                self._app_refused[app_key] = (exc, self._clock())
             raise  # the token or the app is refused: the shop's calls would fail the same way
+        self._app_refused.pop(app_key, None)
         if self._observe is not None:
             self._observe(status)
         if status.missing:

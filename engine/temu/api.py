@@ -65,7 +65,11 @@ class TemuShopApi:
         self._access_token = access_token
 
     def __repr__(self) -> str:
-        return f"TemuShopApi(shop_id={self.shop_id!r}, app_key={self.transport.app.app_key!r})"
+        return f"TemuShopApi(shop_id={self.shop_id!r}, app_key={self.app_key!r})"
+
+    @property
+    def app_key(self) -> str:
+        return self.transport.app.app_key
 
     @property
     def token_fingerprint(self) -> str:

@@ -127,3 +127,36 @@ async def test_status_says_null_before_any_check_and_never_migrates(
         )
     finally:
         await rt.close()
+
+
+async def test_an_app_refused_by_temu_is_stopped_not_asked_again_for_each_shop(
+    sim_factory: SimFactory, pg_url: str, schema: str
+) -> None:
+    """temu-api.md: 3000001 / 3000020-28 mean "stop that app; clear error". With a wrong
+    app_secret, the first shop's token check is refused; the app's other shops fail with the
+    same clear error without a request of their own, and another app's shop goes on."""
+    from dataclasses import replace
+
+    from engine.config import Secret
+
+    config = SimConfig.default(orders=50, returns=0, shops=4, apps=2, qps=100, seed=7)
+    sim = await sim_factory(config)
+    settings = settings_for_simulator(
+        sim, config, database_url=pg_url, schema=schema, sync={"returns": False}
+    )
+    broken = settings.apps[0].app_key
+    apps = tuple(
+        replace(a, app_secret=Secret("0" * 40)) if a.app_key == broken else a for a in settings.apps
+    )
+    settings = replace(settings, apps=apps)
+    mine = sorted(s.id for s in settings.shops if s.app_key == broken)
+    assert len(mine) == 2
+    rt = await open_runtime(settings)
+    try:
+        result = await rt.sync_service().incremental_pass()
+    finally:
+        await rt.close()
+    assert sorted({shop for shop, _ in result.failed}) == mine
+    assert all(f"app {broken}" in why for why in result.failed.values()), result.failed
+    sent = sim.stats(arrivals=False)["apps"][broken]
+    assert sent["accepted"] + sum(sent["errors"].values()) == 1, sent
