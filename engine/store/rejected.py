@@ -68,7 +68,9 @@ def isolable(exc: BaseException) -> bool:
 
 
 def json_key(value: Any, *path: str) -> str | None:
-    """Mirrors the SQL ``nullif(item -> a ->> b, '')``: None when there is no usable key."""
+    """Mirrors the SQL ``nullif(item -> a ->> b, '')`` on the payload as stored: None when there
+    is no usable key; a U+0000 reads as the U+FFFD Postgres holds instead (pool.without_nul),
+    so the engine compares and counts a record under the key its row has."""
     for name in path:
         if not isinstance(value, dict):
             return None
@@ -76,7 +78,7 @@ def json_key(value: Any, *path: str) -> str | None:
     if value is None:
         return None
     if isinstance(value, str):
-        return value or None
+        return pg_text(value) or None
     return orjson.dumps(value).decode()
 
 

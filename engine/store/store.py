@@ -226,7 +226,10 @@ class Store(Outbox):
         Lines and logistics go first: if the transaction is lost, the returns still look
         changed on the next read and their lines are fetched again."""
         item_list, line_list = list(items), list(lines)
-        infos = {sn: _logistics_info(result) for sn, result in logistics.items()}
+        # Keyed as Postgres stores the return (a U+0000 in its key reads as U+FFFD).
+        infos = dict(
+            zip(pg_texts(logistics), map(_logistics_info, logistics.values()), strict=True)
+        )
         if not _returns_without_keys(item_list, line_list):
             try:
                 async with self._pool.acquire() as conn, conn.transaction():

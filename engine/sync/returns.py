@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from engine.retry import logistics_reread_delay
+from engine.store.pool import pg_text
 from engine.store.store import CursorAdvance
 from engine.sync.shop_stream import ShopStream
 from engine.sync.windows import Window
@@ -87,7 +88,9 @@ class ReturnsAdapter(ShopStream):
 
     async def write(self, items: list[dict[str, Any]], advance: CursorAdvance | None) -> None:
         changed = set(await self._store.returns_changed(self.shop_id, items))
-        changed_items = [i for i in items if self.key(i) in changed]
+        # Postgres answers keys as it stores them (U+FFFD for a U+0000); Temu is asked with
+        # the key it sent.
+        changed_items = [i for i in items if pg_text(self.key(i)) in changed]
         lane = self._lane_for(advance)
         sns = [sn for sn in (self.key(i) for i in changed_items) if sn is not None]
         logistics_sns = [sn for sn, i in zip(sns, changed_items, strict=True) if needs_logistics(i)]

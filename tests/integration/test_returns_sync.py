@@ -102,6 +102,35 @@ async def test_a_lines_list_with_a_smaller_page_limit_still_gives_every_line(
     assert refused.get("3000000", refused.get(3000000, 0)) > 0, refused
 
 
+async def test_a_return_whose_key_holds_u0000_is_stored_with_its_lines_and_logistics(
+    world: tuple[Simulator, Runtime],
+) -> None:
+    """interface.md: a string Postgres refuses is stored as close as it allows (U+FFFD for
+    U+0000). The key is asked of Temu as Temu sent it (lines, reverse logistics) and compared
+    with the stored rows as Postgres holds it."""
+    sim, rt = world
+    table = sim.world.shop("shop-1").returns
+    rec = next(r for r in table.records if r.lines and r.logistics)
+    del table.by_sn[rec.sn]
+    rec.sn = rec.sn[:6] + "\u0000" + rec.sn[6:]
+    table.by_sn[rec.sn] = rec
+    for line in rec.lines:
+        line["parentAfterSalesSn"] = rec.sn
+    stored_key = rec.sn.replace("\u0000", "\ufffd")
+    result = await rt.sync_service().backfill(rt.settings.sync.start, None)
+    assert not result.failed, result.failed
+    async with rt.pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "SELECT (SELECT count(*) FROM return_lines WHERE parent_after_sales_sn = $1) AS lines,"
+            " (SELECT count(*) FROM return_logistics WHERE parent_after_sales_sn = $1) AS logi,"
+            " (SELECT count(*) FROM returns WHERE parent_after_sales_sn = $1) AS ret",
+            stored_key,
+        )
+    assert (row["ret"], row["lines"], row["logi"]) == (1, len(rec.lines), 1), dict(row)
+    pending = await rt.pool.fetchval("SELECT count(*) FROM logistics_pending")
+    assert pending == 0
+
+
 async def test_every_status_maps_in_the_view(
     sim_factory: SimFactory, pg_url: str, schema: str
 ) -> None:

@@ -180,6 +180,32 @@ async def test_duplicates_in_one_batch_last_wins(store: Store, pool: asyncpg.Poo
     assert await count_changes(pool) == 6
 
 
+async def test_an_order_key_holding_u0000_is_stored_under_its_u_fffd_key(
+    store: Store, pool: asyncpg.Pool
+) -> None:
+    """interface.md: a string Postgres refuses is stored as close as Postgres allows (U+FFFD
+    for U+0000), never dropped. The key is the order's own: the engine must read it as Postgres
+    stores it, or it loses the order (compared under one key, stored under the other)."""
+    page = [order("OK-1"), order("BAD\u0000-1"), order("BAD-2", lines=2)]
+    page[2]["orderList"][1]["orderSn"] = "BAD\u0000-2-L1"
+    got = await store.write_orders(SHOP, page)
+    assert got["order"] == DiffCounts(3, 0, 0)
+    assert got["order_line"] == DiffCounts(4, 0, 0)
+    keys = await pool.fetch("SELECT parent_order_sn FROM orders ORDER BY 1")
+    assert [r["parent_order_sn"] for r in keys] == ["BAD-2", "BAD\ufffd-1", "OK-1"]
+    lines = await pool.fetch("SELECT order_sn FROM order_lines ORDER BY 1")
+    assert "BAD\ufffd-2-L1" in [r["order_sn"] for r in lines]
+    # Read again unchanged: nothing is written, under either spelling.
+    before = await pool.fetch("SELECT parent_order_sn, xmin::text FROM orders ORDER BY 1")
+    got = await store.write_orders(SHOP, page)
+    assert got["order"] == DiffCounts(0, 0, 3) and got["order_line"] == DiffCounts(0, 0, 4)
+    assert await pool.fetch("SELECT parent_order_sn, xmin::text FROM orders ORDER BY 1") == before
+    # Changed: updated in place, one changes row.
+    page[1]["parentOrderMap"]["parentOrderStatus"] = 4
+    got = await store.write_orders(SHOP, page)
+    assert got["order"] == DiffCounts(0, 1, 2)
+
+
 async def test_missing_keys_skipped_and_lenient_values(store: Store, pool: asyncpg.Pool) -> None:
     no_key = order("X")
     del no_key["parentOrderMap"]["parentOrderSn"]
