@@ -45,12 +45,22 @@ _LONG_NEGATIVE = b":-" + b"0" * 19
 # The exponent pattern's folded image, a digit then e-000. Found by the regex engine's literal
 # scan: `in` takes three times as long on Temu pages, which are full of '0', 'e' and '-'.
 _TINY = re.compile(rb"0e-000")
+# A number with 16 or more digits and a fraction of 8 or more: a float may not hold all its
+# digits (a float keeps 15-17). Folded, such a fraction is ".00000000", which Temu's strings
+# (URLs, names) do not hold; only then is the page searched for the number itself. The
+# tolerant decoder then keeps it verbatim unless a float spells the same value.
+_LONG_FRACTION = b".00000000"
+_SUSPECT_DECIMAL = re.compile(rb"[:\[,]\s*-?(?=[0-9.]{17})[0-9]*\.[0-9]{8}")
+# Shorter number tokens always round-trip through a float.
+_EXACT_FLOAT_CHARS = 16
 
 
 def _suspect(raw: bytes) -> bool:
     folded = raw.translate(_FOLD)
     long = _LONG in folded or _LONG_NEGATIVE in folded
     if long and _SUSPECT_INTEGER.search(raw) is not None:
+        return True
+    if _LONG_FRACTION in folded and _SUSPECT_DECIMAL.search(raw) is not None:
         return True
     return _TINY.search(folded) is not None and _SUSPECT_EXPONENT.search(raw) is not None
 
@@ -106,7 +116,14 @@ def _number_int(text: str) -> Any:
 
 def _number_float(text: str) -> Any:
     value = float(text)
-    if value not in (float("inf"), float("-inf")) and (value != 0.0 or not _underflows(text)):
+    # Beyond a float (1e400), below it (1e-400), or with more digits than a float holds
+    # (0.12345678901234567891): kept as sent, so the payload is the record exactly as Temu
+    # returned it.
+    if (
+        value not in (float("inf"), float("-inf"))
+        and (value != 0.0 or not _underflows(text))
+        and (len(text) < _EXACT_FLOAT_CHARS or _same_value(value, text))
+    ):
         return value
     if len(text) > MAX_NUMBER_CHARS:
         return text
@@ -117,6 +134,14 @@ def _number_float(text: str) -> Any:
     if _MIN_EXPONENT < exponent < _MAX_EXPONENT:
         return orjson.Fragment(text)
     return text
+
+
+def _same_value(value: float, text: str) -> bool:
+    """Whether the float's shortest spelling is the number ``text`` spells (12.50 is 12.5)."""
+    try:
+        return Decimal(repr(value)) == Decimal(text)
+    except InvalidOperation:
+        return True
 
 
 def _underflows(text: str) -> bool:

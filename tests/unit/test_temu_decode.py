@@ -52,6 +52,25 @@ def test_numbers_beyond_float_or_int64_stay_exact(number: bytes) -> None:
     assert out.value["w"] == 7
 
 
+@pytest.mark.parametrize(
+    "number", [b"0.12345678901234567891", b"123456789.123456789123", b"-1.0000000000000000001"]
+)
+def test_decimals_longer_than_a_float_keep_every_digit(number: bytes) -> None:
+    """interface.md: payload is the record exactly as the API returned it; a float keeps 15-17
+    digits, jsonb keeps them all."""
+    body = b'{"v": ' + number + b', "w": 2.5}'
+    assert _dumped(body) == b'{"v":' + number + b',"w":2.5}'
+
+
+def test_decimals_a_float_holds_keep_the_fast_path() -> None:
+    for body in (b'{"v": 40.71234567, "w": 12.50}', b'{"v": 0.1234567890123}'):
+        out = decode_body(body)
+        assert not out.repaired, body
+    # A long fraction the float spells the same way stays a float even on the careful path.
+    out = decode_body(b'{"v": 0.5000000000000000000, "w": 1e400}')
+    assert out.value["v"] == 0.5 and isinstance(out.value["v"], float)
+
+
 def test_numbers_postgres_cannot_hold_become_strings() -> None:
     huge = b"9" * 5000
     assert decode_body(b'{"v": ' + huge + b"}").value == {"v": huge.decode()}
