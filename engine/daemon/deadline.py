@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -24,17 +25,21 @@ async def run_with_deadline(
     idle_s: Callable[[], float],
     limit_s: float,
     check_every_s: float = 1.0,
+    clock: Callable[[], float] = time.monotonic,
 ) -> T:
     """Runs ``work`` while ``idle_s()`` (seconds since the loop last made progress) stays
     within ``limit_s``; past it, cancels the work and raises ``PassStalled``. A long pass that
-    keeps making progress (a catch-up moving its cursor window by window) is never cut off."""
+    keeps making progress (a catch-up moving its cursor window by window) is never cut off.
+    Idle time counts from this pass's start at the earliest: a retry after a stalled pass
+    gets its whole deadline, not what the stalled one left of it."""
+    started = clock()
     task = asyncio.ensure_future(work)
     try:
         while True:
             done, _ = await asyncio.wait({task}, timeout=check_every_s)
             if done:
                 return task.result()
-            idle = idle_s()
+            idle = min(idle_s(), clock() - started)
             if idle > limit_s:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -82,17 +82,19 @@ class HealthBoard:
         self._loops.pop(name, None)
 
     def progress(self, name: str) -> None:
+        """The loop moved on (a cursor, a finished task): interface.md's /healthz is about
+        progress, so a failure streak ends here, not only when a whole round succeeds (after
+        an outage the reconciler's first round may take minutes of visible work)."""
         loop = self._loops[name]
         loop.last_progress = self._clock()
         loop.last_progress_wall = self._wall()
+        loop.failures = 0
+        loop.failing_since_wall = None
+        loop.failing_since = None
 
     def succeeded(self, name: str) -> None:
         """A whole round went through: progress, and the failure streak is over."""
         self.progress(name)
-        loop = self._loops[name]
-        loop.failures = 0
-        loop.failing_since_wall = None
-        loop.failing_since = None
 
     def failed(self, name: str, message: str, *, since: float | None = None) -> None:
         """``since``: when the failed attempt began (this board's clock), if earlier than now."""

@@ -84,3 +84,20 @@ def test_database_down_fails_the_check_with_the_reason() -> None:
     assert details["reason"].startswith("database unavailable since 2023-11-14T22:13:20Z")
     board.database_ok()
     assert board.health()[0] is True
+
+
+def test_progress_after_a_failing_streak_makes_the_loop_healthy_again() -> None:
+    """After an outage the reconciler's first round does minutes of visible work (tasks done)
+    before it ends: the check is about progress, so that work ends the streak."""
+    clock = Clock()
+    board = HealthBoard(slack_s=30, failing_grace_s=20, clock=clock, wall=lambda: 1.7e9)
+    board.register("reconciler", 15, kind="reconciler")
+    board.failed("reconciler", "ConnectionResetError")
+    clock.t += 25
+    board.failed("reconciler", "ConnectionResetError")
+    assert board.health()[0] is False
+    clock.t += 5
+    board.progress("reconciler")  # a task done in the round that is still running
+    ok, details = board.health()
+    assert ok is True, details.get("reason")
+    assert details["loops"]["reconciler"]["failing"] is False
