@@ -49,7 +49,7 @@ async def cmd_status(settings: Settings, *, as_json: bool) -> int:
             return _report(
                 settings,
                 as_json=as_json,
-                rows=_never_synced(settings.shops, rt.sync_service().enabled_streams()),
+                rows=_never_synced(settings.shops, settings.sync.streams),
                 outbox=_EMPTY_OUTBOX
                 | {"blocked": 0, "blocked_latest_error": None, "blocked_latest_key": None},
                 rejected=[],
@@ -64,9 +64,7 @@ async def cmd_status(settings: Settings, *, as_json: bool) -> int:
                 file=sys.stderr,
             )
         tokens = {c.shop_id: c for c in await TokenChecks(rt.pool).all()} if not pending else {}
-        rows = await rt.store.sync_status(
-            [s.id for s in settings.shops], rt.sync_service().enabled_streams()
-        )
+        rows = await rt.store.sync_status([s.id for s in settings.shops], settings.sync.streams)
         outbox = await rt.store.outbox_summary()
         rejected = await rt.store.rejected_counts() if not pending else []
         blocked, blocked_error, blocked_key = await ReconcileStore(rt.pool).blocked(BLOCKED)
