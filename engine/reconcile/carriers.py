@@ -21,6 +21,9 @@ Fetch = Callable[[int | None], Awaitable[list[dict[str, Any]]]]
 
 _ORDER_REGION = re.compile(r"^PO-(\d{1,4})-")
 DEFAULT_TTL_S = 6 * 3600.0
+# A miss in a list younger than this is not fetched again (a carrier Temu added a minute ago
+# waits a minute; a batch of lines naming an unknown carrier does not call Temu per line).
+MISS_REFRESH_S = 60.0
 
 
 def region_of(region_id: int | None, parent_order_sn: str | None) -> int | None:
@@ -44,12 +47,19 @@ class CarrierDirectory:
 
     An empty list is never cached (one empty answer would otherwise block every upload of the
     region for hours), and a name or id missing from a cached list triggers one fresh fetch
-    before it is called unknown (a carrier Temu added since)."""
+    before it is called unknown (a carrier Temu added since), at most once per ``refresh_s``
+    per region: an import of many lines with the same wrong carrier costs one call, not one
+    per line."""
 
     def __init__(
-        self, *, ttl_s: float = DEFAULT_TTL_S, clock: Callable[[], float] = time.monotonic
+        self,
+        *,
+        ttl_s: float = DEFAULT_TTL_S,
+        refresh_s: float = MISS_REFRESH_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._ttl = ttl_s
+        self._refresh = refresh_s
         self._clock = clock
         self._cache: dict[int | None, tuple[float, CarrierList]] = {}
         # Each id as Temu's list gave it (a number or a string): sent back the same way.
@@ -88,10 +98,10 @@ class CarrierDirectory:
         ``region_id`` None: the return's region is unknown, the region-less list is used."""
         if region_id is None and carrier_id:
             return carrier_id  # nothing region-specific to check against; Temu will judge it
-        was_cached = region_id in self._cache
+        cached = self._cache.get(region_id)
         table = await self.carriers(region_id, fetch)
         found = _lookup(table, carrier_id, carrier_name)
-        if found is None and was_cached:
+        if found is None and cached is not None and self._clock() - cached[0] >= self._refresh:
             # A miss in a cached list: one fresh look before calling it unknown.
             table = await self.carriers(region_id, fetch, fresh=True)
         return _checked(table, carrier_id, carrier_name, region_id)
