@@ -11,6 +11,7 @@ import asyncio
 import gc
 import importlib.metadata
 import logging
+import signal
 import sys
 import time
 from collections.abc import Coroutine, Sequence
@@ -30,7 +31,7 @@ exit codes:
   1    failure
   2    usage or configuration error (the message names the file and key)
   3    finished, but some shops failed (the others completed)
-  130  interrupted (Ctrl-C); `run` treats SIGINT like SIGTERM: a clean stop, exit 0
+  130  interrupted (Ctrl-C or SIGTERM); `run` treats SIGINT like SIGTERM: a clean stop, exit 0
 
 configuration: --config PATH, else $TEMU_SYNC_CONFIG, else ./config.toml. A relative
 data_dir is resolved next to the config file; a relative *_file secret path is resolved
@@ -231,6 +232,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     started = time.monotonic()  # a one-shot command's elapsed_s counts from here
     args = _merge_global_options(build_parser().parse_args(argv))
+    if not (args.command == "run" and not getattr(args, "once", False)):
+        # SIGTERM (systemd stopping a one-shot unit, kill) takes Ctrl-C's way out: the
+        # command's cleanup runs (app leases released, pool closed), exit 130. The daemon
+        # installs its own handlers: for it SIGTERM is a clean stop.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
     from engine.cli import commands
 
     if args.command in ("demo", "simulate"):

@@ -9,6 +9,7 @@ import socket
 from pathlib import Path
 
 import orjson
+import pytest
 
 from engine.sim import SimConfig
 from tests.e2e.daemon_harness import write_config
@@ -22,7 +23,12 @@ async def test_version_prints_and_exits_0(tmp_path: Path) -> None:
     assert out.strip() == f"temu-sync {importlib.metadata.version('temu-sync')}"
 
 
-async def test_sigint_during_a_one_shot_command_exits_130(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+async def test_a_signal_during_a_one_shot_command_exits_130(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    """SIGTERM (systemd stopping a backfill unit, kill) takes the same way out as Ctrl-C: the
+    command's cleanup runs (leases released, pool closed) instead of dying on the spot."""
     # A "Postgres" that accepts connections and never answers keeps `migrate` waiting.
     with socket.socket() as black_hole:
         black_hole.bind(("127.0.0.1", 0))
@@ -38,7 +44,7 @@ async def test_sigint_during_a_one_shot_command_exits_130(tmp_path: Path) -> Non
             # The command is now inside its event loop, its signal handlers installed.
             conn, _ = await asyncio.wait_for(loop.sock_accept(black_hole), 30)
             await asyncio.sleep(0.3)
-            proc.signal(signal.SIGINT)
+            proc.signal(sig)
             rc = await proc.wait(30)
             conn.close()
         finally:
