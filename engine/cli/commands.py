@@ -6,7 +6,7 @@ import argparse
 import contextlib
 import logging
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -191,7 +191,11 @@ async def cmd_backfill(
     keeper: LeaseKeeper | None = None
     try:
         shops = args.shops or [s.id for s in settings.shops]
-        keeper = await _lease_apps(rt, shops, identity, holdings)
+        try:
+            keeper = await _lease_apps(rt, shops, identity, holdings)
+        except CommandError:
+            _refused(rt, shops, as_json=args.json)
+            raise
         service = rt.sync_service()
         end = args.until or datetime.now(UTC)
         progress = BackfillProgress(
@@ -234,12 +238,21 @@ async def _lease_apps(
     return keeper
 
 
-async def _refuse_beside_daemons(rt: Runtime, command: str) -> None:
+async def _refuse_beside_daemons(rt: Runtime, command: str, *, as_json: bool) -> None:
     apps = {s.app_key for s in rt.settings.shops}
     try:
         await refuse_if_daemon_owns(LeaseStore(rt.pool), apps, command)
     except AppsBusy as exc:
+        _refused(rt, [s.id for s in rt.settings.shops], as_json=as_json)
         raise CommandError(str(exc)) from None
+
+
+def _refused(rt: Runtime, shops: Iterable[str], *, as_json: bool) -> None:
+    """A run refused before any work (another process owns the apps): with --json the last
+    line of stdout is still the summary (interface.md), every shop of the run failed."""
+    if as_json:
+        rt.counters.shops_failed.update(shops)
+        print_json_summary(rt.summary())
 
 
 async def cmd_run_once(
@@ -247,7 +260,7 @@ async def cmd_run_once(
 ) -> int:
     rt = await open_runtime(settings)
     try:
-        await _refuse_beside_daemons(rt, "run --once")
+        await _refuse_beside_daemons(rt, "run --once", as_json=as_json)
         rt.since(started)
         await rt.sync_service().incremental_pass(respect_backoff=False)
         await _reconcile_pass(rt)
@@ -262,7 +275,7 @@ async def cmd_reconcile_once(
 ) -> int:
     rt = await open_runtime(settings)
     try:
-        await _refuse_beside_daemons(rt, "reconcile --once")
+        await _refuse_beside_daemons(rt, "reconcile --once", as_json=as_json)
         rt.since(started)
         await _reconcile_pass(rt)
         _report(rt, as_json=as_json, title="reconcile --once")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
+
 from engine.sim import SimConfig
 from tests.e2e.daemon_harness import NotifySocket, free_port, write_config
 from tests.fixtures_proc import EngineProcess, run_cli
@@ -29,12 +31,16 @@ async def test_run_once_refuses_while_a_daemon_owns_the_app(
     try:
         await daemon.start()
         await notify.wait_for("READY=1", within=30)
-        for command in (["run", "--once"], ["reconcile", "--once"]):
+        since = ["--since", "2025-01-01T00:00:00Z"]
+        for command in (["run", "--once"], ["reconcile", "--once"], ["backfill", *since]):
             rc, out, err = (
-                await run_cli(tmp_path, "once", ["--config", str(cfg), *command])
+                await run_cli(tmp_path, "once", ["--config", str(cfg), *command, "--json"])
             ).result()
             assert rc == 1, out + err
             assert "owned by the running daemon" in err and "sim-app-1" in err, err
+            # interface.md: with --json the last line of stdout is the summary, refused too.
+            summary = orjson.loads(out.strip().splitlines()[-1])
+            assert summary["shops_failed"] == ["shop-1"] and summary["requests"] == 0, summary
     finally:
         daemon.signal()
         await daemon.wait(10)
