@@ -4,7 +4,7 @@ runs one pass. The daemon's loop around it is ``engine/daemon/reconciler_loop.py
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 
 from engine.app.runtime import Runtime
 from engine.cluster.claims import OwnedShopsStore
@@ -172,9 +172,18 @@ async def reconcile_once(rt: Runtime) -> None:
 # -- merchant labels ---------------------------------------------------------------------------
 
 
-def label_queue(rt: Runtime, gate: Callable[[str], Awaitable[None]] | None = None) -> LabelQueue:
+def label_queue(
+    rt: Runtime,
+    gate: Callable[[str], Awaitable[None]] | None = None,
+    *,
+    unchecked: Collection[str] = (),
+) -> LabelQueue:
     return LabelQueue(
-        recon=ReconcileStore(rt.pool), temu=temu_returns(rt), carriers=CarrierDirectory(), gate=gate
+        recon=ReconcileStore(rt.pool),
+        temu=temu_returns(rt),
+        carriers=CarrierDirectory(),
+        gate=gate,
+        unchecked=unchecked,
     )
 
 

@@ -18,6 +18,7 @@ from engine.app.runtime import Runtime
 from engine.errors import ExitCode
 from engine.reconcile.labels import parse_label_lines
 from engine.reconcile.ports import LabelRejected
+from engine.store.leases import LeaseStore
 from engine.sync.tokens import ShopRefused, TokenScreen
 from engine.temu.token_info import LABEL_IMPORT_SCOPES
 
@@ -33,9 +34,19 @@ async def import_labels(rt: Runtime, path: str) -> int:
         print(f"cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
         return ExitCode.USAGE
     good, bad = parse_label_lines(data, [s.id for s in rt.settings.shops])
-    # The carrier check is the only Temu call: a shop's token must allow that much.
+    # The carrier check is the only Temu call: a shop's token must allow that much. A shop
+    # whose app another process paces (a daemon, a backfill) is not called from here at all.
     screen = TokenScreen(rt.token_gate(LABEL_IMPORT_SCOPES))
-    queue = label_queue(rt, gate=screen.require)
+    busy = await _apps_paced_elsewhere(rt)
+    unchecked = [s.id for s in rt.settings.shops if s.app_key in busy]
+    if unchecked:
+        log.info(
+            "app(s) %s are paced by another process: carriers and tokens of shop(s) %s are "
+            "checked when their uploads run there",
+            ", ".join(sorted(busy)),
+            ", ".join(unchecked),
+        )
+    queue = label_queue(rt, gate=screen.require, unchecked=unchecked)
     queued = 0
     for line_no, req in good:
         try:
@@ -57,3 +68,9 @@ async def import_labels(rt: Runtime, path: str) -> int:
     if bad and not queued:
         return ExitCode.FAILURE
     return ExitCode.PARTIAL if screen.refused else ExitCode.OK
+
+
+async def _apps_paced_elsewhere(rt: Runtime) -> set[str]:
+    """The apps whose lease another process holds now: its pacer owns their rate."""
+    apps = {s.app_key for s in rt.settings.shops}
+    return {lease.app_key for lease in await LeaseStore(rt.pool).leases() if lease.live} & apps

@@ -9,7 +9,7 @@ replaces the label of, the return's single ``upload_label`` task.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -35,13 +35,18 @@ class LabelQueue:
         temu: Mapping[str, TemuReturns],
         carriers: CarrierDirectory,
         gate: Callable[[str], Awaitable[None]] | None = None,
+        unchecked: Collection[str] = (),
     ) -> None:
         """``gate(shop_id)``: awaited before the first Temu call for a shop (the access-token
-        check of ``labels import``); what it raises propagates out of :meth:`queue`."""
+        check of ``labels import``); what it raises propagates out of :meth:`queue`.
+        ``unchecked``: shops whose app another process paces now (a daemon, a backfill): no
+        Temu call is made for them here (two pacers would double the app's rate); the upload
+        task checks token and carrier when it runs in that process."""
         self._recon = recon
         self._temu = temu
         self._carriers = carriers
         self._gate = gate
+        self._unchecked = frozenset(unchecked)
 
     async def queue(self, req: LabelRequest) -> SubmitResult:
         """Queues one validated label; raises LabelRejected (404, 409, 422) with the reason."""
@@ -109,6 +114,8 @@ class LabelQueue:
         temu = self._temu.get(shop_id)
         if temu is None:
             raise LabelRejected(f"shop {shop_id} is not configured", 422)
+        if shop_id in self._unchecked:
+            return
         if self._gate is not None:
             await self._gate(shop_id)
         try:

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import asyncpg
 import orjson
 
 from engine.sim import SimConfig
-from tests.e2e.daemon_harness import NotifySocket, free_port, write_config
+from tests.e2e.daemon_harness import NotifySocket, eventually, free_port, write_config
 from tests.fixtures_proc import EngineProcess, run_cli
 from tests.fixtures_sim import SimFactory
+
+CARRIERS = "temu.aftersales.carrier.get"
+TOKEN_INFO = "bg.open.accesstoken.info.get"
 
 
 async def test_run_once_refuses_while_a_daemon_owns_the_app(
@@ -52,3 +56,77 @@ async def test_run_once_refuses_while_a_daemon_owns_the_app(
         await run_cli(tmp_path, "again", ["--config", str(cfg), "run", "--once"])
     ).result()
     assert rc == 0, out + err
+
+
+async def test_labels_import_beside_a_daemon_sends_nothing_to_temu(
+    sim_factory: SimFactory, pg_url: str, schema: str, tmp_path: Path
+) -> None:
+    """`labels import` queues while a daemon paces the app: its carrier and token checks would
+    be a second pacer's traffic on the same app (over 20 req/s together), so it makes none; the
+    daemon's upload task checks them when it runs."""
+    sim = await sim_factory(SimConfig.default(orders=50, returns=60, shops=1, seed=5))
+    cfg = write_config(
+        tmp_path / "config.toml",
+        sim,
+        db_url=pg_url,
+        schema=schema,
+        listen=f"127.0.0.1:{free_port()}",
+        reconciler=False,  # the daemon syncs; nothing uploads the queued labels meanwhile
+    )
+    waiting = [
+        r["parentAfterSalesSn"]
+        for r in sim.truth_returns("shop-1")
+        if r["parentAfterSalesStatus"] == 8 and 10 in r["availableOperateList"]
+    ]
+    assert waiting, "the seed must give returns waiting for a label"
+    lines = tmp_path / "labels.jsonl"
+    lines.write_text(
+        "".join(
+            orjson.dumps(
+                {
+                    "parentAfterSalesSn": sn,
+                    "labelUrl": f"https://labels.example.com/{sn}.pdf",
+                    "labelFileFormat": "pdf",
+                    "trackingNumber": f"1ZTEST{i:010d}",
+                    "trackingCompany": "United Parcel Service",
+                }
+            ).decode()
+            + "\n"
+            for i, sn in enumerate(waiting)
+        )
+    )
+    notify = NotifySocket(tmp_path / "notify.sock")
+    daemon = EngineProcess(
+        tmp_path, "daemon", ["--config", str(cfg), "run"], env={"NOTIFY_SOCKET": str(notify.path)}
+    )
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await daemon.start()
+        await notify.wait_for("READY=1", within=30)
+
+        async def returns_synced() -> bool:
+            n = await conn.fetchval(f'SELECT count(*) FROM "{schema}".returns')
+            return bool(n == len(sim.truth_returns("shop-1")))
+
+        await eventually(returns_synced, within=30, what="the returns in Postgres")
+        before = sim.stats(arrivals=False)["apps"]["sim-app-1"]["by_type"]
+        rc, out, err = (
+            await run_cli(
+                tmp_path, "import", ["--config", str(cfg), "labels", "import", str(lines)]
+            )
+        ).result()
+        after = sim.stats(arrivals=False)["apps"]["sim-app-1"]["by_type"]
+        assert rc == 0, out + err
+        assert f"{len(waiting)} label(s) queued" in out, out + err
+        sent = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+        assert sent.get(CARRIERS, 0) == 0 and sent.get(TOKEN_INFO, 0) == 0, sent
+        queued = await conn.fetchval(
+            f"SELECT count(*) FROM \"{schema}\".outbox WHERE kind = 'upload_label'"
+        )
+        assert queued == len(waiting)
+    finally:
+        daemon.signal()
+        await daemon.wait(10)
+        await daemon.kill()
+        notify.close()
+        await conn.close()
