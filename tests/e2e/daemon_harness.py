@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import asyncpg
 import orjson
 
 from engine.sim import Simulator
+from tests.fixtures_proc import EngineProcess
 from tests.truth import STREAMS, compare, truth_differences
 
 
@@ -90,6 +91,27 @@ class NotifySocket:
         self.sock.close()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+
+
+@contextlib.asynccontextmanager
+async def running_daemon(
+    tmp_path: Path, cfg: Path
+) -> AsyncIterator[tuple[EngineProcess, NotifySocket]]:
+    """`temu-sync run` on ``cfg`` as a subprocess, ready (READY=1 received); stopped with
+    SIGTERM when the block ends."""
+    notify = NotifySocket(tmp_path / "notify.sock")
+    daemon = EngineProcess(
+        tmp_path, "daemon", ["--config", str(cfg), "run"], env={"NOTIFY_SOCKET": str(notify.path)}
+    )
+    try:
+        await daemon.start()
+        await notify.wait_for("READY=1", within=30)
+        yield daemon, notify
+    finally:
+        daemon.signal()
+        await daemon.wait(10)
+        await daemon.kill()
+        notify.close()
 
 
 async def get_json(session: aiohttp.ClientSession, url: str) -> tuple[int, dict[str, Any]]:

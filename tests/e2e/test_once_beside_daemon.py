@@ -1,5 +1,6 @@
-"""One-shot passes take no app lease, so beside a running daemon they must refuse, not run:
-two processes pacing one app separately would double its request rate."""
+"""One-shot passes take no app lease, so beside a running daemon they must refuse, not run, and
+`labels import` must not call Temu: two processes pacing one app separately would double its
+request rate."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import asyncpg
 import orjson
 
 from engine.sim import SimConfig
-from tests.e2e.daemon_harness import NotifySocket, eventually, free_port, write_config
-from tests.fixtures_proc import EngineProcess, run_cli
+from tests.e2e.daemon_harness import eventually, free_port, running_daemon, write_config
+from tests.fixtures_proc import run_cli
 from tests.fixtures_sim import SimFactory
 
 CARRIERS = "temu.aftersales.carrier.get"
@@ -28,13 +29,7 @@ async def test_run_once_refuses_while_a_daemon_owns_the_app(
         schema=schema,
         listen=f"127.0.0.1:{free_port()}",
     )
-    notify = NotifySocket(tmp_path / "notify.sock")
-    daemon = EngineProcess(
-        tmp_path, "daemon", ["--config", str(cfg), "run"], env={"NOTIFY_SOCKET": str(notify.path)}
-    )
-    try:
-        await daemon.start()
-        await notify.wait_for("READY=1", within=30)
+    async with running_daemon(tmp_path, cfg):
         since = ["--since", "2025-01-01T00:00:00Z"]
         for command in (["run", "--once"], ["reconcile", "--once"], ["backfill", *since]):
             rc, out, err = (
@@ -45,11 +40,6 @@ async def test_run_once_refuses_while_a_daemon_owns_the_app(
             # interface.md: with --json the last line of stdout is the summary, refused too.
             summary = orjson.loads(out.strip().splitlines()[-1])
             assert summary["shops_failed"] == ["shop-1"] and summary["requests"] == 0, summary
-    finally:
-        daemon.signal()
-        await daemon.wait(10)
-        await daemon.kill()
-        notify.close()
 
     # With the daemon stopped (its lease released), the same pass runs.
     rc, out, err = (
@@ -95,27 +85,19 @@ async def test_labels_import_beside_a_daemon_sends_nothing_to_temu(
             for i, sn in enumerate(waiting)
         )
     )
-    notify = NotifySocket(tmp_path / "notify.sock")
-    daemon = EngineProcess(
-        tmp_path, "daemon", ["--config", str(cfg), "run"], env={"NOTIFY_SOCKET": str(notify.path)}
-    )
     conn = await asyncpg.connect(pg_url)
     try:
-        await daemon.start()
-        await notify.wait_for("READY=1", within=30)
+        async with running_daemon(tmp_path, cfg):
 
-        async def returns_synced() -> bool:
-            n = await conn.fetchval(f'SELECT count(*) FROM "{schema}".returns')
-            return bool(n == len(sim.truth_returns("shop-1")))
+            async def returns_synced() -> bool:
+                n = await conn.fetchval(f'SELECT count(*) FROM "{schema}".returns')
+                return bool(n == len(sim.truth_returns("shop-1")))
 
-        await eventually(returns_synced, within=30, what="the returns in Postgres")
-        before = sim.stats(arrivals=False)["apps"]["sim-app-1"]["by_type"]
-        rc, out, err = (
-            await run_cli(
-                tmp_path, "import", ["--config", str(cfg), "labels", "import", str(lines)]
-            )
-        ).result()
-        after = sim.stats(arrivals=False)["apps"]["sim-app-1"]["by_type"]
+            await eventually(returns_synced, within=30, what="the returns in Postgres")
+            before = sim.stats(arrivals=False)["apps"]["sim-app-1"]["by_type"]
+            command = ["--config", str(cfg), "labels", "import", str(lines)]
+            rc, out, err = (await run_cli(tmp_path, "import", command)).result()
+            after = sim.stats(arrivals=False)["apps"]["sim-app-1"]["by_type"]
         assert rc == 0, out + err
         assert f"{len(waiting)} label(s) queued" in out, out + err
         sent = {k: after.get(k, 0) - before.get(k, 0) for k in after}
@@ -125,8 +107,4 @@ async def test_labels_import_beside_a_daemon_sends_nothing_to_temu(
         )
         assert queued == len(waiting)
     finally:
-        daemon.signal()
-        await daemon.wait(10)
-        await daemon.kill()
-        notify.close()
         await conn.close()
