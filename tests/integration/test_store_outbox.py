@@ -67,11 +67,14 @@ async def test_concurrent_claimers_never_share_a_task(store: Store, pool: asyncp
                 return got
             got += [t.id for t in tasks]
             assert all(t.owner == name and t.attempts == 1 for t in tasks)
+            # Working on what it claimed, as a worker does: the others claim meanwhile (without
+            # it, on a loaded machine one claimer could drain the queue before the others ran).
+            await asyncio.sleep(0.005)
 
     a, b, c = await asyncio.gather(claimer("a"), claimer("b"), claimer("c"))
     assert len(a) + len(b) + len(c) == 200
     assert len(set(a) | set(b) | set(c)) == 200
-    assert a and b  # both really ran concurrently and got work
+    assert sum(1 for got in (a, b, c) if got) >= 2  # they really ran concurrently
     assert len(await store.outbox_tasks("running")) == 200
     assert len(await store.outbox_tasks("pending")) == 1
 
