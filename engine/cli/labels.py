@@ -15,6 +15,7 @@ from pathlib import Path
 
 from engine.app.reconciler import label_queue
 from engine.app.runtime import Runtime
+from engine.cluster.oneshot import apps_paced_elsewhere
 from engine.errors import ExitCode
 from engine.reconcile.labels import parse_label_lines
 from engine.reconcile.ports import LabelRejected
@@ -37,7 +38,7 @@ async def import_labels(rt: Runtime, path: str) -> int:
     # The carrier check is the only Temu call: a shop's token must allow that much. A shop
     # whose app another process paces (a daemon, a backfill) is not called from here at all.
     screen = TokenScreen(rt.token_gate(LABEL_IMPORT_SCOPES))
-    busy = await _apps_paced_elsewhere(rt)
+    busy = await apps_paced_elsewhere(LeaseStore(rt.pool), {s.app_key for s in rt.settings.shops})
     unchecked = [s.id for s in rt.settings.shops if s.app_key in busy]
     if unchecked:
         log.info(
@@ -68,9 +69,3 @@ async def import_labels(rt: Runtime, path: str) -> int:
     if bad and not queued:
         return ExitCode.FAILURE
     return ExitCode.PARTIAL if screen.refused else ExitCode.OK
-
-
-async def _apps_paced_elsewhere(rt: Runtime) -> set[str]:
-    """The apps whose lease another process holds now: its pacer owns their rate."""
-    apps = {s.app_key for s in rt.settings.shops}
-    return {lease.app_key for lease in await LeaseStore(rt.pool).leases() if lease.live} & apps

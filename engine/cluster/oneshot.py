@@ -86,3 +86,10 @@ async def refuse_if_daemon_owns(store: LeaseStore, apps: Iterable[str], command:
     for lease in await store.leases():
         if lease.app_key in wanted and lease.live and lease.owner in daemons:
             raise AppsBusy(_busy_message(lease.app_key, lease, command))
+
+
+async def apps_paced_elsewhere(store: LeaseStore, apps: Iterable[str]) -> set[str]:
+    """Of ``apps``, those whose lease another process holds now (a daemon, a backfill): its
+    pacer owns their rate, so a command that takes no lease must send them nothing."""
+    wanted = set(apps)
+    return {lease.app_key for lease in await store.leases() if lease.live} & wanted

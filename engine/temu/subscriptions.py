@@ -32,7 +32,7 @@ async def subscribe_shops(
     (apps run in parallel). One refusal does not stop the other shops."""
     by_app: dict[str, list[TemuShopApi]] = {}
     for api in apis:
-        by_app.setdefault(api.transport.app.app_key, []).append(api)
+        by_app.setdefault(api.app_key, []).append(api)
 
     async def one_app(shops: list[TemuShopApi]) -> list[SubscribeResult]:
         out: list[SubscribeResult] = []
