@@ -120,6 +120,18 @@ async def test_import_reports_bad_lines_by_number_and_queues_the_rest(
     assert dto_b["carrierId"] == 699272613  # "FedEx" mapped through temu.aftersales.carrier.get
     assert dto_b["mallWarehouseId"] == "WH-01-001"  # no locationId: the first warehouse
     assert rt.counters.labels_uploaded == 2
+    # What a downstream reader sees: the uploaded label on the normalized return.
+    row = await rt.pool.fetchrow(
+        "SELECT label_state, label_outcome, label_url, tracking_number FROM returns_normalized"
+        " WHERE parent_after_sales_sn = $1",
+        a,
+    )
+    assert tuple(row) == (
+        "done",
+        "uploaded",
+        "https://cdn.example.com/return-label.pdf",
+        "1Z999AA10123456784",
+    )
 
 
 async def test_import_exit_codes(
