@@ -68,6 +68,8 @@ class SimConfig:
     # True: at most qps in ANY sliding second (the spec's strictest reading); False: per
     # calendar second, which lets up to 2*qps through across a boundary.
     strict_window: bool = True
+    # True: refused requests count in the window too (the gateway counts every arrival).
+    count_refused: bool = False
     oc_client_id: str = "oc-client"
     oc_refresh_token: str = "oc-refresh-0"
     oc_token_ttl_s: float = 3600.0

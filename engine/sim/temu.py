@@ -74,7 +74,10 @@ class TemuRouter:
         self.stats = stats
         config = world.config
         self.windows = {
-            a.app_key: SlidingWindow(a.qps, strict=config.strict_window) for a in config.apps
+            a.app_key: SlidingWindow(
+                a.qps, strict=config.strict_window, count_refused=config.count_refused
+            )
+            for a in config.apps
         }
         self._ids = itertools.count(1)
         self._id_prefix = secrets.token_hex(4)

@@ -45,10 +45,16 @@ from aiolimiter import AsyncLimiter
 
 # The window gate absorbs jitter, so spacing only needs to stay clear of the limit itself.
 DEFAULT_HEADROOM = 0.005
-DEFAULT_FLOOR_RATIO = 0.5
+# Low enough to get under a real limit far below the configured one (an operator's typo, or
+# another integration spending the same app's budget): a floor above it would keep the
+# window full of refusals forever.
+DEFAULT_FLOOR_RATIO = 0.1
 # One step per overshoot: rejections of the sends already in flight report the same overshoot.
 DEFAULT_DECREASE = 0.01
 DEFAULT_COALESCE_S = 1.0
+# Overshoots in consecutive seconds double the step, up to this: an isolated jitter-edge
+# refusal costs 1 %, a limit well below the pace is found in seconds, not minutes.
+DEFAULT_MAX_DECREASE = 0.25
 # Per successful call, as a fraction of the ceiling: about 1% back per 100 successes.
 DEFAULT_RECOVER_STEP = 0.0001
 # Extra bucket capacity, in sends, for catching up late or window-held sends.
@@ -98,6 +104,7 @@ class AppPacer:
         headroom: float = DEFAULT_HEADROOM,
         floor_ratio: float = DEFAULT_FLOOR_RATIO,
         decrease: float = DEFAULT_DECREASE,
+        max_decrease: float = DEFAULT_MAX_DECREASE,
         recover_step: float = DEFAULT_RECOVER_STEP,
         coalesce_s: float = DEFAULT_COALESCE_S,
         slack: float = DEFAULT_SLACK,
@@ -117,6 +124,8 @@ class AppPacer:
         self.ceiling = qps * (1 - headroom)
         self.floor = qps * floor_ratio
         self.decrease = decrease
+        self.max_decrease = max(decrease, max_decrease)
+        self._step = decrease
         self.recover_per_success = recover_step * self.ceiling
         self.coalesce_s = coalesce_s
         self.slack = slack
@@ -212,11 +221,15 @@ class AppPacer:
 
     def on_rate_limited(self) -> None:
         now = self._clock()
-        if self._last_slowdown is not None and now - self._last_slowdown < self.coalesce_s:
+        last = self._last_slowdown
+        if last is not None and now - last < self.coalesce_s:
             return
+        # An overshoot in the second after the last one: the step was not enough.
+        streak = last is not None and now - last < 2 * self.coalesce_s
+        self._step = min(self.max_decrease, 2 * self._step) if streak else self.decrease
         self._last_slowdown = now
         self.slowdowns += 1
-        self._pace = max(self.floor, self._pace * (1 - self.decrease))
+        self._pace = max(self.floor, self._pace * (1 - self._step))
 
     def on_success(self) -> None:
         if self._pace < self.ceiling:
@@ -235,7 +248,10 @@ class AppPacer:
         take the window's latest-granted send; at most N-1 earlier ones arrive after the
         second before it).
         """
-        n = self.window_limit
+        # Slowed down, the window holds no more sends than the pace allows: the bucket's slack
+        # must not put the limit's worth of sends into one second after a refusal said the
+        # real limit is lower than the configured one.
+        n = min(self.window_limit, max(1, math.ceil(self._pace)))
         if len(self._sends) < n:
             return 0.0
         bounds = heapq.nlargest(n, (s.granted_at + self._excess(s) for s in self._sends))

@@ -116,3 +116,17 @@ async def test_lenient_calendar_second_window_lets_bursts_through_across_a_bound
         assert first.count(1000000) == second.count(1000000) == 10
         # The stats measure a sliding second regardless, so the burst is visible.
         assert sim.stats()["apps"]["sim-app-1"]["max_accepted_in_1s"] == 20
+
+
+async def test_counting_refusals_keeps_a_full_window_full(sim_http: aiohttp.ClientSession) -> None:
+    config = SimConfig.default(orders=10, returns=2, shops=1, qps=5, count_refused=True)
+    async with _stepped(config) as (sim, clock):
+        caller = TemuCaller(sim_http, sim)
+        assert (await _burst(caller, 5)).count(1000000) == 5
+        clock.now += 0.9
+        assert (await _burst(caller, 5)).count(1000000) == 0
+        # A second after the first burst, the refusals sent 0.9 s in still fill the window.
+        clock.now += 0.2
+        assert (await _burst(caller, 1)).count(1000000) == 0
+        clock.now += 1.0
+        assert (await _burst(caller, 5)).count(1000000) == 5

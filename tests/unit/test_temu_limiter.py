@@ -206,13 +206,36 @@ def test_rate_limits_slow_the_pace_once_per_overshoot_down_to_the_floor() -> Non
         clock.now += 0.1
         pacer.on_rate_limited()
     assert pacer.pace == slowed
-    clock.now += 1.0
+    # An isolated overshoot later (a jitter edge): the same small step.
+    clock.now += 5.0
     pacer.on_rate_limited()
     assert pacer.pace == pytest.approx(start * 0.95**2)
     for _ in range(100):
         clock.now += 1.1
         pacer.on_rate_limited()
-    assert pacer.pace == pytest.approx(10.0)  # floor: half the limit
+    assert pacer.pace == pytest.approx(2.0)  # floor: a tenth of the limit
+
+
+def test_overshoots_in_consecutive_seconds_double_the_step() -> None:
+    """Temu holds the app at 5/s while the config says 20 (another integration spends the
+    same budget, say): the pace must get under 5 within seconds, not minutes."""
+    clock = FakeClock()
+    pacer = AppPacer(20, clock=clock)
+    start = pacer.pace
+    steps = []
+    while pacer.pace > 5:
+        before = pacer.pace
+        pacer.on_rate_limited()
+        steps.append(round(1 - pacer.pace / before, 4))
+        clock.now += 1.05  # refused again in the next second
+    assert steps[:6] == [0.01, 0.02, 0.04, 0.08, 0.16, 0.25]
+    assert len(steps) <= 10 and clock.now < 11
+    # A quiet spell resets the step: the next isolated refusal costs 1 % again.
+    clock.now += 10
+    before = pacer.pace
+    pacer.on_rate_limited()
+    assert pacer.pace == pytest.approx(before * 0.99)
+    assert start == pytest.approx(19.9)
 
 
 def test_successes_recover_gradually_to_the_ceiling() -> None:
@@ -284,7 +307,6 @@ async def _window_counts_arrivals_out_of_send_order() -> None:
     # And it is safe: at most N-1 earlier sends may arrive in the second before it.
     bounds = [s.granted_at + (0.15 if s is sends[1] else 0.0) for s in sends]
     assert sum(b > last.granted_at - 1.0 + 1e-9 for b in bounds) <= 9
-
 
 
 def window_max(arrivals: list[float]) -> int:
