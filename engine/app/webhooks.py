@@ -21,6 +21,7 @@ from engine.sync.events import (
     PassWatch,
     event_shop,
 )
+from engine.waits import within
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +80,7 @@ class MallMap:
         async with self._lock:  # one refresh for a burst of misses
             if self._clock() - self._refreshed_at >= self._miss_refresh_s:
                 try:
-                    async with asyncio.timeout(self._miss_timeout_s):
-                        await self.refresh()
+                    await within(self.refresh(), self._miss_timeout_s)
                 except Exception as exc:  # keep the map we have; the answer says what to do
                     log.warning("refreshing the mallId map failed: %s", describe(exc))
                     self._refreshed_at = self._clock()

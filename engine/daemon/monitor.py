@@ -20,6 +20,7 @@ from engine.daemon.options import DaemonOptions
 from engine.errors import DATABASE_ERRORS, describe
 from engine.retry import sleep_rest_of
 from engine.sync.service import INCREMENTAL
+from engine.waits import within
 
 __all__ = ["Monitor"]
 
@@ -55,6 +56,7 @@ class Monitor:
         self._outbox: dict[str, Any] | None = None
         self._outbox_at: float | None = None
         self._keeper = keeper
+        self._abandoned: asyncio.Future[None] | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -65,7 +67,7 @@ class Monitor:
 
     async def round(self) -> None:
         try:
-            await asyncio.wait_for(self._refresh(), self._options.probe_timeout_s)
+            await self._probe()
         except DATABASE_ERRORS as exc:
             message = describe(exc)
             if self._board.database_up:
@@ -92,6 +94,19 @@ class Monitor:
             self._board.status_line(shops, self._outbox)
             + f", apps {len(owned)}/{len(settings.apps)} owned, {daemons} daemon(s)"
         )
+
+    async def _probe(self) -> None:
+        """The refresh within the probe timeout, kept even against a silent Postgres (see
+        engine/waits.py); while an abandoned probe is still cancelling, no second one starts
+        (each would hold a pooled connection for as long)."""
+        if self._abandoned is not None and not self._abandoned.done():
+            raise TimeoutError("the previous probe is still unanswered")
+        refresh = asyncio.ensure_future(self._refresh())
+        try:
+            await within(refresh, self._options.probe_timeout_s)
+        except TimeoutError:
+            self._abandoned = refresh
+            raise
 
     async def _refresh(self) -> None:
         rows = await self._rt.store.sync_status()

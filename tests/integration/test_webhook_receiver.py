@@ -17,7 +17,9 @@ from aiohttp import web
 
 from engine.daemon.webhooks import create_webhook_app
 from engine.store.events import EventStore
+from engine.store.pool import create_pool
 from engine.temu import webhooks as wh
+from tests.silent_pg import SilentPostgres
 
 APP = "app-1"
 SECRET = "0123456789abcdef0123456789abcdef01234567"
@@ -275,3 +277,36 @@ async def test_a_mall_not_known_yet_is_503_so_temu_delivers_it_again(pool: async
         assert await post(url, *message(ORDER)) == 503
     assert await rows(pool) == []
     assert counter.seen[(wh.ORDER_STATUS, "mall_not_yet")] == 1
+
+
+async def test_a_silent_database_still_gets_its_503_on_time(
+    pg_url: str, schema: str, pool: asyncpg.Pool
+) -> None:
+    """A frozen Postgres host answers nothing, not even the cancel of the timed-out INSERT:
+    the answer must not wait for that cancel (asyncpg's own timeout is a minute away)."""
+    async with SilentPostgres(pg_url).running() as silent:
+        proxied = await create_pool(
+            silent.url, schema, min_size=1, max_size=2, statement_timeout_s=60.0
+        )
+        try:
+            counter = Counter()
+            app = create_webhook_app(
+                apps={APP: SECRET},
+                shops_for=shops_for,
+                events=EVENTS,
+                store=EventStore(proxied),
+                observer=counter,
+                insert_timeout_s=0.2,
+            )
+            async with serving(app) as url:
+                silent.freeze()
+                started = time.monotonic()
+                assert await post(url, *message(ORDER)) == 503
+                assert time.monotonic() - started < 0.5
+                silent.thaw()
+                assert counter.seen[(wh.ORDER_STATUS, "store_failed")] == 1
+                # Temu's retry lands once the database answers again, stored once.
+                assert await post(url, *message(ORDER)) == 200
+        finally:
+            proxied.terminate()
+    assert len(await rows(pool)) == 1
