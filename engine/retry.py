@@ -156,3 +156,15 @@ async def sleep_rest_of(
     not after it ended, so a 30 s poll stays a 30 s poll however long the pass took. A pass
     longer than the interval is followed at once by the next. True when stopping."""
     return await sleep_or_stop(stop, interval - (clock() - started))
+
+
+async def sleep_or_any(seconds: float, *events: asyncio.Event) -> None:
+    """Sleeps ``seconds`` or until any of ``events`` is set."""
+    if any(e.is_set() for e in events):
+        return
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()

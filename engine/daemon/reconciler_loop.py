@@ -8,15 +8,14 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-import asyncpg
-
 from engine.app.reconciler import build_reconciler
 from engine.app.runtime import Runtime
 from engine.daemon.deadline import run_with_deadline
 from engine.daemon.health import HealthBoard
+from engine.daemon.outbox_listener import OutboxListener
 from engine.errors import describe
 from engine.reconcile.reconciler import Reconciler
-from engine.store.pool import server_settings
+from engine.retry import sleep_or_any
 
 __all__ = ["NAME", "STOP_GRACE_S", "reconciler_loop"]
 
@@ -28,45 +27,20 @@ STOP_GRACE_S = 5.0
 
 @contextlib.asynccontextmanager
 async def _listening(rt: Runtime, wake: asyncio.Event) -> AsyncIterator[None]:
-    """LISTEN on the schema's outbox channel (``outbox_channel()``, migration 14: channels are
-    database-wide, the name tells schemas apart) on a connection of its own, outside the
-    pool: a pooled connection held for the loop's lifetime would leave one fewer for the
-    writes (and with a small pool, none). Without it (no connection, or it broke) the loop
-    still runs on its timer."""
-
-    def on_notify(*_: object) -> None:
-        wake.set()
-
-    conn: asyncpg.Connection | None = None
-    channel = "the outbox channel"
-    try:
-        db = rt.settings.database
-        conn = await asyncpg.connect(
-            rt.database_url,
-            server_settings=server_settings(db.schema),
-            timeout=db.connect_timeout_s,
-        )
-        channel = await conn.fetchval("SELECT outbox_channel()")
-        await conn.add_listener(channel, on_notify)
-    except Exception as exc:
-        log.warning("reconciler: LISTEN %s failed (%s); running on the timer only", channel, exc)
+    """The outbox channel's LISTEN (engine/daemon/outbox_listener.py) kept up in the background
+    while the loop runs; the loop never waits for it."""
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(OutboxListener(rt, wake).run(stop))
     try:
         yield
     finally:
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.close(), 2.0)
-            if not conn.is_closed():
-                conn.terminate()
-
-
-async def _sleep_until(stop: asyncio.Event, wake: asyncio.Event, seconds: float) -> None:
-    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
-    try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waiters:
-            w.cancel()
+        stop.set()
+        try:
+            await asyncio.wait_for(task, 3.0)
+        except (TimeoutError, asyncio.CancelledError):
+            task.cancel()
+        except Exception:
+            log.exception("reconciler: the LISTEN task failed")
 
 
 async def _watched_pass(reconciler: Reconciler, board: HealthBoard | None) -> None:
@@ -137,4 +111,4 @@ async def reconciler_loop(
                     board.succeeded(NAME)
             if stop.is_set():
                 break
-            await _sleep_until(stop, wake, interval)
+            await sleep_or_any(interval, stop, wake)
