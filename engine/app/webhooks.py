@@ -62,7 +62,11 @@ class MallMap:
         self._miss_timeout_s = miss_timeout_s
         self._clock = clock
         self._map: dict[tuple[str, int], str] = {}
-        self._untried: dict[str, set[str]] = {}  # app_key -> shops with no check answered/refused
+        # app_key -> shops with no check answered/refused. Until a refresh succeeds nothing is
+        # known to have been tried: an unknown mallId is then 503, never acknowledged and lost.
+        self._untried: dict[str, set[str]] = {}
+        for shop in rt.settings.shops:
+            self._untried.setdefault(shop.app_key, set()).add(shop.id)
         self._refreshed_at = -math.inf
         self._lock = asyncio.Lock()
 

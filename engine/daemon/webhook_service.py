@@ -3,6 +3,7 @@ listener, the mallId map it reads, and the consumer that re-reads what events na
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Collection
 
 from aiohttp import web
@@ -18,6 +19,9 @@ from engine.daemon.webhooks import create_webhook_app
 from engine.errors import describe
 from engine.store.events import EventStore
 from engine.sync.events import ConsumerSettings
+from engine.waits import within
+
+log = logging.getLogger(__name__)
 
 __all__ = ["NAME", "BoardWatch", "start_webhooks"]
 
@@ -76,7 +80,12 @@ async def start_webhooks(
         watch = BoardWatch(board)
     consumer = build_consumer(rt, store, observer=metrics, shop_ids=owned_shops, watch=watch)
     malls = MallMap(rt)
-    await malls.refresh()
+    try:
+        await within(malls.refresh(), rt.settings.database.connect_timeout_s)
+    except Exception as exc:
+        # Not fatal: until the map loads, an event for an unknown mallId is 503 (Temu retries),
+        # and the map's own loop tries again.
+        log.warning("loading the mallId map failed: %s; retrying in the background", describe(exc))
     app = create_webhook_app(
         apps={a.app_key: a.app_secret.get() for a in rt.settings.apps},
         shops_for=malls,

@@ -21,6 +21,7 @@ from engine.sim.server import Simulator
 from engine.store.events import EventStore
 from engine.temu import webhooks as wh
 from tests.integration.test_webhook_receiver import message, post, serving, signed
+from tests.silent_pg import SilentPostgres
 
 SimFactory = Callable[[SimConfig], Awaitable[Simulator]]
 
@@ -156,3 +157,25 @@ async def test_an_event_of_an_unforeseen_shape_is_a_re_read_hint_for_a_single_sh
         assert counted(metrics, "stored") == 2
     finally:
         await rt.close()
+
+
+async def test_a_map_that_cannot_load_acknowledges_no_mall(
+    sim_factory: SimFactory, pg_url: str, schema: str
+) -> None:
+    """The daemon's first load of the map failed (Postgres silent at start-up) and so does the
+    refresh an unknown mallId triggers: nothing is known to have been tried, so no event may
+    be answered 200 and dropped as someone else's."""
+    config = SimConfig.default(orders=20, returns=5, shops=2, apps=1, seed=8)
+    async with SilentPostgres(pg_url).running() as silent:
+        _, rt = await _world(sim_factory, config, silent.url, schema)
+        try:
+            await rt.sync_service().incremental_pass()  # the shops' mallIds are in Postgres
+            malls = MallMap(rt, every_s=3600, miss_refresh_s=0.0)
+            silent.freeze()
+            with pytest.raises(MallNotKnownYet):
+                await malls("sim-app-1", 999)  # Temu gets 503 and delivers it again
+            silent.thaw()
+            assert await malls("sim-app-1", 999) == []  # loaded: truly no shop's
+        finally:
+            silent.thaw()
+            await rt.close()
