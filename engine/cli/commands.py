@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import contextvars
 import logging
 import sys
-from collections.abc import AsyncIterator, Iterable
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -24,6 +26,7 @@ from engine.cluster.identity import Identity
 from engine.cluster.keeper import LeaseKeeper
 from engine.cluster.oneshot import AppsBusy, refuse_if_daemon_owns, take_leases_once
 from engine.config import Settings
+from engine.counters import RunCounters, build_summary
 from engine.errors import DATABASE_ERRORS, ExitCode
 from engine.store.leases import LeaseStore
 from engine.store.migrate import migrate
@@ -32,13 +35,10 @@ from engine.store.pool import create_pool
 log = logging.getLogger(__name__)
 
 
-
 class CommandError(Exception):
     def __init__(self, message: str, exit_code: int = ExitCode.FAILURE) -> None:
         super().__init__(message)
         self.exit_code = exit_code
-
-
 
 
 def database_target(url: str) -> str:
@@ -74,9 +74,7 @@ async def open_runtime(
     settings: Settings, observers: Observers | None = None, *, apply_migrations: bool = True
 ) -> Runtime:
     try:
-        return await _open_runtime(
-            settings, observers=observers, apply_migrations=apply_migrations
-        )
+        return await _open_runtime(settings, observers=observers, apply_migrations=apply_migrations)
     except DATABASE_ERRORS as exc:
         raise _database_error(settings, exc) from None
 
@@ -88,9 +86,49 @@ async def open_database(settings: Settings) -> tuple[str, Any]:
         raise _database_error(settings, exc) from None
 
 
+# Whether this command already printed its --json summary: interface.md wants it as the
+# LAST line of stdout, once, whatever ends the run.
+_SUMMARY_PRINTED: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "summary_printed", default=False
+)
+
+
 def print_json_summary(summary: dict[str, Any]) -> None:
     sys.stdout.write(orjson.dumps(summary).decode() + "\n")
     sys.stdout.flush()
+    _SUMMARY_PRINTED.set(True)
+
+
+def _failed_summary(rt: Runtime, shops: Iterable[str], *, as_json: bool) -> None:
+    """A run that failed, was stopped or was refused (another process owns the apps): with
+    --json the last line of stdout is still the summary (interface.md), with what was done
+    so far and every shop of the run failed."""
+    if as_json and not _SUMMARY_PRINTED.get():
+        rt.counters.shops_failed.update(shops)
+        print_json_summary(rt.summary())
+
+
+@contextlib.contextmanager
+def _summary_on_failure(rt: Runtime, shops: Iterable[str], *, as_json: bool) -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        _failed_summary(rt, shops, as_json=as_json)
+        raise
+
+
+def _summary_without_runtime(
+    settings: Settings, shops: Iterable[str] | None, started: float | None
+) -> None:
+    """A one-shot run that failed before its runtime opened (no database, say): nothing was
+    done, every shop of the run failed."""
+    if _SUMMARY_PRINTED.get():
+        return
+    counters = RunCounters(shops_failed=set(shops or (s.id for s in settings.shops)))
+    elapsed = time.monotonic() - started if started is not None else 0.0
+    print_json_summary(
+        build_summary(counters, requests=0, rate_limited=0, retries=0, elapsed_s=elapsed)
+    )
 
 
 def _exit_for(rt: Runtime, shops: list[str] | None = None) -> int:
@@ -108,6 +146,21 @@ async def dispatch(
 ) -> int:
     """``started``: when the command began (time.monotonic), the start of a one-shot run's
     ``elapsed_s``; None: when its runtime opened."""
+    cmd = args.command
+    one_shot = cmd in ("backfill", "reconcile") or (cmd == "run" and args.once)
+    if one_shot and args.json:
+        _SUMMARY_PRINTED.set(False)
+        try:
+            return await _dispatch(args, settings, started=started)
+        except BaseException:
+            _summary_without_runtime(settings, getattr(args, "shops", None), started)
+            raise
+    return await _dispatch(args, settings, started=started)
+
+
+async def _dispatch(
+    args: argparse.Namespace, settings: Settings, *, started: float | None = None
+) -> int:
     cmd = args.command
     if cmd == "migrate":
         return await cmd_migrate(settings)
@@ -189,29 +242,30 @@ async def cmd_backfill(
     holdings = Holdings(identity.owner, ClusterTiming(settings.cluster.lease_s))
     rt = await open_runtime(settings, Observers(send_gate=holdings.gate))
     keeper: LeaseKeeper | None = None
+    shops = args.shops or [s.id for s in settings.shops]
     try:
-        shops = args.shops or [s.id for s in settings.shops]
-        try:
-            keeper = await _lease_apps(rt, shops, identity, holdings)
-        except CommandError:
-            _refused(rt, shops, as_json=args.json)
-            raise
-        service = rt.sync_service()
-        end = args.until or datetime.now(UTC)
-        progress = BackfillProgress(
-            int(args.since.timestamp()),
-            int(end.timestamp()),
-            pairs=len(shops) * len(streams),
-        )
-        rt.since(started)
-        result = await service.backfill(
-            args.since, args.until, shop_ids=args.shops, streams=streams, progress=progress
-        )
-        progress.close()
-        for (shop, stream), message in sorted(result.failed.items()):
-            log.error("shop %s, stream %s failed: %s", shop, stream, message)
-        _report(rt, as_json=args.json, title="backfill")
-        return _exit_for(rt, shops)
+        with _summary_on_failure(rt, shops, as_json=args.json):
+            try:
+                keeper = await _lease_apps(rt, shops, identity, holdings)
+            except CommandError:
+                _failed_summary(rt, shops, as_json=args.json)
+                raise
+            service = rt.sync_service()
+            end = args.until or datetime.now(UTC)
+            progress = BackfillProgress(
+                int(args.since.timestamp()),
+                int(end.timestamp()),
+                pairs=len(shops) * len(streams),
+            )
+            rt.since(started)
+            result = await service.backfill(
+                args.since, args.until, shop_ids=args.shops, streams=streams, progress=progress
+            )
+            progress.close()
+            for (shop, stream), message in sorted(result.failed.items()):
+                log.error("shop %s, stream %s failed: %s", shop, stream, message)
+            _report(rt, as_json=args.json, title="backfill")
+            return _exit_for(rt, shops)
     finally:
         if keeper is not None:
             await keeper.close()
@@ -243,29 +297,20 @@ async def _refuse_beside_daemons(rt: Runtime, command: str, *, as_json: bool) ->
     try:
         await refuse_if_daemon_owns(LeaseStore(rt.pool), apps, command)
     except AppsBusy as exc:
-        _refused(rt, [s.id for s in rt.settings.shops], as_json=as_json)
+        _failed_summary(rt, [s.id for s in rt.settings.shops], as_json=as_json)
         raise CommandError(str(exc)) from None
 
 
-def _refused(rt: Runtime, shops: Iterable[str], *, as_json: bool) -> None:
-    """A run refused before any work (another process owns the apps): with --json the last
-    line of stdout is still the summary (interface.md), every shop of the run failed."""
-    if as_json:
-        rt.counters.shops_failed.update(shops)
-        print_json_summary(rt.summary())
-
-
-async def cmd_run_once(
-    settings: Settings, *, as_json: bool, started: float | None = None
-) -> int:
+async def cmd_run_once(settings: Settings, *, as_json: bool, started: float | None = None) -> int:
     rt = await open_runtime(settings)
     try:
-        await _refuse_beside_daemons(rt, "run --once", as_json=as_json)
-        rt.since(started)
-        await rt.sync_service().incremental_pass(respect_backoff=False)
-        await _reconcile_pass(rt)
-        _report(rt, as_json=as_json, title="run --once")
-        return _exit_for(rt)
+        with _summary_on_failure(rt, [s.id for s in settings.shops], as_json=as_json):
+            await _refuse_beside_daemons(rt, "run --once", as_json=as_json)
+            rt.since(started)
+            await rt.sync_service().incremental_pass(respect_backoff=False)
+            await _reconcile_pass(rt)
+            _report(rt, as_json=as_json, title="run --once")
+            return _exit_for(rt)
     finally:
         await rt.close()
 
@@ -275,11 +320,12 @@ async def cmd_reconcile_once(
 ) -> int:
     rt = await open_runtime(settings)
     try:
-        await _refuse_beside_daemons(rt, "reconcile --once", as_json=as_json)
-        rt.since(started)
-        await _reconcile_pass(rt)
-        _report(rt, as_json=as_json, title="reconcile --once")
-        return _exit_for(rt)
+        with _summary_on_failure(rt, [s.id for s in settings.shops], as_json=as_json):
+            await _refuse_beside_daemons(rt, "reconcile --once", as_json=as_json)
+            rt.since(started)
+            await _reconcile_pass(rt)
+            _report(rt, as_json=as_json, title="reconcile --once")
+            return _exit_for(rt)
     finally:
         await rt.close()
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
+
+import asyncpg
 
 from engine.cli.commands import open_runtime, print_json_summary
 from engine.config import Settings
@@ -19,8 +21,9 @@ from engine.reconcile.executor import BLOCKED
 from engine.store.leases import DaemonRow, Lease, LeaseStore
 from engine.store.migrate import load_migrations, pending_migrations
 from engine.store.reconcile_store import ReconcileStore
-from engine.store.token_checks import TokenCheck, TokenChecks
+from engine.store.token_checks import TokenCheck, TokenCheckFailure, TokenChecks
 from engine.sync.tokens import expires_soon, status_fields
+from engine.temu.api import TemuShopApi
 from engine.temu.token_info import needed_scopes
 
 __all__ = ["cmd_status"]
@@ -54,6 +57,7 @@ async def cmd_status(settings: Settings, *, as_json: bool) -> int:
                 | {"blocked": 0, "blocked_latest_error": None, "blocked_latest_key": None},
                 rejected=[],
                 tokens={},
+                refusals={},
                 apps=[],
                 daemons=[],
             )
@@ -63,7 +67,7 @@ async def cmd_status(settings: Settings, *, as_json: bool) -> int:
                 f"{', '.join(pending)}); figures below may be incomplete",
                 file=sys.stderr,
             )
-        tokens = {c.shop_id: c for c in await TokenChecks(rt.pool).all()} if not pending else {}
+        tokens, refusals = await _token_state(rt.pool, rt.shop_apis) if not pending else ({}, {})
         rows = await rt.store.sync_status([s.id for s in settings.shops], settings.sync.streams)
         outbox = await rt.store.outbox_summary()
         rejected = await rt.store.rejected_counts() if not pending else []
@@ -82,6 +86,7 @@ async def cmd_status(settings: Settings, *, as_json: bool) -> int:
         outbox=outbox,
         rejected=rejected,
         tokens=tokens,
+        refusals=refusals,
         apps=apps,
         daemons=daemons,
     )
@@ -127,6 +132,7 @@ def _report(
     outbox: dict[str, Any],
     rejected: list[dict[str, Any]],
     tokens: dict[str, TokenCheck],
+    refusals: dict[str, TokenCheckFailure],
     apps: list[Lease],
     daemons: list[DaemonRow],
 ) -> int:
@@ -134,6 +140,7 @@ def _report(
         orders=settings.sync.orders,
         returns=settings.sync.returns,
         reconciler=settings.reconciler.enabled,
+        webhooks=settings.webhooks.enabled,
     )
     now = time.time()
     if as_json:
@@ -156,8 +163,15 @@ def _report(
             # interface.md: records set aside in rejected_records, per shop and stream.
             "rejected": [{k: conv(v) for k, v in r.items()} for r in rejected],
             # interface.md "Access tokens": null when never checked.
+            # token_error: Temu's refusal of the configured token (e.g. 3000034 expired), the
+            # last check of it, else null.
             "shops": [
-                {"id": s.id, **status_fields(tokens.get(s.id), needed)} for s in settings.shops
+                {
+                    "id": s.id,
+                    **status_fields(tokens.get(s.id), needed),
+                    "token_error": _refusal_text(refusals.get(s.id)),
+                }
+                for s in settings.shops
             ],
         }
         print_json_summary(doc)
@@ -186,7 +200,7 @@ def _report(
             f"shop {r['shop_id']} {r['stream']}: {r['records']} record(s) set aside in "
             f"rejected_records (last seen {_ago(r['last_seen_at'], now)})"
         )
-    _print_tokens(settings, tokens, needed)
+    _print_tokens(settings, tokens, refusals, needed)
     _print_cluster(apps, daemons, now)
     print(_outbox_line(outbox))
     if outbox.get("oldest_dead_error") is not None:
@@ -203,11 +217,46 @@ def _report(
     return ExitCode.OK
 
 
+async def _token_state(
+    pool: asyncpg.Pool, apis: Mapping[str, TemuShopApi]
+) -> tuple[dict[str, TokenCheck], dict[str, TokenCheckFailure]]:
+    """The last check of each shop's CONFIGURED token (a check of a token since replaced in
+    config.toml says nothing of the new one), and its refusal when that came after."""
+    store = TokenChecks(pool)
+
+    def configured(shop_id: str, fingerprint: str) -> bool:
+        api = apis.get(shop_id)
+        return api is not None and api.token_fingerprint == fingerprint
+
+    checks = {c.shop_id: c for c in await store.all() if configured(c.shop_id, c.token_sha256)}
+    refusals: dict[str, TokenCheckFailure] = {}
+    for failure in await store.failures():
+        if not configured(failure.shop_id, failure.token_sha256):
+            continue
+        check = checks.get(failure.shop_id)
+        if check is None or failure.failed_at > check.checked_at:
+            refusals[failure.shop_id] = failure
+    return checks, refusals
+
+
+def _refusal_text(failure: TokenCheckFailure | None) -> str | None:
+    return None if failure is None else failure.error
+
+
 def _print_tokens(
-    settings: Settings, tokens: dict[str, TokenCheck], needed: frozenset[str]
+    settings: Settings,
+    tokens: dict[str, TokenCheck],
+    refusals: dict[str, TokenCheckFailure],
+    needed: frozenset[str],
 ) -> None:
     today = datetime.now(UTC)
     for shop in settings.shops:
+        refusal = refusals.get(shop.id)
+        if refusal is not None:
+            print(
+                f"shop {shop.id}: Temu refused the access token "
+                f"({refusal.failed_at.isoformat(timespec='seconds')}): {refusal.error}"
+            )
         check = tokens.get(shop.id)
         fields = status_fields(check, needed)
         if check is None:

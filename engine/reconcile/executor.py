@@ -45,8 +45,9 @@ class ExecStats:
     dead: int = 0
     lost: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)
-    # Shops whose tasks Temu refused for the shop's token or the app's credentials: their
-    # work could not be done this pass (a one-shot run names them in shops_failed).
+    # Shops whose tasks Temu refused for the shop's token or the app's credentials, or that
+    # a configuration problem blocked: their work could not be done this pass (a one-shot
+    # run names them in shops_failed).
     shops_failed: set[str] = field(default_factory=set)
 
 
@@ -170,7 +171,11 @@ class Executor:
                 redact(failed.reason),
             )
             outcome = failed
-            if task.shop_id is not None and refuses_shop(exc):
+            # A refused token or app, or any configuration block (OC refusing our
+            # credentials, a skewed clock): the shop's work cannot be done until someone
+            # fixes it, so a one-shot run must not exit 0 over it.
+            blocked = failed.reason.startswith(BLOCKED)
+            if task.shop_id is not None and (blocked or refuses_shop(exc)):
                 stats.shops_failed.add(task.shop_id)
         await self._book(task, outcome, stats)
         stats.by_kind[task.kind] = stats.by_kind.get(task.kind, 0) + 1

@@ -84,3 +84,34 @@ async def test_a_short_run_reports_a_rate_within_the_apps_limit(
     summary = orjson.loads(out.strip().splitlines()[-1])
     assert 0 < summary["requests"] <= 10, summary
     assert summary["qps"] <= 20, summary
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["backfill", "--since", "2025-01-01T00:00:00Z", "--json"],
+        ["run", "--once", "--json"],
+        ["reconcile", "--once", "--json"],
+    ],
+    ids=["backfill", "run-once", "reconcile-once"],
+)
+async def test_a_one_shot_run_that_fails_still_ends_with_its_summary(
+    sim_factory: SimFactory, tmp_path: Path, command: list[str]
+) -> None:
+    """interface.md: with --json the LAST line of stdout is the summary, also when the run
+    fails outright (here: nothing listens where the database should be)."""
+    sim = await sim_factory(SimConfig.default(orders=10, returns=2, shops=2, seed=3))
+    cfg = write_config(
+        tmp_path / "config.toml",
+        sim,
+        db_url="postgresql://postgres@127.0.0.1:9/postgres",
+        schema="temu_sync",
+        listen="",
+    )
+    proc = await run_cli(tmp_path, command[0], ["--config", str(cfg), *command], within=60)
+    rc, _, err = proc.result()
+    assert rc == 1, err
+    assert "cannot use Postgres" in err
+    summary = proc.summary()
+    assert summary["shops_failed"] == ["shop-1", "shop-2"]
+    assert (summary["requests"], summary["orders"]["inserted"], summary["rejected"]) == (0, 0, 0)

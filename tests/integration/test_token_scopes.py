@@ -51,6 +51,7 @@ async def test_a_shop_missing_a_scope_fails_alone_before_any_list_call(
             "id": "shop-1",
             "token_expires_at": want,
             "token_missing_scopes": [],
+            "token_error": None,
         }
         assert shops["shop-2"]["token_missing_scopes"] == [LIST]
 
@@ -98,7 +99,12 @@ async def test_status_says_null_before_any_check_and_never_migrates(
     assert await cmd_status(settings, as_json=True) == 0
     doc = orjson.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert doc["shops"] == [
-        {"id": "shop-1", "token_expires_at": None, "token_missing_scopes": None}
+        {
+            "id": "shop-1",
+            "token_expires_at": None,
+            "token_missing_scopes": None,
+            "token_error": None,
+        }
     ]
     # A schema that was never migrated: status does not create it, and shows every configured
     # stream as never synced (exit 0), in the same shape as after a migration.
@@ -160,3 +166,45 @@ async def test_an_app_refused_by_temu_is_stopped_not_asked_again_for_each_shop(
     assert all(f"app {broken}" in why for why in result.failed.values()), result.failed
     sent = sim.stats(arrivals=False)["apps"][broken]
     assert sent["accepted"] + sum(sent["errors"].values()) == 1, sent
+
+
+async def test_status_speaks_of_the_configured_token_not_the_one_it_replaced(
+    sim_factory: SimFactory, pg_url: str, schema: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The seller re-authorized and the operator pasted a token Temu does not know: `status`
+    must not go on showing the old token's expiry and scopes as if all were well."""
+    from dataclasses import replace
+
+    from engine.config import Secret
+
+    config = SimConfig.default(orders=20, returns=0, shops=1, qps=100, seed=7)
+    sim = await sim_factory(config)
+    good = settings_for_simulator(
+        sim, config, database_url=pg_url, schema=schema, sync={"returns": False}
+    )
+    rt = await open_runtime(good)
+    try:
+        assert not (await rt.sync_service().backfill(good.sync.start, None)).failed
+    finally:
+        await rt.close()
+    capsys.readouterr()
+    assert await cmd_status(good, as_json=True) == 0
+    doc = orjson.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert doc["shops"][0]["token_expires_at"] is not None
+
+    shop = replace(good.shops[0], access_token=Secret("pasted-wrong-token"))
+    bad = replace(good, shops=(shop,))
+    rt = await open_runtime(bad)
+    try:
+        assert (await rt.sync_service().backfill(bad.sync.start, None)).failed
+    finally:
+        await rt.close()
+    capsys.readouterr()
+    assert await cmd_status(bad, as_json=True) == 0
+    [entry] = orjson.loads(capsys.readouterr().out.strip().splitlines()[-1])["shops"]
+    assert (entry["token_expires_at"], entry["token_missing_scopes"]) == (None, None)
+    assert "3000031" in entry["token_error"] or "unknown" in entry["token_error"].lower()
+    assert await cmd_status(bad, as_json=False) == 0
+    text = capsys.readouterr().out
+    assert "shop shop-1: Temu refused the access token" in text
+    assert "expires at" not in text
