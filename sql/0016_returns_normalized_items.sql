@@ -52,17 +52,20 @@ LEFT JOIN LATERAL (
 LEFT JOIN LATERAL (
     -- the label upload task of this return (one per return: dedupe key upload_label:shop:sn);
     -- what it uploaded is in its result once done
+    -- (a done task Temu asked again for a label is pending again: its old result is history)
     SELECT
         o.state,
-        o.result ->> 'outcome' AS outcome,
+        d.outcome,
         o.last_error,
-        CASE WHEN o.result ->> 'outcome' = 'uploaded' THEN o.result ->> 'file_url' END
-            AS file_url,
-        CASE WHEN o.result ->> 'outcome' = 'uploaded' THEN o.result ->> 'tracking_number' END
+        CASE WHEN d.outcome = 'uploaded' THEN o.result ->> 'file_url' END AS file_url,
+        CASE WHEN d.outcome = 'uploaded' THEN o.result ->> 'tracking_number' END
             AS tracking_number,
-        CASE WHEN o.result ->> 'outcome' = 'uploaded'
+        CASE WHEN d.outcome = 'uploaded'
             THEN o.payload -> 'label' ->> 'carrier_name' END AS carrier_name
     FROM outbox AS o
+    CROSS JOIN LATERAL (
+        SELECT CASE WHEN o.state = 'done' THEN o.result ->> 'outcome' END AS outcome
+    ) AS d
     WHERE o.dedupe_key = 'upload_label:' || r.shop_id || ':' || r.parent_after_sales_sn
 ) AS u ON true;
 COMMENT ON VIEW returns_normalized IS

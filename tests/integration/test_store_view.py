@@ -191,3 +191,12 @@ async def test_the_uploaded_label_is_the_fulfillment_until_temu_shows_its_own(
     got = {r["sn"]: dict(r) for r in await view()}
     assert (got["R"]["tracking_number"], got["R"]["carrier_name"]) == ("9400", "USPS")
     assert got["R"]["label_url"] == "https://x/l.pdf"
+
+    # Temu asks for a label again: the task is pending again and its old upload is history.
+    await pool.execute("UPDATE outbox SET state = 'pending' WHERE id = $1", r_task.id)
+    got = {r["sn"]: dict(r) for r in await view()}
+    assert (got["R"]["label_state"], got["R"]["label_outcome"], got["R"]["label_url"]) == (
+        "pending",
+        None,
+        None,
+    )
