@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +35,14 @@ class RunCounters:
     rejected: int = 0  # records set aside in rejected_records during this run
     shops_failed: set[str] = field(default_factory=set)
     observer: RowObserver | None = None
+    _rejected_ids: set[str] = field(default_factory=set, repr=False)
+
+    def note_rejected(self, ids: Iterable[str]) -> None:
+        """Records set aside (their rejected_records identity): one read twice in the run (an
+        overlap, a re-read window) is counted once, as interface.md counts records."""
+        new = set(ids) - self._rejected_ids
+        self._rejected_ids |= new
+        self.rejected += len(new)
 
     def add_rows(self, entity: str, inserted: int, updated: int, unchanged: int) -> None:
         self.rows.setdefault(entity, RowCounts()).add(inserted, updated, unchanged)

@@ -124,21 +124,34 @@ def _reason(exc: BaseException) -> str:
     return redact(f"{text} (SQLSTATE {state})" if state else text)[:2000]
 
 
+def record_hash(r: Rejected, raw: str | None = None) -> str:
+    """The record's identity in rejected_records (with shop_id and stream)."""
+    key = r.entity_key
+    # Without a key, the record is its text and its reason (which names the parent order of a
+    # line): the same stray element in two orders is two records.
+    ident = key if key is not None else f"{r.reason}:{raw or orjson.dumps(r.item).decode()}"
+    return hashlib.sha256(f"{r.entity}:{ident}".encode()).hexdigest()
+
+
+def rejected_ids(shop_id: str, rejected: Sequence[Rejected], entity: str) -> frozenset[str]:
+    """The run-wide identities of the records of ``entity`` set aside: a record read twice
+    in one run (an overlap, a re-read window) is one record of the run's ``rejected``."""
+    return frozenset(
+        f"{shop_id}\x00{r.stream}\x00{record_hash(r)}" for r in rejected if r.entity == entity
+    )
+
+
 async def save_rejected(
     conn: Connection, query: str, shop_id: str, rejected: Sequence[Rejected]
 ) -> None:
     for r in rejected:
         raw = orjson.dumps(r.item).decode()
         key = r.entity_key
-        # Without a key, the record is its text and its reason (which names the parent order
-        # of a line): the same stray element in two orders is two records.
-        ident = key if key is not None else f"{r.reason}:{raw}"
-        digest = hashlib.sha256(f"{r.entity}:{ident}".encode()).hexdigest()
         await conn.execute(
             query,
             shop_id,
             r.stream,
-            digest,
+            record_hash(r, raw),
             None if key is None else pg_text(key[:MAX_KEY_CHARS]),
             pg_text(r.reason),
             raw.replace("\\u0000", "\\ufffd")[:MAX_RAW_CHARS],

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -22,7 +22,14 @@ from engine.store import isolation
 from engine.store.orders_store import GUESS_AFTER, OrdersWriter
 from engine.store.outbox import Outbox
 from engine.store.pool import holds_session_state, pg_text, pg_texts
-from engine.store.rejected import Rejected, isolable, json_key, not_objects, save_rejected
+from engine.store.rejected import (
+    Rejected,
+    isolable,
+    json_key,
+    not_objects,
+    rejected_ids,
+    save_rejected,
+)
 
 Item = Mapping[str, Any]
 
@@ -46,6 +53,8 @@ class DiffCounts:
     unchanged: int = 0
     skipped: int = 0
     rejected: int = 0
+    # Who was set aside (rejected.rejected_ids), for a run's count of distinct records.
+    rejected_ids: frozenset[str] = field(default=frozenset(), compare=False)
 
     @property
     def written(self) -> int:
@@ -58,6 +67,7 @@ class DiffCounts:
             self.unchanged + other.unchanged,
             self.skipped + other.skipped,
             self.rejected + other.rejected,
+            self.rejected_ids | other.rejected_ids,
         )
 
 
@@ -90,8 +100,12 @@ class OcTokens:
     updated_at: datetime
 
 
-def _counts(total: int, inserted: int, updated: int, skipped: int, rejected: int = 0) -> DiffCounts:
-    return DiffCounts(inserted, updated, total - inserted - updated, skipped, rejected)
+def _counts(
+    total: int, inserted: int, updated: int, skipped: int, rejected: frozenset[str] = frozenset()
+) -> DiffCounts:
+    return DiffCounts(
+        inserted, updated, total - inserted - updated, skipped, len(rejected), rejected
+    )
 
 
 def _summed(
@@ -105,15 +119,17 @@ def _summed(
     )
 
 
-def _order_counts(rows: Sequence[Any], rejected: Sequence[Rejected]) -> dict[str, DiffCounts]:
+def _order_counts(
+    shop_id: str, rows: Sequence[Any], rejected: Sequence[Rejected]
+) -> dict[str, DiffCounts]:
     return {
         "order": _counts(
             *_summed(rows, "orders", "orders_inserted", "orders_updated", "orders_skipped"),
-            _rejected_of(rejected, "order"),
+            rejected_ids(shop_id, rejected, "order"),
         ),
         "order_line": _counts(
             *_summed(rows, "lines", "lines_inserted", "lines_updated", "lines_skipped"),
-            _rejected_of(rejected, "order_line"),
+            rejected_ids(shop_id, rejected, "order_line"),
         ),
     }
 
@@ -134,6 +150,7 @@ def _logistics_info(result: Any) -> Any:
 
 
 def _return_counts(
+    shop_id: str,
     rows: Sequence[asyncpg.Record],
     line_rows: Sequence[asyncpg.Record],
     rejected: Sequence[Rejected],
@@ -141,17 +158,13 @@ def _return_counts(
     return {
         "return": _counts(
             *_summed(rows, "total", "inserted", "updated", "skipped"),
-            _rejected_of(rejected, "return"),
+            rejected_ids(shop_id, rejected, "return"),
         ),
         "return_line": _counts(
             *_summed(line_rows, "total", "inserted", "updated", "skipped"),
-            _rejected_of(rejected, "return_line"),
+            rejected_ids(shop_id, rejected, "return_line"),
         ),
     }
-
-
-def _rejected_of(rejected: Sequence[Rejected], entity: str) -> int:
-    return sum(1 for r in rejected if r.entity == entity)
 
 
 def _advance_args(advance: CursorAdvance | None) -> tuple[str | None, str | None, Any]:
@@ -190,7 +203,7 @@ class Store(Outbox):
         Returns ``{"order": ..., "order_line": ...}``. Lines of an item without a
         ``parentOrderSn`` are not stored (they would have no parent)."""
         rows, rejected = await self._orders.write(shop_id, list(page_items), _advance_args(advance))
-        return _order_counts(rows, rejected)
+        return _order_counts(shop_id, rows, rejected)
 
     async def write_returns(
         self,
@@ -242,14 +255,14 @@ class Store(Outbox):
                         self._q["write_returns"], shop_id, item_list, *_advance_args(advance)
                     )
                 assert row is not None and line_row is not None
-                return _return_counts([row], [line_row], [])
+                return _return_counts(shop_id, [row], [line_row], [])
             except Exception as exc:
                 if not isolable(exc):
                     raise
         rows, line_rows, rejected = await isolation.write_returns_bundle(
             self._pool, self._q, shop_id, item_list, line_list, infos, _advance_args(advance)
         )
-        return _return_counts(rows, line_rows, rejected)
+        return _return_counts(shop_id, rows, line_rows, rejected)
 
     async def write_return_lines(self, shop_id: str, items: Sequence[Item]) -> DiffCounts:
         """Stores elements of ``result.data`` of ``bg.aftersales.aftersales.list.get``."""
@@ -303,12 +316,13 @@ class Store(Outbox):
             self._q["logistics_later"], shop_id, sn, pg_text(error[:2000]), delay_s
         )
 
-    async def set_aside(self, shop_id: str, entity: str, elements: Sequence[Any]) -> int:
-        """List elements that are not records at all, into rejected_records; how many."""
+    async def set_aside(self, shop_id: str, entity: str, elements: Sequence[Any]) -> frozenset[str]:
+        """List elements that are not records at all, into rejected_records; who they are
+        (rejected.rejected_ids)."""
+        rejected = not_objects(entity, elements)
         async with self._pool.acquire() as conn:
-            rejected = not_objects(entity, elements)
             await save_rejected(conn, self._q["save_rejected"], shop_id, rejected)
-        return len(elements)
+        return rejected_ids(shop_id, rejected, entity)
 
     async def logistics_pending(self, shop_id: str | None = None) -> int:
         count: int = await self._pool.fetchval(self._q["logistics_pending_count"], shop_id)

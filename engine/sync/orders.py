@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.store.store import CursorAdvance
-from engine.sync.shop_stream import ShopStream
+from engine.sync.shop_stream import ShopStream, key_as_sent
 from engine.sync.windows import Window
 from engine.temu.api import Page
 from engine.temu.limiter import Lane
@@ -32,11 +32,7 @@ class OrdersAdapter(ShopStream):
 
     def key(self, item: dict[str, Any]) -> str | None:
         parent = item.get("parentOrderMap")
-        if isinstance(parent, dict):
-            sn = parent.get("parentOrderSn")
-            if isinstance(sn, str) and sn:
-                return sn
-        return None
+        return key_as_sent(parent.get("parentOrderSn")) if isinstance(parent, dict) else None
 
     async def write(self, items: list[dict[str, Any]], advance: CursorAdvance | None) -> None:
         counts = await self._store.write_orders(self.shop_id, items, advance=advance)

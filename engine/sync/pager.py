@@ -16,6 +16,17 @@ inconsistently is read again split by another filter the list APIs offer, creati
 drifts); when every part reads consistently and together they hold every record the unfiltered
 reads saw, the window is complete. Otherwise what was read is accepted (the stream must not stop)
 and ``on_inconsistent`` records it (sync_state.inconsistent_windows, /metrics).
+
+Totals that lie the other ways (temu-api.md, paging hazard: "a correct sync detects and repairs
+this"). Too LOW: when the last page by the total comes back full, or the pages hold more records
+than the total, the pages after it are read one by one until a short page, an empty one or one
+with nothing new (a server ignoring the page number), at most MAX_WINDOW_PAGES; the cursor moves
+only after that. No total at all (absent, -1: engine/temu/api.py) is paged the same way. Too
+HIGH, or absent, the same way twice: two passes that read the same records under the same total
+are a server miscount, not drift (records only leave): what was read is accepted, the cursor
+moves and ``on_inconsistent`` records it, unless the total asked for several pages and the window
+can still be halved (a page the server always answers empty looks the same, and halves need
+fewer pages).
 """
 
 from __future__ import annotations
@@ -81,6 +92,10 @@ class WindowRead:
     consistent: bool
     pages: int
     drift_events: int
+    # The records a pass read and the total it was given, when every page agreed on it:
+    # two passes alike are a stable server miscount (_read_window), not drift.
+    signature: tuple[frozenset[int], frozenset[str], int] | None = None
+    paged: bool = False  # the total asked for more than one page
 
 
 class _HoldLastWriter:
@@ -108,7 +123,11 @@ class _HoldLastWriter:
 
 def plausible(adapter: StreamAdapter, page: Page) -> bool:
     """False for a total no window of ours can hold (MAX_WINDOW_PAGES): not to be trusted."""
-    return page.total <= MAX_WINDOW_PAGES * adapter.page_size
+    return _plausible_total(adapter, page.total)
+
+
+def _plausible_total(adapter: StreamAdapter, total: int) -> bool:
+    return total <= MAX_WINDOW_PAGES * adapter.page_size
 
 
 async def _fetch(
@@ -122,6 +141,84 @@ async def _fetch(
 def page_count(adapter: StreamAdapter, total: int) -> int:
     """Pages a window of ``total`` records takes (at least one, at most MAX_WINDOW_PAGES)."""
     return max(1, min(MAX_WINDOW_PAGES, math.ceil(total / adapter.page_size)))
+
+
+def full(adapter: StreamAdapter, page: Page) -> bool:
+    """Whether another page may follow this one (every place of the page was taken)."""
+    return len(page.items) + page.skipped >= adapter.page_size
+
+
+def pages_by_total(adapter: StreamAdapter, first: Page) -> int:
+    """Pages asked at once; a total that cannot be read or trusted asks one, then reads on
+    while pages come back full (_read_on)."""
+    if not first.total_known or not plausible(adapter, first):
+        return 1
+    return page_count(adapter, first.total)
+
+
+class _Pass:
+    """What one pass over a window's pages saw."""
+
+    def __init__(self, adapter: StreamAdapter, first: Page) -> None:
+        self._adapter = adapter
+        self.total = first.total
+        self.total_known = first.total_known
+        self.totals: set[int] = set()  # the totals the pages reported (none: no count)
+        self.seen: set[str] = set()
+        self.unkeyed = 0
+        self.pages = 0
+        self.capped = False  # read on to MAX_WINDOW_PAGES and pages still brought new records
+        self.places: dict[int, int] = {}  # page number -> places it held (records and odd)
+
+    def account(self, page: Page) -> bool:
+        """Notes a page; False when it brought nothing new (a server ignoring the page
+        number answers the same records again: reading on would never end)."""
+        self.pages += 1
+        if page.total_known:  # else ``total`` is only the page's own length
+            self.totals.add(page.total)
+        self.total_known = self.total_known and page.total_known
+        self.unkeyed += page.skipped  # dropped non-objects still took a place in the listing
+        before, keyed = len(self.seen), 0
+        for item in page.items:
+            k = self._adapter.key(item)
+            if k is None:
+                self.unkeyed += 1
+            else:
+                keyed += 1
+                self.seen.add(k)
+        return not keyed or len(self.seen) > before
+
+    def place(self, page_no: int, page: Page) -> None:
+        self.places[page_no] = len(page.items) + page.skipped
+
+    def holed(self, page_size: int) -> bool:
+        """A short page before one holding records: the pages, not the total, are wrong
+        (cutting the window smaller is what helps)."""
+        last = max((p for p, n in self.places.items() if n), default=0)
+        return any(n < page_size for p, n in self.places.items() if p < last)
+
+    @property
+    def listed(self) -> int:
+        return len(self.seen) + self.unkeyed
+
+    @property
+    def consistent(self) -> bool:
+        # Records only leave a past window: every page agreeing on a total that the pages
+        # together fill means none was skipped. No total, or a bogus one: nothing to check.
+        return (
+            self.total_known
+            and len(self.totals) == 1
+            and _plausible_total(self._adapter, self.total)
+            and self.listed >= self.total
+            and not self.capped
+        )
+
+    def signature(self) -> tuple[frozenset[int], frozenset[str], int] | None:
+        """Equal for two passes that read the same records under the same stable total: a
+        server miscount (temu-api.md's paging hazard cannot explain it), not drift."""
+        if len(self.totals) > 1 or self.capped or self.holed(self._adapter.page_size):
+            return None
+        return frozenset(self.totals), frozenset(self.seen), self.unkeyed
 
 
 async def _read_once(
@@ -142,25 +239,11 @@ async def _read_once(
     ``ahead``: pages of this window already requested (by the walker, before the pass);
     ``on_all_requested`` is called once every other page has been handed to the pacer.
     """
-    total = first.total
-    n_pages = page_count(adapter, total)
+    n_pages = pages_by_total(adapter, first)
     ahead = ahead or {}
-    totals = {first.total}
-    seen: set[str] = set()
-    unkeyed = 0
-
-    def account(page: Page) -> None:
-        nonlocal unkeyed
-        unkeyed += page.skipped  # dropped non-objects still took a place in the listing
-        for item in page.items:
-            k = adapter.key(item)
-            if k is None:
-                unkeyed += 1
-            else:
-                seen.add(k)
-
+    seen = _Pass(adapter, first)
     writer = _HoldLastWriter(adapter)
-    account(first)
+    seen.account(first)
     await writer.push(first)
 
     gate = asyncio.Semaphore(max_in_flight)
@@ -178,28 +261,67 @@ async def _read_once(
             note_requested()
             return await _fetch(adapter, page_no, window, lane, created)
 
-    tasks = [ahead.pop(p) for p in range(2, n_pages + 1) if p in ahead]
-    tasks += [asyncio.ensure_future(fetch(p)) for p in to_request]
+    futures = {p: ahead.pop(p) for p in range(2, n_pages + 1) if p in ahead}
+    futures |= {p: asyncio.ensure_future(fetch(p)) for p in to_request}
+    tasks = list(futures.values())
     if not to_request and on_all_requested is not None:
         on_all_requested()
     try:
         for fut in asyncio.as_completed(tasks):
             page = await fut
-            totals.add(page.total)
-            account(page)
+            seen.account(page)
             await writer.push(page)
     except BaseException:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
+    seen.place(1, first)
+    for page_no, fut in futures.items():
+        seen.place(page_no, fut.result())
+    last = futures[n_pages].result() if n_pages > 1 else first
+    if full(adapter, last) or seen.listed > seen.total or not seen.total_known:
+        await _read_on(adapter, window, lane, created, n_pages + 1, seen, writer)
 
     if keys is not None:
-        keys |= seen
-    consistent = len(totals) == 1 and len(seen) + unkeyed >= total
+        keys |= seen.seen
+    consistent = seen.consistent
     await writer.finish(advance if consistent else None)
     return WindowRead(
-        total=total, consistent=consistent, pages=n_pages, drift_events=0 if consistent else 1
+        total=seen.total if seen.total_known else seen.listed,
+        consistent=consistent,
+        pages=seen.pages,
+        drift_events=0 if consistent else 1,
+        signature=seen.signature(),
+        paged=n_pages > 1,
+    )
+
+
+async def _read_on(
+    adapter: StreamAdapter,
+    window: Window,
+    lane: Lane,
+    created: Window | None,
+    page_no: int,
+    seen: _Pass,
+    writer: _HoldLastWriter,
+) -> None:
+    """Reads the pages after those the total asked for, one by one, until a short page or
+    one with nothing new: a total lower than what the pages hold (or none at all) must not
+    leave records unread and the cursor moved past them (temu-api.md, paging hazard)."""
+    while page_no <= MAX_WINDOW_PAGES:
+        page = await _fetch(adapter, page_no, window, lane, created)
+        fresh = seen.account(page)
+        seen.place(page_no, page)
+        await writer.push(page)
+        if not full(adapter, page) or not fresh:
+            return
+        page_no += 1
+    seen.capped = True
+    log.warning(
+        "a window still listed new records after %d pages; not trusting it",
+        MAX_WINDOW_PAGES,
+        extra={"stream": adapter.stream, "window": f"{window.start}-{window.end}"},
     )
 
 
@@ -264,10 +386,11 @@ async def _read_window(
 ) -> WindowRead:
     drift = 0
     keys: set[str] = set()  # every key the unfiltered reads saw (the one-second check)
+    previous: tuple[frozenset[int], frozenset[str], int] | None = None
     for _ in range(attempts):
         if first is None:
             first = await adapter.fetch(1, window, lane)
-        if not plausible(adapter, first):
+        if not plausible(adapter, first) and full(adapter, first):
             break  # re-reading a bogus total does not help: split instead
         result = await _read_once(
             adapter,
@@ -285,6 +408,14 @@ async def _read_window(
         if result.consistent:
             result.drift_events += drift
             return result
+        if result.signature is not None and result.signature == previous:
+            if result.paged and window.span > 1:
+                # Or a page the server always answers empty: halves need fewer pages.
+                break
+            await _accept_miscount(adapter, window, advance_for, on_inconsistent)
+            result.drift_events += drift
+            return result
+        previous = result.signature
         drift += 1
         log.info(
             "records moved while paging; reading the window again",
@@ -337,6 +468,27 @@ async def _read_window(
     return WindowRead(
         total=len(keys | parts.keys), consistent=consistent, pages=parts.pages, drift_events=drift
     )
+
+
+async def _accept_miscount(
+    adapter: StreamAdapter,
+    window: Window,
+    advance_for: Callable[[Window], CursorAdvance | None],
+    on_inconsistent: Callable[[Window], Awaitable[None]] | None,
+) -> None:
+    """A window read twice alike under a total its pages never matched (too high, missing,
+    bogus): the server miscounts, records did not move. Re-reading or splitting it would
+    only repeat the miscount (seen: tens of thousands of calls, the stream stalled), so what
+    was read (already stored) is accepted, the cursor moves, and the operator is told
+    (sync_state.inconsistent_windows, /metrics)."""
+    await adapter.write([], advance_for(window))
+    log.warning(
+        "window's total never matched its pages, twice alike: a server miscount; accepting "
+        "what was read",
+        extra={"stream": adapter.stream, "window": f"{window.start}-{window.end}"},
+    )
+    if on_inconsistent is not None:
+        await on_inconsistent(window)
 
 
 async def _keep(adapter: StreamAdapter, page: Page, keys: set[str]) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 from engine.retry import logistics_reread_delay
 from engine.store.pool import pg_text
 from engine.store.store import CursorAdvance
-from engine.sync.shop_stream import ShopStream
+from engine.sync.shop_stream import ShopStream, key_as_sent
 from engine.sync.windows import Window
 from engine.temu.api import Page
 from engine.temu.errors import BadParams, TemuError
@@ -32,6 +32,9 @@ LINES_BATCH = 20  # parentAfterSalesSnList size per call; Temu documents no larg
 # the process, instead of failing every returns page that needs lines.
 LINES_PAGE_SIZE = 200
 LINES_MIN_PAGE_SIZE = 25
+# Pages of lines read per batch at most (like the pager's MAX_WINDOW_PAGES): 20 returns of
+# lines fill a few pages; a total of 10**6 must not become 40,000 calls.
+LINES_MAX_PAGES = 100
 LOGISTICS_REREADS_PER_PASS = 50  # pending logistics read again per pass, at most
 REFUND_ONLY = 1
 # Statuses in which no return package can exist yet: requested, awaiting review, or waiting
@@ -83,8 +86,9 @@ class ReturnsAdapter(ShopStream):
         )
 
     def key(self, item: dict[str, Any]) -> str | None:
-        sn = item.get("parentAfterSalesSn")
-        return sn if isinstance(sn, str) and sn else None
+        # As the store keys the return (a number too): its lines and logistics are asked for
+        # with this text, or a return stored under "70000000001" would never get them.
+        return key_as_sent(item.get("parentAfterSalesSn"))
 
     async def write(self, items: list[dict[str, Any]], advance: CursorAdvance | None) -> None:
         changed = set(await self._store.returns_changed(self.shop_id, items))
@@ -142,8 +146,8 @@ class ReturnsAdapter(ShopStream):
         self, batch: list[str], size: int, lane: Lane
     ) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
-        page_no = 1
-        while True:
+        seen: set[str] = set()
+        for page_no in range(1, LINES_MAX_PAGES + 1):
             page = await self._api.list_return_lines(
                 batch, page_no=page_no, page_size=size, lane=lane
             )
@@ -154,9 +158,20 @@ class ReturnsAdapter(ShopStream):
                 more = page_no * size < page.total
             else:  # no total in the answer: a full page may be followed by another
                 more = len(page.items) + page.skipped >= size
-            if not page.items or not more:
+            keys = {k for k in (key_as_sent(i.get("afterSalesSn")) for i in page.items) if k}
+            # A page of lines all read before: the server ignores pageNo (or its total is a
+            # lie), and asking on would never end.
+            stale = bool(keys) and keys <= seen
+            seen |= keys
+            if not page.items or not more or stale:
                 return out
-            page_no += 1
+        log.warning(
+            "return lines of %d returns still listed after %d pages; reading no further",
+            len(batch),
+            LINES_MAX_PAGES,
+            extra={"shop": self.shop_id},
+        )
+        return out
 
     async def _read_logistics(self, sn: str, lane: Lane) -> tuple[dict[str, Any] | None, str]:
         """(the answer, "") or (None, why): Temu has no reverse order for it yet (130010004)

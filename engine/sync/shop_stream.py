@@ -8,11 +8,21 @@ from datetime import datetime
 from typing import Any
 
 from engine.counters import RunCounters
+from engine.store.rejected import json_key
 from engine.store.store import DiffCounts, Store
 from engine.temu.api import TemuShopApi
 from engine.temu.limiter import Lane
 
 log = logging.getLogger(__name__)
+
+
+def key_as_sent(value: Any) -> str | None:
+    """A record's key as the store keys it (json_key: a number is its JSON text, so
+    70000000001 is "70000000001"), a string exactly as Temu sent it (a U+0000 kept): the
+    pager counts records by it, and Temu is asked about the record with it."""
+    if isinstance(value, str):
+        return value or None
+    return json_key(value)
 
 
 class ShopStream:
@@ -43,14 +53,14 @@ class ShopStream:
         await self._set_aside(self.entity, elements)
 
     async def _set_aside(self, entity: str, elements: Sequence[Any]) -> None:
-        self._counters.rejected += await self._store.set_aside(self.shop_id, entity, elements)
+        self._counters.note_rejected(await self._store.set_aside(self.shop_id, entity, elements))
 
     def _book(self, counts: Mapping[str, DiffCounts], keys: Mapping[str, str]) -> None:
         """Adds the rows written to the run's counters; records without their key cannot be
         stored (nothing identifies them), so their count is logged with the key they lack."""
         for entity, c in counts.items():
             self._counters.add_rows(entity, c.inserted, c.updated, c.unchanged)
-            self._counters.rejected += c.rejected
+            self._counters.note_rejected(c.rejected_ids)
             if c.skipped:
                 log.warning(
                     "shop %s: skipped %d %s record(s) without %s (not stored)",

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from engine.store.store import CursorAdvance
-from engine.sync.pager import StreamAdapter, page_count, plausible, read_window
+from engine.sync.pager import StreamAdapter, pages_by_total, plausible, read_window
 from engine.sync.windows import SpanPlanner, Window
 from engine.temu.api import Page
 from engine.temu.limiter import Lane
@@ -102,17 +102,16 @@ class _Head:
         ):
             self.window = planner.shrink_for(self.window, first.total)
             first = await adapter.fetch(1, self.window, lane)
-        if plausible(adapter, first):
+        if plausible(adapter, first) and first.total_known:  # a count to size windows by
             planner.observe(self.window, first.total)
         nxt = self.window.end + 1
         if nxt <= self._end:
             # Before this window's pages: its answer (the next window's size) must be back
             # before they have all been sent, or the pacer idles at the next hand-off.
             self.next = _Head(adapter, nxt, self._end, lane, planner)
-        if plausible(adapter, first):
-            last = min(page_count(adapter, first.total), 1 + AHEAD_PAGES)
-            for page in range(2, last + 1):
-                self.pages[page] = asyncio.ensure_future(adapter.fetch(page, self.window, lane))
+        last = min(pages_by_total(adapter, first), 1 + AHEAD_PAGES)
+        for page in range(2, last + 1):
+            self.pages[page] = asyncio.ensure_future(adapter.fetch(page, self.window, lane))
         return first
 
 

@@ -88,11 +88,22 @@ class TemuShopApi:
             raise
 
     async def _call(
-        self, api_type: str, params: dict[str, Any], lane: Lane, *, idempotent: bool = True
+        self,
+        api_type: str,
+        params: dict[str, Any],
+        lane: Lane,
+        *,
+        idempotent: bool = True,
+        deadline: float | None = None,
     ) -> dict[str, Any]:
+        token = self._access_token
         try:
+            if deadline is None:
+                return await self.transport.call(
+                    api_type, token, params, lane=lane, idempotent=idempotent
+                )
             return await self.transport.call(
-                api_type, self._access_token, params, lane=lane, idempotent=idempotent
+                api_type, token, params, lane=lane, idempotent=idempotent, deadline=deadline
             )
         except TemuError as exc:
             # The transport serves every shop of the app; only here is the shop known.
@@ -185,11 +196,16 @@ class TemuShopApi:
         params = {"parentAfterSalesSn": parent_after_sales_sn, "parentOrderSn": parent_order_sn}
         return await self._call(RETURNLABEL_PREPARE, params, lane)
 
-    async def upload_returnlabel(self, params: dict[str, Any], *, lane: Lane) -> dict[str, Any]:
-        """Success has no result body: ``{}``. State errors raise AftersalesStateError."""
+    async def upload_returnlabel(
+        self, params: dict[str, Any], *, lane: Lane, deadline: float | None = None
+    ) -> dict[str, Any]:
+        """Success has no result body: ``{}``. State errors raise AftersalesStateError.
+        ``deadline``: see ``TemuTransport.call`` (the caller's lease must outlast the send)."""
         # Not idempotent: a lost answer may hide an applied upload, so it is never resent
         # blindly; the caller re-reads the return instead.
-        return await self._call(UPLOAD_RETURNLABEL, params, lane, idempotent=False)
+        return await self._call(
+            UPLOAD_RETURNLABEL, params, lane, idempotent=False, deadline=deadline
+        )
 
     async def carriers(self, region_id: int, *, lane: Lane) -> list[dict[str, Any]]:
         result = await self._call(CARRIERS, {"returnWarehouseRegionId1": region_id}, lane)
@@ -276,14 +292,24 @@ class TemuShopApi:
         *,
         total_optional: bool = False,
     ) -> Page:
-        total = result.get(total_key)
-        if total is None and total_optional:
-            items, odd = self._objects(api_type, result, items_key, required=True)
+        total = _count(result.get(total_key))
+        if total is None:
+            # temu-api.md: parse defensively, a missing field is no error. Without a readable
+            # count (absent, -1, "many") the page is still a page: the pager reads on while
+            # pages come back full and notes the window as not checked (pager._Pass). A
+            # result with neither a count nor a list (``result: null`` on success, which the
+            # transport hands over as {}) is read as an empty page: nothing was listed.
+            if total_key in result and not total_optional:
+                log.info(
+                    "%s shop=%s: %s is %r, not a count: paging until a short page",
+                    api_type,
+                    self.shop_id,
+                    total_key,
+                    result.get(total_key),
+                    extra={"shop": self.shop_id},
+                )
+            items, odd = self._objects(api_type, result, items_key, required=False)
             return Page(total=len(items) + len(odd), items=items, odd=odd, total_known=False)
-        if isinstance(total, str) and total.strip().isdigit():
-            total = int(total)  # a count sent as a string is still a count
-        if isinstance(total, bool) or not isinstance(total, int) or total < 0:
-            raise self._malformed(api_type, f"{total_key} is {total!r}, not a count")
         # An empty page may come back with the list null or absent; a non-empty one may not.
         items, odd = self._objects(api_type, result, items_key, required=total > 0)
         return Page(total=total, items=items, odd=odd)
@@ -322,6 +348,18 @@ class TemuShopApi:
         exc = MalformedResponse(api_type, 0, f"malformed result: {problem}")
         exc.shop_id = self.shop_id
         return exc
+
+
+def _count(value: Any) -> int | None:
+    """A list's total as a count: an int, a digit string or a whole float (12.0); None when
+    it is absent or no count at all (negative, a bool, a fraction, words)."""
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
 
 
 def _check_page(page: int, page_size: int, max_size: int) -> None:

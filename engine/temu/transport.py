@@ -36,7 +36,16 @@ log = logging.getLogger(__name__)
 _JSON_HEADERS = {"Content-Type": "application/json"}
 # 4000004 answers a call may take in a row, in units of apps.max_attempts (see _retry_delay).
 RATE_LIMITED_TRIES_FACTOR = 3
+SUCCESS_CODE = 1000000
 _COMMON_KEYS = frozenset({"type", "app_key", "access_token", "timestamp", "data_type", "sign"})
+
+
+class DeadlinePassed(TemuError):
+    """A call with a ``deadline`` stopped before a (re)send that could still be in flight
+    after it: nothing more was sent, so nothing was applied by this try (earlier tries of a
+    non-idempotent call were resent only after refusals that prove that too)."""
+
+    retryable = True
 
 
 class TemuTransport:
@@ -83,12 +92,16 @@ class TemuTransport:
         *,
         lane: Lane,
         idempotent: bool = True,
+        deadline: float | None = None,
     ) -> dict[str, Any]:
         """The envelope's ``result`` (``{}`` when null); raises a TemuError subclass.
 
         ``idempotent=False`` (a write such as a label upload): only failures that prove the
         request was not applied (the gateway's rate-limit, signature or timestamp refusal) are
-        sent again; a lost or failed answer surfaces so the caller can re-read the state."""
+        sent again; a lost or failed answer surfaces so the caller can re-read the state.
+
+        ``deadline`` (the event loop's clock): no send starts unless its answer (or its
+        timeout) comes by then; otherwise ``DeadlinePassed`` is raised instead of sending."""
         clash = _COMMON_KEYS.intersection(params)
         if clash:
             raise ValueError(f"{api_type}: params may not set {sorted(clash)}")
@@ -105,7 +118,7 @@ class TemuTransport:
             # Temu is slow, callers wait for a slot without a grant, so grants never pile up
             # behind the connector and leave in a burst when connections free up.
             async with self._connection_slot():
-                send = await self.pacer.acquire(lane)
+                send = await self._grant(api_type, lane, deadline)
                 timestamp = int(self._clock())
                 body = signed_body(
                     {
@@ -167,6 +180,8 @@ class TemuTransport:
                     self.max_attempts,
                     extra=extra,
                 )
+                if deadline is not None and self._too_late(deadline, retry_in):
+                    raise DeadlinePassed(api_type, 0, f"deadline before the resend after: {error}")
                 if retry_in > 0:
                     await self._sleep(retry_in)
                 continue
@@ -175,6 +190,24 @@ class TemuTransport:
             self.stats.record(self.app.app_key, api_type, outcomes.OK)
             log.debug("temu call ok (attempt %d)", attempt, extra=extra)
             return result
+
+    def _too_late(self, deadline: float, wait_s: float = 0.0) -> bool:
+        """A send starting ``wait_s`` from now could still be in flight at ``deadline``."""
+        latest = asyncio.get_running_loop().time() + wait_s + (self._timeout.total or 0.0)
+        return latest > deadline
+
+    async def _grant(self, api_type: str, lane: Lane, deadline: float | None) -> Send:
+        """The pacer's grant; with a deadline, only while a send could still end by then."""
+        if deadline is None:
+            return await self.pacer.acquire(lane)
+        if self._too_late(deadline):
+            raise DeadlinePassed(api_type, 0, "deadline reached before the send")
+        try:
+            # A cancelled pacer waiter is skipped by its dispatcher (limiter.py).
+            async with asyncio.timeout_at(deadline - (self._timeout.total or 0.0)):
+                return await self.pacer.acquire(lane)
+        except TimeoutError:
+            raise DeadlinePassed(api_type, 0, "deadline reached waiting for the pacer") from None
 
     @contextlib.asynccontextmanager
     async def _connection_slot(self) -> AsyncIterator[None]:
@@ -313,7 +346,10 @@ def _parse_envelope(
         )
     request_id = str(envelope.get("requestId") or "")
     code = envelope.get("errorCode")
-    if envelope["success"]:
+    # temu-api.md: "Errors are in errorCode". A success flag beside another code (seen:
+    # 4000004) is that error, so a rate limit still slows the pacer and is retried. A code
+    # that is no number at all (absent, null, words) leaves the flag to decide.
+    if envelope["success"] and _error_code(code) in (0, SUCCESS_CODE):
         result = envelope.get("result")
         if result is None:
             return {}

@@ -26,6 +26,8 @@ RETURN_ORDER = "bg.aftersales.parentreturnorder.get"
 
 # (api_type, params, result) -> result to send; lets a test mangle one answer.
 Hook = Callable[[str, dict[str, Any], Any], Any]  # may answer bytes: sent as the raw result
+# (api_type, params) -> the whole envelope to send as it is, or None for the usual answer.
+RawHook = Callable[[str, dict[str, Any]], bytes | None]
 
 
 @dataclass
@@ -40,6 +42,7 @@ class TemuDouble:
     def __init__(self) -> None:
         self.shops: dict[str, Shop] = {}
         self.hook: Hook | None = None
+        self.raw: RawHook | None = None
         self.calls: Counter[str] = Counter()
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
@@ -78,6 +81,9 @@ class TemuDouble:
         api_type = params["type"]
         self.calls[api_type] += 1
         shop = next(s for s in self.shops.values() if s.token == params["access_token"])
+        raw = None if self.raw is None else self.raw(api_type, params)
+        if raw is not None:
+            return web.Response(body=raw, content_type="application/json")
         result = self._result(api_type, params, shop)
         if self.hook is not None:
             result = self.hook(api_type, params, result)

@@ -281,3 +281,103 @@ async def _walk_paced() -> tuple[WalkResult, PacedAdapter, DriftingSource]:
         ad, kind="incremental", start=0, end=100_000, lane=Lane.BACKFILL, planner=planner
     )
     return walked, ad, src
+
+
+class MiscountingSource(DriftingSource):
+    """Reports ``total`` through ``miscount`` (the true count in, the count sent out; None:
+    no count at all), and can ignore the page number (answers page 1 every time)."""
+
+    def __init__(self, n: int, start: int, end: int, miscount: Any) -> None:
+        super().__init__(n, start, end)
+        self.miscount = miscount
+        self.ignore_page_no = False
+
+    def page(self, page: int, size: int, w: Window, created: Window | None = None) -> Page:
+        # A creation-time filter is ignored: those parts hold the update window's records.
+        real = super().page(1 if self.ignore_page_no else page, size, w)
+        total = self.miscount(real.total)
+        if total is None:
+            return Page(total=len(real.items), items=real.items, total_known=False)
+        return Page(total=total, items=real.items)
+
+
+def _noting() -> tuple[list[Window], Any]:
+    noted: list[Window] = []
+
+    async def note(w: Window) -> None:
+        noted.append(w)
+
+    return noted, note
+
+
+async def test_a_total_lower_than_the_pages_hold_loses_nothing() -> None:
+    """Finding 1: page_count asked only ceil(total / size) pages; the rest were never read,
+    and the cursor moved past them."""
+    for lie in (3, 5):  # 13 records said 10 (last page full), 13 said 8 (more keys seen)
+        src = MiscountingSource(13, 1000, 2000, lambda t, lie=lie: max(0, t - lie))
+        ad = Adapter(src)
+        noted, note = _noting()
+        result = await read_window(
+            ad, Window(1000, 2000), Lane.BACKFILL, advance_for=_advance, on_inconsistent=note
+        )
+        assert set(ad.stored) == set(src.records), f"total {13 - lie}: records lost"
+        assert ad.advances[-1].position.timestamp() == 2000
+        assert result.total == 13 - lie and src.requests <= 3 and noted == []
+
+
+async def test_a_stable_total_too_high_is_accepted_not_split_forever() -> None:
+    """Finding 2: "says 5, sends 0", or 5 too many: the same answer twice is a server
+    miscount, accepted and noted; the cursor moves. (Where the total asks for more than one
+    page, halves are tried first: an always-empty page 2 looks the same, test_bad_input.)"""
+    for n, lie, most in ((0, 5, 2), (7, 5, 80)):
+        src = MiscountingSource(n, 1000, 200_000, lambda t, lie=lie: t + lie)
+        ad = Adapter(src)
+        noted, note = _noting()
+        await read_window(
+            ad, Window(1000, 200_000), Lane.BACKFILL, advance_for=_advance, on_inconsistent=note
+        )
+        assert set(ad.stored) == set(src.records)
+        assert ad.advances[-1].position.timestamp() == 200_000
+        assert noted and src.requests <= most, (noted, src.requests)
+    assert noted != [Window(1000, 200_000)]  # 7 said 12: split, then each part accepted
+
+
+async def test_a_bogus_total_in_every_window_does_not_stall_the_walk() -> None:
+    src = MiscountingSource(40, 0, 5 * 86400, lambda t: 10**12)
+    ad = FilteringAdapter(src, page_size=10)  # type: ignore[arg-type]
+    noted, note = _noting()
+    planner = SpanPlanner(span=3600, target_items=100, max_items=200)
+    await walk_range(
+        ad,
+        kind="backfill",
+        start=0,
+        end=5 * 86400,
+        lane=Lane.BACKFILL,
+        planner=planner,
+        on_inconsistent=note,
+    )
+    assert set(ad.stored) == set(src.records)
+    assert ad.advances[-1].position.timestamp() == 5 * 86400
+    assert noted and src.requests < 400, src.requests
+
+
+async def test_a_window_without_a_readable_total_is_paged_to_a_short_page() -> None:
+    """Finding 3: a total missing (or -1, "many") is a page all the same."""
+    src = MiscountingSource(45, 1000, 2000, lambda t: None)
+    ad = Adapter(src)
+    noted, note = _noting()
+    await read_window(
+        ad, Window(1000, 2000), Lane.BACKFILL, advance_for=_advance, on_inconsistent=note
+    )
+    assert set(ad.stored) == set(src.records)
+    assert ad.advances[-1].position.timestamp() == 2000 and noted == [Window(1000, 2000)]
+    assert src.requests == 10  # 5 pages, twice
+
+
+async def test_a_server_ignoring_the_page_number_is_not_paged_forever() -> None:
+    src = MiscountingSource(10, 1000, 2000, lambda t: None)
+    src.ignore_page_no = True
+    ad = Adapter(src)
+    await read_window(ad, Window(1000, 2000), Lane.BACKFILL, advance_for=_advance)
+    assert set(ad.stored) == set(src.records) and src.requests == 4  # pages 1, 2, twice
+    assert ad.advances[-1].position.timestamp() == 2000

@@ -362,3 +362,25 @@ async def test_a_write_refused_by_the_rate_limit_is_resent(h: Harness) -> None:
     result = await h.transport.call(API, TOKEN, {"x": 1}, lane=Lane.RECONCILER, idempotent=False)
     assert result == {"done": True}
     assert h.stats.requests == 2
+
+
+def ok_but(code: Any) -> dict[str, Any]:
+    """``success: true`` beside another errorCode, as a gateway was seen to answer."""
+    return {**ok(None), "errorCode": code, "errorMsg": "RATE_LIMIT_EXCEED_EXCEPTION"}
+
+
+@pytest.mark.parametrize("code", [4000004, "4000004"], ids=["number", "quoted"])
+async def test_success_flag_beside_an_error_code_is_that_error(h: Harness, code: Any) -> None:
+    """temu-api.md: errors are in errorCode. Read as success, 4000004 neither slowed the
+    pacer nor was retried: the page came back empty of its list."""
+    before = h.pacer.pace
+    h.answer(ok_but(code), ok({"x": 1}))
+    assert await h.call() == {"x": 1}
+    assert h.pacer.pace < before
+    assert h.stats.rate_limited == 1 and len(h.sent()) == 2
+    assert [o for _, _, o in h.observed] == ["rate_limited", "ok"]
+
+
+async def test_success_flag_beside_an_unreadable_code_stays_success(h: Harness) -> None:
+    h.answer({**ok({"x": 1}), "errorCode": None})
+    assert await h.call() == {"x": 1}
