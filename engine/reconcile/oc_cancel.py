@@ -46,5 +46,7 @@ class OcCancel:
             self._counters.oc_updates += 1
             log.info("OC RMA %s cancelled (Temu return %s closed)", rma.order_number, sn)
 
+        # An RMA found closed after OC refused the CANCEL (ours landed, or someone else's) is
+        # skipped: nothing is left to cancel and the task is done.
         cancelled = await push_each(self._oc, sn, open_rmas(rmas), cancel)
         return Done({"outcome": "cancelled" if cancelled else "no_open_rma", "rmas": cancelled})

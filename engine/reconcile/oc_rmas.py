@@ -74,21 +74,38 @@ class RmaWait:
         )
 
 
+def never(_rma: Rma | None) -> bool:
+    return False
+
+
 async def push_each(
-    oc: OCClient, sn: str, rmas: Iterable[Rma], push: Callable[[Rma], Awaitable[object]]
+    oc: OCClient,
+    sn: str,
+    rmas: Iterable[Rma],
+    push: Callable[[Rma], Awaitable[object]],
+    *,
+    landed: Callable[[Rma | None], bool] = never,
 ) -> list[str]:
-    """Runs ``push`` for each RMA and answers the order numbers it was applied to. OC refusing
-    an RMA that was closed meanwhile (someone cancelled it in OC) skips it; a refusal on one
-    that stays open surfaces, and the executor retries or parks the task."""
+    """Runs ``push`` for each RMA and answers the order numbers it was applied to.
+
+    After OC refuses a push the RMA is looked at again: ``landed(rma)`` (the RMA if still
+    open, else None) says it already shows the push's effect (an earlier try landed and its
+    repeat is refused): done. Otherwise an RMA closed meanwhile (someone cancelled it in OC)
+    is skipped, and a refusal on one that stays open surfaces (the executor retries or parks
+    the task)."""
     done: list[str] = []
     for rma in rmas:
         try:
             await push(rma)
         except OCBusinessError as exc:
-            if await still_open(oc, sn, rma.order_number) is not None:
+            now = await still_open(oc, sn, rma.order_number)
+            if landed(now):
+                log.info("OC RMA %s already shows the push (%s)", rma.order_number, exc.code)
+            elif now is None:
+                log.info("OC RMA %s was closed meanwhile (%s)", rma.order_number, exc.code)
+                continue
+            else:
                 raise
-            log.info("OC RMA %s was closed meanwhile (%s)", rma.order_number, exc.code)
-            continue
         done.append(rma.order_number)
     return done
 

@@ -14,7 +14,7 @@ from engine.counters import RunCounters
 from engine.oc.client import OCClient
 from engine.oc.wire import Rma
 from engine.reconcile.oc_rmas import RmaWait, open_rmas, push_each, push_message_id, rmas_of
-from engine.reconcile.tasks import OC_TRACKING, Done, Lease, Outcome, Park
+from engine.reconcile.tasks import OC_TRACKING, Done, Lease, Outcome, Park, tracking_key
 from engine.store.outbox import Task
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,8 @@ class OcTracking:
         rmas = await rmas_of(self._oc, sn)
         if not rmas:
             return self._no_rma.outcome(sn, int(p.get("polls") or 0))
-        stale = [r for r in open_rmas(rmas) if r.tracking_number != tracking]
+        # Case and spaces aside: OC holding "1z 999" already has Temu's "1Z999".
+        stale = [r for r in open_rmas(rmas) if not _same(r.tracking_number, tracking)]
         if stale and not carrier:
             return Park(f"Temu shows tracking {tracking} for {sn} without a carrier name")
 
@@ -51,5 +52,13 @@ class OcTracking:
             self._counters.oc_updates += 1
             log.info("OC RMA %s told tracking %s (Temu return %s)", rma.order_number, tracking, sn)
 
-        pushed = await push_each(self._oc, sn, stale, tell)
+        def has_it(now: Rma | None) -> bool:
+            return now is not None and _same(now.tracking_number, tracking)
+
+        pushed = await push_each(self._oc, sn, stale, tell, landed=has_it)
         return Done({"outcome": "pushed" if pushed else "up_to_date", "rmas": pushed})
+
+
+def _same(held: str | None, tracking: str) -> bool:
+    """OC holds ``tracking`` (case and spaces aside: "1z 999" is Temu's "1Z999")."""
+    return held is not None and tracking_key(held) == tracking_key(tracking)

@@ -85,11 +85,17 @@ class LabelQueue:
         def decide(existing: LockedTask) -> tuple[dict[str, Any] | None, str]:
             same = existing.payload.get("label") == label
             if existing.state in ("pending", "dead"):
+                if not same and existing.payload.get("attempted"):
+                    # An upload went out and its outcome is unknown: another label now would
+                    # be dropped (the first landed) or uploaded on top of it.
+                    return None, "unconfirmed"
                 return patch, "same" if same else "replaced"
             if existing.state == "done" and asks_again(existing, info.update_at):
                 # Temu asks for a label again (the last one was rejected or expired): this
-                # label answers the new request; the task forgets the earlier attempt.
-                return {**patch, **fresh_request(info.update_at)}, "replaced"
+                # label answers the new request. The earlier upload stays known: the task
+                # first checks it is not on the return (a lagging list may look like a
+                # new request).
+                return {**patch, **fresh_request(info.update_at, existing.result)}, "replaced"
             if existing.state in ("done", "running") and same:
                 # Already taken (a client that lost our 202 sends it again): one task, 202.
                 return None, "same"
@@ -102,6 +108,12 @@ class LabelQueue:
             info.shop_id,
             decide=decide,
         )
+        if verdict == "unconfirmed":
+            raise LabelRejected(
+                f"an earlier label upload for return {sn} is unconfirmed (sent, no answer "
+                "yet): another label is taken once Temu shows whether it landed",
+                409,
+            )
         if verdict == "running":
             raise LabelRejected(f"a label upload for return {sn} is in progress", 409)
         if verdict == "done":
@@ -148,13 +160,15 @@ def asks_again(task: LockedTask, update_at: int | None) -> bool:
     return answered is not None and update_at > answered
 
 
-def fresh_request(update_at: int | None) -> dict[str, Any]:
-    """The payload patch that makes a done task answer Temu's new request."""
+def fresh_request(update_at: int | None, previous_result: Any = None) -> dict[str, Any]:
+    """The payload patch that makes a done task answer Temu's new request; the result of the
+    run it answered before stays as ``previous_result`` (as the planner keeps it)."""
     return {
         "attempted": False,
         "attempt": {},
         "polls": 0,
         "request_at": update_at,
+        "previous_result": previous_result,
     }
 
 

@@ -27,6 +27,13 @@ def upload_key(shop_id: str, sn: str) -> str:
     return f"{UPLOAD_KEY_PREFIX}{shop_id}:{sn}"
 
 
+def tracking_key(number: object) -> str:
+    """A tracking number as compared and deduplicated: upper case, no whitespace (" 1z 999"
+    and "1Z999" are one parcel). The planner's SQL (reconcile.sql) applies the same rule;
+    the number itself is always sent as Temu shows it."""
+    return "".join(str(number).split()).upper()
+
+
 @dataclass(frozen=True)
 class Done:
     result: dict[str, Any] = field(default_factory=dict)

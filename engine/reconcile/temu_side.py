@@ -138,9 +138,10 @@ class TemuReturns:
                 return []
         return await self.api.carriers(region_id, lane=LANE)
 
-    async def upload(self, params: dict[str, Any]) -> None:
-        """Sent at most once unless the gateway refused it outright (see the module doc)."""
-        await self.api.upload_returnlabel(params, lane=LANE)
+    async def upload(self, params: dict[str, Any], *, deadline: float | None = None) -> None:
+        """Sent at most once unless the gateway refused it outright (see the module doc); no
+        (re)send starts that could outlast ``deadline`` (the event loop's clock)."""
+        await self.api.upload_returnlabel(params, lane=LANE, deadline=deadline)
 
 
 def trackings(logistics: dict[str, Any]) -> list[tuple[str, str | None]]:

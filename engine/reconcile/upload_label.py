@@ -13,8 +13,13 @@ Never twice: the task records "upload attempted" durably (and only while it hold
 BEFORE the upload is sent. A run that finds that mark cannot know whether the earlier upload
 landed (answer lost, process killed). Temu's returns list may lag and still offer operation 10
 after the upload landed, so before any second upload the return's logistics
-(``parentreturnorder.get``) are read: the attempted tracking number there means it landed.
-An upload whose answer was lost is tried again only after minutes (UNANSWERED_RETRY_S).
+(``parentreturnorder.get``) are read: the attempted tracking number there (case and spaces
+aside) means it landed. The same look comes first when Temu seems to ask again for a label
+(``previous_result``): our own upload moves updateAt while the list may still offer the
+upload. A look that fails proves nothing: the task retries, it never uploads on it.
+An upload whose answer was lost is tried again only after minutes (UNANSWERED_RETRY_S). The
+upload call is given a deadline at the end of the lease cover, so no resend (after 4000004)
+can be in flight once another worker may claim the task.
 
 Mode (interface.md "Return labels"): the label's own logisticMode; else the buyer's choice on
 the return (returnDeliveryType 3 drop off, 4 pick up); else reconciler.logistic_mode. A label
@@ -26,6 +31,7 @@ answers for another reference is not taken either.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -37,12 +43,22 @@ from engine.oc.wire import Rma, new_message_id
 from engine.reconcile.carriers import CarrierDirectory, UnknownCarrier, region_of
 from engine.reconcile.labels import LabelRequest
 from engine.reconcile.oc_rmas import open_rmas, rmas_of
-from engine.reconcile.tasks import UPLOAD_LABEL, Done, Lease, Outcome, Park, Retry, Wait
+from engine.reconcile.tasks import (
+    UPLOAD_LABEL,
+    Done,
+    Lease,
+    Outcome,
+    Park,
+    Retry,
+    Wait,
+    tracking_key,
+)
 from engine.reconcile.temu_side import TemuReturn, TemuReturns, trackings
 from engine.store.outbox import Task
 from engine.store.reconcile_store import ReconcileStore, ReturnInfo
 from engine.store.store import Store
-from engine.temu.errors import AftersalesStateError, TemuError
+from engine.temu.errors import AftersalesStateError, RateLimited, TemuError
+from engine.temu.transport import DeadlinePassed
 
 log = logging.getLogger(__name__)
 
@@ -147,15 +163,20 @@ class UploadLabel:
                 return await self._settled(temu, sn, p.get("attempt") or {}, now.status)
             return Done({"outcome": "not_needed", "temu_status": now.status})
 
-        if attempted_before:
+        earlier = _earlier_upload(p)
+        if earlier is not None:
             # The list still offers the upload, but it may lag behind an upload that landed
-            # (answer lost): the return's logistics show it at once.
-            attempt = p.get("attempt") or {}
-            shown = await self._read_back(temu, sn)
-            if attempt.get("tracking_number") in shown:
-                self._counters.labels_uploaded += 1
-                log.info("label for %s already on the return (earlier attempt landed)", sn)
-                return Done({"outcome": "uploaded", **attempt, "confirmed_by_reread": True})
+            # (answer lost, or Temu's updateAt moved by our own upload and taken for a new
+            # request): the return's logistics show it at once. No second upload without
+            # that look.
+            shown = await self._confirm_read(temu, sn)
+            if not isinstance(shown, list):
+                return shown
+            if _shows(shown, earlier.get("tracking_number")):
+                log.info("label for %s already on the return (earlier upload landed)", sn)
+                if attempted_before:
+                    self._counters.labels_uploaded += 1
+                return Done({**earlier, "outcome": "uploaded", "confirmed_by_reread": True})
 
         label = p.get("label")
         if not label:
@@ -183,11 +204,18 @@ class UploadLabel:
         request_at = _int_or_none(now.item.get("updateAt"))
         if request_at is not None:
             progress["request_at"] = request_at  # which of Temu's requests this answers
+        # The lease covers UPLOAD_COVER_S from before it was stretched: no (re)send may start
+        # that could still be in flight when another worker may claim the task.
+        deadline = asyncio.get_running_loop().time() + UPLOAD_COVER_S
         await lease.save_progress(progress, cover_s=UPLOAD_COVER_S)
         try:
-            await temu.upload(params)
+            await temu.upload(params, deadline=deadline)
         except AftersalesStateError as exc:
             return await self._refused(temu, info, exc, summary, attempted_before)
+        except (RateLimited, DeadlinePassed) as exc:
+            # Every try was refused by the rate limit (4000004 / HTTP 429) or never sent: no
+            # upload was applied, so an ordinary retry, not the long wait of a lost answer.
+            return Retry(f"label upload for {sn} not sent: {exc}")
         except TemuError as exc:
             if not exc.retryable or exc.scope != "call":
                 raise  # a refusal that proves nothing was applied: the executor's table
@@ -324,7 +352,7 @@ class UploadLabel:
     ) -> Outcome:
         """Temu no longer offers the upload: record what it shows and finish without uploading."""
         shown = await self._read_back(temu, sn)
-        if attempt.get("tracking_number") in shown:
+        if _shows(shown, attempt.get("tracking_number")):
             # Our earlier upload landed although its answer was lost.
             self._counters.labels_uploaded += 1
             return Done({"outcome": "uploaded", **attempt, "confirmed_by_reread": True})
@@ -332,15 +360,48 @@ class UploadLabel:
             {"outcome": "not_needed", "temu_status": status, "temu_tracking": _first(shown)}
         )
 
-    async def _read_back(self, temu: TemuReturns, sn: str) -> list[str]:
-        """Stores the logistics Temu shows now and answers its tracking numbers; never fails
-        the task (the upload is done)."""
+    async def _confirm_read(self, temu: TemuReturns, sn: str) -> list[str] | Outcome:
+        """The tracking numbers Temu shows on the return, read before any second upload: a
+        failed or unreadable answer is not "nothing shown" (it proves nothing), so the task
+        retries instead. 130010004 too: the earlier upload may have made the reverse order
+        Temu is still building. Configuration refusals propagate (the executor waits)."""
         try:
             logistics = await temu.logistics(sn)
-            await self._store.write_return_logistics(temu.shop_id, sn, logistics)
+        except TemuError as exc:
+            if exc.scope != "call":
+                raise
+            return self._unconfirmed(sn, exc)
+        except (OSError, TimeoutError) as exc:
+            return self._unconfirmed(sn, exc)
+        if not isinstance(logistics.get("logisticsInfoList"), list):
+            return self._unconfirmed(sn, ValueError("no logisticsInfoList in the answer"))
+        return await self._record_read(temu, sn, logistics)
+
+    def _unconfirmed(self, sn: str, exc: BaseException) -> Outcome:
+        return Retry(
+            f"cannot tell whether the earlier label upload for {sn} landed: reading the "
+            f"return's logistics failed ({type(exc).__name__}: {exc}); no second upload yet"
+        )
+
+    async def _read_back(self, temu: TemuReturns, sn: str) -> list[str]:
+        """Stores the logistics Temu shows now and answers its tracking numbers; never fails
+        the task (the upload is done, or Temu no longer offers one): only for a result."""
+        try:
+            logistics = await temu.logistics(sn)
         except Exception as exc:
             log.warning("reading back logistics of %s failed: %s", sn, exc)
             return []
+        try:
+            return await self._record_read(temu, sn, logistics)
+        except Exception as exc:
+            log.warning("storing the logistics of %s failed: %s", sn, exc)
+            return [number for number, _ in trackings(logistics)]
+
+    async def _record_read(
+        self, temu: TemuReturns, sn: str, logistics: dict[str, Any]
+    ) -> list[str]:
+        """Stores what was read and lets OC hear of each number; answers the numbers."""
+        await self._store.write_return_logistics(temu.shop_id, sn, logistics)
         found = trackings(logistics)
         if self._oc is not None:
             # The RMA may not know these numbers yet (a merchant label): let OC hear of each.
@@ -352,6 +413,31 @@ class UploadLabel:
                 except Exception as exc:
                     log.warning("queueing the OC tracking update of %s failed: %s", sn, exc)
         return [tracking for tracking, _ in found]
+
+
+def _earlier_upload(p: dict[str, Any]) -> dict[str, Any] | None:
+    """The upload this task already made that may be on the return: the attempt whose answer
+    never came, else the one it made before Temu seemed to ask again (``previous_result``,
+    kept by the planner and by a merchant label that reopened the task)."""
+    if p.get("attempted"):
+        attempt = p.get("attempt")
+        return attempt if isinstance(attempt, dict) else {}
+    previous = p.get("previous_result")
+    if (
+        isinstance(previous, dict)
+        and previous.get("outcome") == "uploaded"
+        and previous.get("tracking_number")
+    ):
+        return {k: v for k, v in previous.items() if k != "temu_tracking"}
+    return None
+
+
+def _shows(shown: list[str], tracking: object) -> bool:
+    """Temu shows ``tracking`` on the return (case and spaces aside)."""
+    if not tracking:
+        return False
+    key = tracking_key(tracking)
+    return any(tracking_key(number) == key for number in shown)
 
 
 def _int_or_none(value: Any) -> int | None:

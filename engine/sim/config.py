@@ -93,6 +93,7 @@ class SimConfig:
     nul_in_errors: bool = False  # issue 12
     logistics_not_ready: int = 0
     poison: bool = False
+    accept_second_label: bool = False
 
     def __post_init__(self) -> None:
         app_keys = {a.app_key for a in self.apps}

@@ -42,6 +42,11 @@ Set from ``SimConfig`` at build time and changed later through ``POST /_sim/mode
 - ``oc_bare_labels`` (bool): a ready OC label answer has its ``docUrl`` but leaves
   ``trackingNumber`` and ``carrierName`` empty; the RMA of ``query/orders`` holds them
   (orange-connex-api.md lists them on both, and says only ``docUrl`` tells readiness).
+- ``accept_second_label`` (bool): prepare and upload do not refuse a return that already
+  has a label applied while it stays in status 8: a second upload is applied on top of the
+  first (temu-api.md only says an upload is for status 8 with operation 10, and a lagging
+  Temu may not have dropped the operation yet). Makes an engine's double upload visible in
+  ``uploads`` instead of hidden behind a 130010005 refusal.
 
 Issue 12 (hostile data):
 
@@ -85,6 +90,7 @@ class Modes:
     nul_in_errors: bool = False
     logistics_not_ready: int = 0
     poison: bool = False
+    accept_second_label: bool = False
     # (shop_id, parentAfterSalesSn) -> (list shows the old item until, the old item)
     stale_items: dict[tuple[str, str], tuple[float, dict[str, Any]]] = field(
         default_factory=dict, repr=False

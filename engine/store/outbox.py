@@ -44,6 +44,7 @@ class LockedTask:
     attempts: int
     payload: dict[str, Any]
     updated_at: int | None = None  # Unix seconds
+    result: Any = None  # what the task's last finished run answered
 
 
 class Outbox:
@@ -181,6 +182,7 @@ class Outbox:
                 row["attempts"],
                 dict(row["payload"] or {}),
                 row["updated_at"],
+                row["result"],
             )
             patch, verdict = decide(existing)
             if patch is not None:

@@ -16,8 +16,9 @@ ON CONFLICT (name) DO UPDATE SET
 -- A return whose task is done but that Temu asks again for a label (label rejected or
 -- expired) gets that task back, once per request: a request is known by the return's
 -- updateAt, which must be later than the one the task answered (payload request_at, else the
--- time the task finished). A list that lags behind our upload shows the OLD updateAt, so it
--- never passes for a new request.
+-- time the task finished). Our own upload may move updateAt while the list still offers the
+-- upload, so the requeued task keeps previous_result and reads the return's logistics first:
+-- the earlier upload's tracking number there means no new upload (upload_label.py).
 -- $1 kind, $2 dedupe key prefix.
 WITH waiting AS (
     SELECT r.shop_id, r.parent_after_sales_sn AS sn, r.update_at,
@@ -102,12 +103,15 @@ packages AS (
     WHERE coalesce(btrim(x.e ->> 'trackingNumber'), '') <> ''
 ),
 distinct_tracking AS (
-    SELECT shop_id, sn, tracking_number,
+    -- One parcel per number read upper-case without whitespace (tasks.tracking_key): "1z 99"
+    -- and "1Z99" are one push, sent as Temu first shows it.
+    SELECT shop_id, sn, upper(regexp_replace(tracking_number, '\s', '', 'g')) AS tracking_key,
+           (array_agg(tracking_number ORDER BY ord))[1] AS tracking_number,
            (array_agg(carrier_name ORDER BY ord) FILTER (WHERE carrier_name IS NOT NULL))[1]
                AS carrier_name,
            min(ord) AS ord
     FROM packages
-    GROUP BY shop_id, sn, tracking_number
+    GROUP BY shop_id, sn, upper(regexp_replace(tracking_number, '\s', '', 'g'))
 ),
 cancels AS (
     INSERT INTO outbox (kind, dedupe_key, shop_id, payload)
@@ -123,7 +127,7 @@ cancels AS (
 ),
 trackings AS (
     INSERT INTO outbox (kind, dedupe_key, shop_id, payload)
-    SELECT 'oc_tracking', 'oc_tracking:' || shop_id || ':' || sn || ':' || tracking_number,
+    SELECT 'oc_tracking', 'oc_tracking:' || shop_id || ':' || sn || ':' || tracking_key,
            shop_id,
            jsonb_build_object('shop_id', shop_id, 'sn', sn, 'tracking_number', tracking_number,
                               'carrier_name', carrier_name,
@@ -145,10 +149,12 @@ FROM counts;
 
 -- name: reconcile_enqueue_tracking
 -- After our own upload: the tracking Temu now shows may be news to the return's OC RMA.
+-- The key's number is read as the planner reads it (upper-case, no whitespace).
 -- $1 shop_id, $2 sn, $3 tracking number, $4 carrier name, $5 messageId.
 WITH ins AS (
     INSERT INTO outbox (kind, dedupe_key, shop_id, payload)
-    VALUES ('oc_tracking', 'oc_tracking:' || $1::text || ':' || $2::text || ':' || $3::text, $1,
+    VALUES ('oc_tracking', 'oc_tracking:' || $1::text || ':' || $2::text || ':'
+                           || upper(regexp_replace($3::text, '\s', '', 'g')), $1,
             jsonb_build_object('shop_id', $1::text, 'sn', $2::text, 'tracking_number', $3::text,
                                'carrier_name', $4::text, 'message_id', $5::text))
     ON CONFLICT (dedupe_key) DO NOTHING
@@ -172,7 +178,8 @@ ORDER BY r.shop_id;
 
 -- name: reconcile_task_for_update
 -- $1 dedupe_key. Locks the row so a label submission and a claim cannot interleave.
-SELECT id, kind, state, attempts, payload, extract(epoch FROM updated_at)::bigint AS updated_at
+SELECT id, kind, state, attempts, payload, result,
+       extract(epoch FROM updated_at)::bigint AS updated_at
 FROM outbox WHERE dedupe_key = $1 FOR UPDATE;
 
 -- name: reconcile_insert_task

@@ -225,8 +225,10 @@ async def test_temu_asking_again_gets_one_new_upload(open_world: Open) -> None:
     first = sim.uploads(SHOP)
     assert first
     sn = first[0]["parentAfterSalesSn"]
-    # Temu rejects the label and asks again.
+    # Temu rejects the label and asks again: the rejected label no longer shows on the return
+    # (were it still shown, the engine would take the request for a lagging list).
     sim.set_return_status(SHOP, sn, 8, [10])
+    sim.world.shop(SHOP).returns.by_sn[sn].logistics = []
     await load_from_temu(rt)
     await passes(rt, 3)
     await load_from_temu(rt)
@@ -252,6 +254,7 @@ async def test_merchant_label_is_taken_again_when_temu_asks_again(
     await submit.submit(sn, label)
     await passes(rt, 1)
     sim.set_return_status(SHOP, sn, 8, [10])
+    sim.world.shop(SHOP).returns.by_sn[sn].logistics = []  # the rejected label is gone
     await load_from_temu(rt)
     second = {
         "returnFulfillment": {

@@ -286,6 +286,7 @@ async def test_modes_are_off_by_default_and_bad_modes_change_nothing(
         "nul_in_errors": False,
         "logistics_not_ready": 0,
         "poison": False,
+        "accept_second_label": False,
     }
     for body in (
         {"oc_foreign_rmas": 2, "no_such_mode": 1},
