@@ -38,6 +38,8 @@ log = logging.getLogger("engine.oc")
 
 _MAX_TEXT = 300  # server-provided text quoted in errors is cut here
 _REMEMBERED_TOKENS = 16
+# After a failed refresh, how long other callers get its error instead of a refresh of their own.
+FAIL_FAST_S = 30.0
 
 # (operation, failures so far, reason, HTTP status) -> sleeps, or raises once out of attempts.
 Backoff = Callable[[str, int, str, int | None], Awaitable[None]]
@@ -69,6 +71,7 @@ class OCAuth:
         self._oauth_url = settings.oauth_base_url.rstrip("/") + PATH_OAUTH_TOKEN
         # One refresh at a time: two racing refreshes would burn a rotated refresh token.
         self._lock = asyncio.Lock()
+        self._failed: tuple[float, BaseException] | None = None  # the last refresh's failure
 
         self._refresh_token = settings.refresh_token.get()
         self._access_token = ""
@@ -92,8 +95,32 @@ class OCAuth:
             return self._access_token
         async with self._lock:
             if not self._fresh():
-                await self._renew(rejected=None)
+                self._fail_fast()
+                try:
+                    await self._renew(rejected=None)
+                except (Exception, asyncio.CancelledError) as exc:
+                    # Cancelled too: the caller's budget ran out while the host said nothing.
+                    self._failed = (self._clock(), exc)
+                    raise
+                self._failed = None
             return self._access_token
+
+    def _fail_fast(self) -> None:
+        """A refresh that just failed is not tried again by every waiting task in turn (each
+        would wait out a silent host again): for FAIL_FAST_S they get its error at once."""
+        if self._failed is None or self._unsaved:
+            return  # a refreshed token waiting for its save: saving is ours to retry at once
+        at, exc = self._failed
+        if self._clock() - at >= FAIL_FAST_S:
+            return
+        if isinstance(exc, OCAuthError):
+            raise OCAuthError(str(exc), operation="token refresh", status=exc.status)
+        reason = "no answer" if isinstance(exc, asyncio.CancelledError) else str(exc)
+        raise OCError(
+            self.msg("token refresh", f"failed {self._clock() - at:.0f} s ago ({reason})"),
+            operation="token refresh",
+            retryable=True,
+        )
 
     async def replace_rejected(self, token: str) -> None:
         async with self._lock:

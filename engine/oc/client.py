@@ -88,9 +88,13 @@ class OCClient:
         backoff_base_s: float = 0.5,
         backoff_cap_s: float = 30.0,
         refresh_margin_s: float = 60.0,
+        budget_s: float | None = None,
         on_token_refresh: Callable[[], None] | None = None,
     ) -> None:
         self._session = session
+        # Two request timeouts: a retry after one lost answer fits, a dead host does not
+        # outlast a reconciler pass's stale limit (3 intervals + 30 s, 75 s by default).
+        self._budget_s = budget_s if budget_s is not None else 2 * settings.timeout_s
         self._settings = settings
         self._tokens = tokens
         self._sleep = sleep
@@ -186,6 +190,33 @@ class OCClient:
         query: Mapping[str, str] | None = None,
         data: dict[str, Any] | None = None,
         message_id: str | None = None,
+    ) -> Envelope:
+        """One logical operation within its budget: an OC (or its OAuth host) that accepts
+        connections and never answers must not hold a reconciler pass for minutes (five
+        attempts of ``timeout_s`` each, plus backoff). Out of budget, the operation fails as
+        retryable; a push's retry reuses its messageId, so OC can tell a repeat."""
+        try:
+            async with asyncio.timeout(self._budget_s):
+                return await self._attempts(
+                    operation, method, path, query=query, data=data, message_id=message_id
+                )
+        except TimeoutError:
+            self.outcomes[(operation, "out_of_budget")] += 1
+            raise OCError(
+                self._auth.msg(operation, f"no answer within {self._budget_s:g} s"),
+                operation=operation,
+                retryable=True,
+            ) from None
+
+    async def _attempts(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | None,
+        data: dict[str, Any] | None,
+        message_id: str | None,
     ) -> Envelope:
         url = self._base_url + path
         failures = 0

@@ -145,13 +145,17 @@ class Executor:
             if not fresh:
                 return stats
             seen.update(t.id for t in fresh)
-            await asyncio.gather(*(self._guarded(t, stats) for t in fresh))
-            if progress is not None:
-                progress()
+            await asyncio.gather(*(self._guarded(t, stats, progress) for t in fresh))
 
-    async def _guarded(self, task: Task, stats: ExecStats) -> None:
+    async def _guarded(
+        self, task: Task, stats: ExecStats, progress: Callable[[], None] | None
+    ) -> None:
         async with self._sem:
             await self.run_task(task, stats)
+        # Each booked task is progress: one slow task (a silent OC) must not make the pass
+        # look stuck while the others finish, and get it cancelled with them unbooked.
+        if progress is not None:
+            progress()
 
     async def run_task(self, task: Task, stats: ExecStats) -> None:
         handler = self._handlers[task.kind]
