@@ -383,7 +383,10 @@ async def run_daemon(
     # The watchdog proves the event loop is not blocked, including while waiting for Postgres.
     ping = watchdog_interval(environ)
     pinger = asyncio.create_task(watchdog_pinger(notifier, ping)) if ping else None
-    metrics = Metrics(app_keys=[a.app_key for a in settings.apps])
+    metrics = Metrics(
+        app_keys=[a.app_key for a in settings.apps],
+        webhook_events=settings.webhooks.events if settings.webhooks.enabled else (),
+    )
     identity = Identity.of_this_process(settings.http.listen)
     holdings = Holdings(identity.owner, ClusterTiming(settings.cluster.lease_s))
     observers = Observers(

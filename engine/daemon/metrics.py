@@ -32,12 +32,19 @@ __all__ = ["OUTBOX_STATES", "Metrics"]
 OUTBOX_STATES = ("pending", "running", "done", "dead")
 
 
+ROW_ENTITIES = ("order", "order_line", "return", "return_line")
+ROW_OPS = ("inserted", "updated", "unchanged")
+
+
 class Metrics:
     # generate_latest writes the classic 0.0.4 text format; announce exactly that.
     content_type = CONTENT_TYPE_PLAIN_0_0_4
 
-    def __init__(self, app_keys: Iterable[str] = ()) -> None:
-        """``app_keys``: the configured apps, whose rate-limit counter reads 0 from the start."""
+    def __init__(self, app_keys: Iterable[str] = (), *, webhook_events: Iterable[str] = ()) -> None:
+        """``app_keys``: the configured apps, whose rate-limit counter reads 0 from the start;
+        ``webhook_events``: the subscribed event codes (webhooks on), whose stored count does
+        too. Rows written read 0 per entity and op from the start as well: a series that
+        appears only at its first increment breaks `increase()` and absent-alerts."""
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self._requests = Counter(
@@ -114,6 +121,11 @@ class Metrics:
             ["entity", "op"],
             registry=r,
         )
+        for entity in ROW_ENTITIES:
+            for op in ROW_OPS:
+                self._rows.labels(entity=entity, op=op)
+        for code in webhook_events:
+            self._events.labels(code=code, outcome="stored")
         self._cursor_lag = Gauge(
             "temu_sync_cursor_lag_seconds",
             "How far a stream's incremental cursor is behind now.",
@@ -235,7 +247,7 @@ class Metrics:
         self._pace.labels(app_key=app_key).set(requests_per_second)
 
     def add_rows(self, entity: str, inserted: int, updated: int, unchanged: int) -> None:
-        for op, n in (("inserted", inserted), ("updated", updated), ("unchanged", unchanged)):
+        for op, n in zip(ROW_OPS, (inserted, updated, unchanged), strict=True):
             self._rows.labels(entity=entity, op=op).inc(max(0, n))
 
     def set_cursor_lag(self, shop: str, stream: str, seconds: float) -> None:

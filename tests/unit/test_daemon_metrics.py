@@ -146,3 +146,19 @@ def test_hostile_data_series() -> None:
         _samples(m)[("temu_sync_rejected_records", (("shop", "us-main"), ("stream", "returns")))]
         == 0
     )
+
+
+def test_rows_and_subscribed_events_read_zero_before_any_work() -> None:
+    """interface.md lists rows written and webhook events among /metrics: present at 0 from
+    the start, so `increase()` and absent-alerts work before the first row or event."""
+    text = (
+        Metrics(app_keys=["k1"], webhook_events=["bg_order_status_change_event"]).render().decode()
+    )
+    for entity in ("order", "order_line", "return", "return_line"):
+        for op in ("inserted", "updated", "unchanged"):
+            assert f'temu_sync_rows_total{{entity="{entity}",op="{op}"}} 0.0' in text
+    assert (
+        'temu_sync_webhook_events_total{code="bg_order_status_change_event",outcome="stored"} 0.0'
+        in text
+    )
+    assert "temu_sync_webhook_events_total{" not in Metrics().render().decode()
