@@ -412,7 +412,18 @@ async def _read_window(
             if result.paged and window.span > 1:
                 # Or a page the server always answers empty: halves need fewer pages.
                 break
-            await _accept_miscount(adapter, window, advance_for, on_inconsistent)
+            # A window read twice alike under a total its pages never matched (too high,
+            # missing, bogus): the server miscounts, records did not move. Re-reading or
+            # splitting it would only repeat the miscount (seen: tens of thousands of calls,
+            # the stream stalled).
+            await _accept_inconsistent(
+                adapter,
+                window,
+                advance_for,
+                on_inconsistent,
+                "window's total never matched its pages, twice alike: a server miscount; "
+                "accepting what was read",
+            )
             result.drift_events += drift
             return result
         previous = result.signature
@@ -454,39 +465,34 @@ async def _read_window(
     parts = _CreationSplit(adapter, window, lane, attempts, max_in_flight)
     consistent = await parts.read() and keys <= parts.keys
     # Either way the stream goes on: the cursor moves past this second.
-    await adapter.write([], advance_for(window))
-    if not consistent:
-        # A server-side inconsistency, not drift: accept what was read, and say so where
-        # an operator looks (sync_state.inconsistent_windows, /metrics), not only in a log.
-        log.warning(
+    if consistent:
+        await adapter.write([], advance_for(window))
+    else:
+        await _accept_inconsistent(
+            adapter,
+            window,
+            advance_for,
+            on_inconsistent,
             "window never read consistently, not even split by creation time; accepting what "
             "was read (records may be missing)",
-            extra={"stream": adapter.stream, "window": f"{window.start}-{window.end}"},
         )
-        if on_inconsistent is not None:
-            await on_inconsistent(window)
     return WindowRead(
         total=len(keys | parts.keys), consistent=consistent, pages=parts.pages, drift_events=drift
     )
 
 
-async def _accept_miscount(
+async def _accept_inconsistent(
     adapter: StreamAdapter,
     window: Window,
     advance_for: Callable[[Window], CursorAdvance | None],
     on_inconsistent: Callable[[Window], Awaitable[None]] | None,
+    why: str,
 ) -> None:
-    """A window read twice alike under a total its pages never matched (too high, missing,
-    bogus): the server miscounts, records did not move. Re-reading or splitting it would
-    only repeat the miscount (seen: tens of thousands of calls, the stream stalled), so what
-    was read (already stored) is accepted, the cursor moves, and the operator is told
-    (sync_state.inconsistent_windows, /metrics)."""
+    """A server-side inconsistency, not drift: what was read (already stored) is accepted,
+    the cursor moves, and the operator is told where they look (sync_state.
+    inconsistent_windows, /metrics), not only in a log."""
     await adapter.write([], advance_for(window))
-    log.warning(
-        "window's total never matched its pages, twice alike: a server miscount; accepting "
-        "what was read",
-        extra={"stream": adapter.stream, "window": f"{window.start}-{window.end}"},
-    )
+    log.warning(why, extra={"stream": adapter.stream, "window": f"{window.start}-{window.end}"})
     if on_inconsistent is not None:
         await on_inconsistent(window)
 

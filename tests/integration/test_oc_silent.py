@@ -18,6 +18,7 @@ from engine.app.runtime import open_runtime
 from engine.sim.config import SimConfig
 from tests.fixtures_sim import SimFactory
 from tests.integration.test_reconcile_flow import QPS, awaiting, load_from_temu, make_settings
+from tests.integration.test_reconcile_labels import ecart
 
 
 @pytest.fixture
@@ -56,13 +57,7 @@ async def test_a_silent_oc_fails_its_tasks_on_time_and_holds_no_label_upload(
     try:
         await load_from_temu(rt)
         sn = awaiting(sim)[0]["parentAfterSalesSn"]
-        label = {
-            "returnFulfillment": {
-                "tracking": {"number": "1Z999AA10123456784", "companyId": "699272611"},
-                "fileUrl": "https://cdn.example.com/l.pdf",
-            }
-        }
-        await label_submitter(rt).submit(sn, label)
+        await label_submitter(rt).submit(sn, {"returnFulfillment": ecart(sn)["returnFulfillment"]})
         progress: list[float] = []
         started = time.monotonic()
         stats = await build_reconciler(rt).run_pass(lambda: progress.append(time.monotonic()))

@@ -19,6 +19,7 @@ from engine.sim.config import SimConfig
 from engine.sim.server import Simulator
 from tests.fixtures_sim import SimFactory
 from tests.integration.test_reconcile_flow import QPS, awaiting, load_from_temu, make_settings
+from tests.integration.test_reconcile_labels import ecart
 
 LISTENERS = (
     "SELECT pid FROM pg_stat_activity WHERE query ILIKE 'LISTEN %' AND pid <> pg_backend_pid()"
@@ -68,13 +69,7 @@ async def test_a_killed_listen_connection_is_reopened_and_wakes_the_loop(
         await _until(listening, "the LISTEN connection was not reopened")
 
         sn = awaiting(sim)[0]["parentAfterSalesSn"]
-        label = {
-            "returnFulfillment": {
-                "tracking": {"number": "1Z999AA10123456784", "companyId": "699272611"},
-                "fileUrl": "https://cdn.example.com/l.pdf",
-            }
-        }
-        await label_submitter(rt).submit(sn, label)
+        await label_submitter(rt).submit(sn, {"returnFulfillment": ecart(sn)["returnFulfillment"]})
 
         async def uploaded() -> bool:
             return bool(sim.uploads())

@@ -4,9 +4,12 @@ test in CI (pyproject.toml), so each test of the long mode gets a bound of its o
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import pytest
 
 from tests.reliability.harness import LONG
+from tests.reliability.temu_double import TemuDouble
 
 LONG_TIMEOUT_S = 1800
 
@@ -17,3 +20,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/reliability/" in str(item.path).replace("\\", "/"):
             item.add_marker(pytest.mark.timeout(LONG_TIMEOUT_S))
+
+
+@pytest.fixture
+async def double() -> AsyncIterator[TemuDouble]:
+    """A started Temu router double (tests/reliability/temu_double.py)."""
+    d = TemuDouble()
+    await d.start()
+    try:
+        yield d
+    finally:
+        await d.stop()

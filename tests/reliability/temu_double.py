@@ -14,6 +14,7 @@ import itertools
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -109,3 +110,18 @@ class TemuDouble:
         if api_type == RETURN_ORDER:
             return {"logisticsInfoList": []}
         raise AssertionError(f"the double does not serve {api_type}")
+
+
+def double_config(tmp_path: Path, d: TemuDouble, pg_url: str, schema: str, since: str) -> Path:
+    """A config.toml for two shops ("bad", "good") of one app on the double, small pages."""
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(
+        f'[database]\nurl = "{pg_url}"\nschema = "{schema}"\n\n'
+        f'[[apps]]\napp_key = "double-app"\napp_secret = "double-secret-0123"\n'
+        f'base_url = "{d.url}"\nqps = 500\nmax_attempts = 3\n\n'
+        '[[shops]]\nid = "bad"\napp_key = "double-app"\naccess_token = "tok-bad"\n\n'
+        '[[shops]]\nid = "good"\napp_key = "double-app"\naccess_token = "tok-good"\n\n'
+        f'[sync]\nstart = "{since}"\nsafety_lag_s = 1\norders_page_size = 10\n'
+        "returns_page_size = 10\n\n[reconciler]\nenabled = false\n"
+    )
+    return cfg

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import pytest
 from engine.store.pool import quote_ident
 from tests.fixtures_proc import run_cli
 from tests.reliability.harness import record_figures
-from tests.reliability.temu_double import ORDERS, RETURNS, Shop, TemuDouble
+from tests.reliability.temu_double import ORDERS, RETURNS, Shop, TemuDouble, double_config
 
 NOW = int(time.time())
 SINCE = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(NOW - 20 * 86400))
@@ -169,16 +168,6 @@ LINES = {
 }
 
 
-@pytest.fixture
-async def double() -> AsyncIterator[TemuDouble]:
-    d = TemuDouble()
-    await d.start()
-    try:
-        yield d
-    finally:
-        await d.stop()
-
-
 def _fill(d: TemuDouble) -> None:
     bad = Shop(token="tok-bad")
     for i, rec in enumerate([*ODD_ORDERS.values(), NUL_ORDER, *KEYLESS_ORDERS]):
@@ -198,17 +187,7 @@ def _fill(d: TemuDouble) -> None:
 
 
 def _config(tmp_path: Path, d: TemuDouble, pg_url: str, schema: str) -> Path:
-    cfg = tmp_path / "config.toml"
-    cfg.write_text(
-        f'[database]\nurl = "{pg_url}"\nschema = "{schema}"\n\n'
-        f'[[apps]]\napp_key = "double-app"\napp_secret = "double-secret-0123"\n'
-        f'base_url = "{d.url}"\nqps = 500\nmax_attempts = 3\n\n'
-        '[[shops]]\nid = "bad"\napp_key = "double-app"\naccess_token = "tok-bad"\n\n'
-        '[[shops]]\nid = "good"\napp_key = "double-app"\naccess_token = "tok-good"\n\n'
-        f'[sync]\nstart = "{SINCE}"\nsafety_lag_s = 1\norders_page_size = 10\n'
-        "returns_page_size = 10\n\n[reconciler]\nenabled = false\n"
-    )
-    return cfg
+    return double_config(tmp_path, d, pg_url, schema, SINCE)
 
 
 async def _backfill(tmp_path: Path, cfg: Path, name: str) -> Any:

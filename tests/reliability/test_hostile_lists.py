@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from tests.reliability.temu_double import (
     RETURNS,
     Shop,
     TemuDouble,
+    double_config,
 )
 
 NOW = int(time.time())
@@ -113,28 +114,8 @@ CASES: dict[str, tuple[Any, bool]] = {
 }
 
 
-@pytest.fixture
-async def double() -> AsyncIterator[TemuDouble]:
-    d = TemuDouble()
-    await d.start()
-    try:
-        yield d
-    finally:
-        await d.stop()
-
-
 def _config(tmp_path: Path, d: TemuDouble, pg_url: str, schema: str) -> Path:
-    cfg = tmp_path / "config.toml"
-    cfg.write_text(
-        f'[database]\nurl = "{pg_url}"\nschema = "{schema}"\n\n'
-        f'[[apps]]\napp_key = "double-app"\napp_secret = "double-secret-0123"\n'
-        f'base_url = "{d.url}"\nqps = 500\nmax_attempts = 3\n\n'
-        '[[shops]]\nid = "bad"\napp_key = "double-app"\naccess_token = "tok-bad"\n\n'
-        '[[shops]]\nid = "good"\napp_key = "double-app"\naccess_token = "tok-good"\n\n'
-        f'[sync]\nstart = "{SINCE}"\nsafety_lag_s = 1\norders_page_size = 10\n'
-        "returns_page_size = 10\n\n[reconciler]\nenabled = false\n"
-    )
-    return cfg
+    return double_config(tmp_path, d, pg_url, schema, SINCE)
 
 
 async def _stored(pg_url: str, schema: str) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -110,15 +110,11 @@ async def test_an_rma_holding_the_number_in_another_spelling_gets_no_push() -> N
 
 # -- 5. the upload's deadline ---------------------------------------------------------------
 @pytest.fixture
-def mock() -> Iterator[aioresponses]:
-    with aioresponses() as m:
-        yield m
-
-
-@pytest.fixture
-async def h(mock: aioresponses) -> AsyncIterator[Harness]:
-    async with aiohttp.ClientSession() as session:
-        yield Harness(session, mock)
+async def h() -> AsyncIterator[Harness]:
+    """test_temu_transport's harness: a transport on a mocked Temu router."""
+    with aioresponses() as mock:
+        async with aiohttp.ClientSession() as session:
+            yield Harness(session, mock)
 
 
 async def call_until(h: Harness, deadline: float) -> dict[str, Any]:
