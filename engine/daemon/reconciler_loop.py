@@ -37,8 +37,11 @@ async def _listening(rt: Runtime, wake: asyncio.Event) -> AsyncIterator[None]:
         stop.set()
         try:
             await asyncio.wait_for(task, 3.0)
-        except (TimeoutError, asyncio.CancelledError):
+        except TimeoutError:
             task.cancel()
+        except asyncio.CancelledError:
+            task.cancel()
+            raise  # the loop itself is being cancelled: that must reach its caller
         except Exception:
             log.exception("reconciler: the LISTEN task failed")
 

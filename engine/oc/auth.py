@@ -98,12 +98,17 @@ class OCAuth:
                 self._fail_fast()
                 try:
                     await self._renew(rejected=None)
-                except (Exception, asyncio.CancelledError) as exc:
-                    # Cancelled too: the caller's budget ran out while the host said nothing.
+                except Exception as exc:
                     self._failed = (self._clock(), exc)
                     raise
                 self._failed = None
             return self._access_token
+
+    def note_no_answer(self) -> None:
+        """The client's budget ran out while this token's refresh went unanswered (a silent
+        host): the next callers are told at once. Not any cancellation (a pass cut off by
+        shutdown or its deadline says nothing about OC)."""
+        self._failed = (self._clock(), TimeoutError("no answer"))
 
     def _fail_fast(self) -> None:
         """A refresh that just failed is not tried again by every waiting task in turn (each
@@ -115,7 +120,7 @@ class OCAuth:
             return
         if isinstance(exc, OCAuthError):
             raise OCAuthError(str(exc), operation="token refresh", status=exc.status)
-        reason = "no answer" if isinstance(exc, asyncio.CancelledError) else str(exc)
+        reason = str(exc)
         raise OCError(
             self.msg("token refresh", f"failed {self._clock() - at:.0f} s ago ({reason})"),
             operation="token refresh",

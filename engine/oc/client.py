@@ -195,13 +195,22 @@ class OCClient:
         connections and never answers must not hold a reconciler pass for minutes (five
         attempts of ``timeout_s`` each, plus backoff). Out of budget, the operation fails as
         retryable; a push's retry reuses its messageId, so OC can tell a repeat."""
+        stage = ["start"]
         try:
             async with asyncio.timeout(self._budget_s):
                 return await self._attempts(
-                    operation, method, path, query=query, data=data, message_id=message_id
+                    operation,
+                    method,
+                    path,
+                    query=query,
+                    data=data,
+                    message_id=message_id,
+                    stage=stage,
                 )
         except TimeoutError:
             self.outcomes[(operation, "out_of_budget")] += 1
+            if stage[0] == "auth":
+                self._auth.note_no_answer()
             raise OCError(
                 self._auth.msg(operation, f"no answer within {self._budget_s:g} s"),
                 operation=operation,
@@ -217,7 +226,9 @@ class OCClient:
         query: Mapping[str, str] | None,
         data: dict[str, Any] | None,
         message_id: str | None,
+        stage: list[str],
     ) -> Envelope:
+        """``stage[0]``: "auth" while waiting for the access token (what ran out of budget)."""
         url = self._base_url + path
         failures = 0
         auth_retried = False
@@ -225,7 +236,9 @@ class OCClient:
         # to recognise a repeated message).
         message_id = message_id or new_message_id()
         while True:
+            stage[0] = "auth"
             token = await self._auth.access()
+            stage[0] = "call"
             headers = {HDR_ACCESS_TOKEN: token}
             if self._settings.client_key:
                 headers[HDR_CLIENT_KEY] = self._settings.client_key.get()
@@ -267,7 +280,9 @@ class OCClient:
                 auth_retried = True
                 self.auth_retries += 1
                 log.info("OC %s: access token rejected; refreshing once", operation)
+                stage[0] = "auth"
                 await self._auth.replace_rejected(token)
+                stage[0] = "call"
                 continue
             if status >= 500 or status == 429:
                 self.outcomes[(operation, "http_error")] += 1

@@ -85,9 +85,12 @@ class LabelQueue:
         def decide(existing: LockedTask) -> tuple[dict[str, Any] | None, str]:
             same = existing.payload.get("label") == label
             if existing.state in ("pending", "dead"):
-                if not same and existing.payload.get("attempted"):
-                    # An upload went out and its outcome is unknown: another label now would
-                    # be dropped (the first landed) or uploaded on top of it.
+                if not same and existing.state == "pending" and existing.payload.get("attempted"):
+                    # An upload went out and its outcome is unknown, and the task is about to
+                    # find out: another label now would be dropped (the first landed) or
+                    # uploaded on top of it. A dead task finds out nothing more by itself: a
+                    # new label revives it, and its run still reads the return before any
+                    # upload (the attempt mark stays).
                     return None, "unconfirmed"
                 return patch, "same" if same else "replaced"
             if existing.state == "done" and asks_again(existing, info.update_at):

@@ -213,8 +213,14 @@ class UploadLabel:
         except AftersalesStateError as exc:
             return await self._refused(temu, info, exc, summary, attempted_before)
         except (RateLimited, DeadlinePassed) as exc:
+            if exc.flagged_success:
+                # "success: true" beside 4000004: it may have been applied.
+                return self._unanswered(sn, exc)
             # Every try was refused by the rate limit (4000004 / HTTP 429) or never sent: no
-            # upload was applied, so an ordinary retry, not the long wait of a lost answer.
+            # upload was applied. The attempt mark goes, so the next run uploads without
+            # first needing Temu to show a reverse order it cannot have yet; an ordinary
+            # retry, not the long wait of a lost answer.
+            await lease.save_progress({"attempted": False, "attempt": {}}, cover_s=0.0)
             return Retry(f"label upload for {sn} not sent: {exc}")
         except TemuError as exc:
             if not exc.retryable or exc.scope != "call":

@@ -298,7 +298,11 @@ class TemuShopApi:
             # count (absent, -1, "many") the page is still a page: the pager reads on while
             # pages come back full and notes the window as not checked (pager._Pass). A
             # result with neither a count nor a list (``result: null`` on success, which the
-            # transport hands over as {}) is read as an empty page: nothing was listed.
+            # transport hands over as {}) says nothing at all: asked again, and failing the
+            # pass if it persists, never read as "nothing listed" (the window's cursor would
+            # move past records a glitching gateway did not show).
+            if total_key not in result and items_key not in result and not total_optional:
+                raise self._malformed(api_type, f"neither {total_key} nor {items_key}")
             if total_key in result and not total_optional:
                 log.info(
                     "%s shop=%s: %s is %r, not a count: paging until a short page",

@@ -44,6 +44,9 @@ class TemuError(Exception):
         self.shop_id: str | None = None
         # Set by the transport: an app-scoped error must say which [[apps]] entry to fix.
         self.app_key: str | None = None
+        # Set by the transport when the envelope said ``success: true`` beside this code:
+        # whether the request was applied is then unknown (never proof that it was not).
+        self.flagged_success = False
         super().__init__(api_type, code, self.message, request_id)
 
     # Set on Temu's verdicts about the app's own credentials: what the operator should fix.

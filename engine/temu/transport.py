@@ -153,7 +153,12 @@ class TemuTransport:
                 retry_in = self._retry_delay(
                     error, attempt, timestamp_retried, failures[isinstance(error, RateLimited)]
                 )
-                if not idempotent and not isinstance(error, RateLimited | TimestampRejected):
+                # A write is sent again only after a refusal that proves it was not applied;
+                # one that came flagged success proves nothing (it may have been applied).
+                proves_unapplied = isinstance(error, RateLimited | TimestampRejected) and not (
+                    error.flagged_success
+                )
+                if not idempotent and not proves_unapplied:
                     retry_in = None
                 if isinstance(error, RateLimited):
                     self.pacer.on_rate_limited()
@@ -359,7 +364,7 @@ def _parse_envelope(
             )
         return result
     message = envelope.get("errorMsg")
-    raise error_for(
+    error = error_for(
         api_type,
         _error_code(code),
         message if isinstance(message, str) else "",
@@ -368,6 +373,8 @@ def _parse_envelope(
         local_timestamp=timestamp,
         server_timestamp=server_time,
     )
+    error.flagged_success = envelope["success"]
+    raise error
 
 
 def _error_code(value: Any) -> int:

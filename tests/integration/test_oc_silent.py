@@ -80,3 +80,40 @@ async def test_a_silent_oc_fails_its_tasks_on_time_and_holds_no_label_upload(
         assert len(progress) >= len(oc_tasks)
     finally:
         await rt.close()
+
+
+async def test_a_call_cancelled_from_outside_does_not_stop_the_next_refresh(
+    silent_oc: tuple[str, list[str]],
+) -> None:
+    """Only OC's own silence (the operation's budget running out in the refresh) makes the
+    next callers fail fast: a pass cancelled by shutdown or its deadline says nothing of OC."""
+    import aiohttp
+
+    from engine.config import OrangeConnexSettings, Secret
+    from engine.oc import MemoryTokenStore, OCClient, OCError
+
+    url, hits = silent_oc
+    settings = OrangeConnexSettings(
+        enabled=True,
+        base_url=url + "/openapi",
+        oauth_base_url=url,
+        client_id="cid",
+        refresh_token=Secret("RT-0"),
+        qps=100.0,
+        timeout_s=0.5,
+    )
+    async with aiohttp.ClientSession() as session:
+        client = OCClient(session, settings, MemoryTokenStore())
+        call = asyncio.ensure_future(client.query_orders("PO-1"))
+        await asyncio.sleep(0.2)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        cancelled = hits.count("/oauth/token")
+        with pytest.raises(OCError, match="no answer within"):
+            await client.query_orders("PO-1")  # refreshes again, waits out its own budget
+        tried = hits.count("/oauth/token")
+        assert tried > cancelled
+        with pytest.raises(OCError, match="failed 0 s ago"):
+            await client.query_orders("PO-1")  # now told at once
+        assert hits.count("/oauth/token") == tried

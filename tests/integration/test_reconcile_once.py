@@ -184,6 +184,31 @@ async def test_a_replacement_label_is_refused_while_an_upload_is_unconfirmed(
     assert row["payload"]["label"]["file_url"] == "https://cdn.example.com/a.pdf"
 
 
+async def test_a_new_label_revives_a_dead_task_whose_upload_is_unconfirmed(
+    open_world: Open,
+) -> None:
+    """A dead task finds out nothing more by itself: refusing every other label with 409
+    would block the return for good. The new label is taken; the revived task still reads
+    the return before any upload (its attempt mark stays)."""
+    sim, rt = await open_world(oc=False, return_list_lag_s=3600.0, accept_second_label=True)
+    sn = awaiting(sim)[0]["parentAfterSalesSn"]
+    submit = label_submitter(rt)
+    await submit.submit(sn, LABEL_A)
+    assert await lose_answers(sim, rt) == {sn}
+    await rt.pool.execute(
+        "UPDATE outbox SET state = 'dead' WHERE dedupe_key = $1", upload_key(SHOP, sn)
+    )
+
+    assert not (await submit.submit(sn, LABEL_B)).duplicate
+    row = await task_by_key(rt, upload_key(SHOP, sn))
+    assert row["state"] == "pending" and row["payload"]["attempted"] is True
+
+    await make_due(rt)
+    await passes(rt, 2)
+    (up,) = sim.uploads(SHOP)  # the first upload had landed: no second one
+    assert up["returnLabelDTOList"][0]["trackingNumber"] == "1Z999AA10123456784"
+
+
 # -- 6. one OC push per parcel, whatever the spelling -----------------------------------------
 async def test_tracking_numbers_differing_in_case_or_spaces_are_one_oc_push(
     open_world: Open,

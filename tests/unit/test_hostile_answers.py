@@ -11,6 +11,7 @@ from engine.counters import RunCounters
 from engine.store.store import Store
 from engine.sync.returns import LINES_MAX_PAGES, ReturnsAdapter
 from engine.temu.api import Page, TemuShopApi
+from engine.temu.errors import MalformedResponse
 from engine.temu.limiter import Lane
 from engine.temu.transport import TemuTransport
 
@@ -64,9 +65,12 @@ async def test_an_unreadable_total_is_a_page_without_a_count(result: dict[str, A
     assert await _orders_page(result) == Page(1, [ORDER], total_known=False)
 
 
-async def test_result_null_on_success_is_an_empty_page() -> None:
-    # The transport hands ``result: null`` over as {}: nothing was listed.
-    assert await _orders_page({}) == Page(0, [], total_known=False)
+async def test_result_null_on_success_is_asked_again_never_an_empty_page() -> None:
+    """The transport hands ``result: null`` over as {}. Read as "nothing listed", two such
+    answers in a row would let the pager accept the window and move its cursor past records
+    a glitching gateway did not show: it is malformed (asked again, then the pass fails)."""
+    with pytest.raises(MalformedResponse, match="neither totalItemNum nor pageItems"):
+        await _orders_page({})
 
 
 def test_a_numeric_return_key_is_its_json_text() -> None:

@@ -177,8 +177,12 @@ class Carriers:
 
 
 class Lease:
+    def __init__(self) -> None:
+        self.payload: dict[str, Any] = {}
+
     async def save_progress(self, patch: dict[str, Any], *, cover_s: float) -> None:
-        assert cover_s == UPLOAD_COVER_S
+        assert cover_s in (UPLOAD_COVER_S, 0.0)
+        self.payload |= patch
 
 
 @pytest.mark.parametrize(
@@ -199,7 +203,42 @@ async def test_an_upload_stopped_unsent_retries_normally(refusal: Exception) -> 
     )
     label = {"tracking_number": "1Z999", "carrier_id": 7, "file_url": "https://x/l.pdf"}
     started = asyncio.get_running_loop().time()
-    out = await handler.run(task("upload_label", label=label), Lease())
+    lease = Lease()
+    out = await handler.run(task("upload_label", label=label), lease)
     assert isinstance(out, Retry) and out.delay_s == 0.0 and "not sent" in out.reason
+    # Nothing was applied, so the next run uploads without needing Temu to show a reverse
+    # order first (it answers 130010004 for a return that never got a label).
+    assert lease.payload["attempted"] is False
     (deadline,) = temu.deadlines
     assert deadline is not None and deadline <= started + UPLOAD_COVER_S + 0.5
+
+
+async def test_a_rate_limit_flagged_success_is_a_lost_answer_not_a_refusal() -> None:
+    """``success: true`` beside 4000004: the upload may have landed. It is neither sent
+    again by the transport nor taken as "not sent": the next run reads the return first."""
+    refusal = RateLimited(API, 200, "4000004")
+    refusal.flagged_success = True
+    handler = UploadLabel(
+        store=None,  # type: ignore[arg-type]
+        recon=Recon(),  # type: ignore[arg-type]
+        temu={"s1": Temu(refusal)},  # type: ignore[dict-item]
+        carriers=Carriers(),  # type: ignore[arg-type]
+        oc=None,
+        counters=RunCounters(),
+        default_mode="dropOff",
+        poll_delay=lambda n: 60,
+    )
+    label = {"tracking_number": "1Z999", "carrier_id": 7, "file_url": "https://x/l.pdf"}
+    lease = Lease()
+    out = await handler.run(task("upload_label", label=label), lease)
+    assert isinstance(out, Retry) and "unanswered" in out.reason
+    assert lease.payload["attempted"] is True
+
+
+async def test_a_flagged_success_rate_limit_is_not_resent_for_a_write(h: Harness) -> None:
+    flagged = {**fail(4000004), "success": True}
+    h.answer(flagged, flagged)
+    with pytest.raises(RateLimited) as info:
+        await h.transport.call(API, TOKEN, {"x": 1}, lane=Lane.RECONCILER, idempotent=False)
+    assert info.value.flagged_success
+    assert len(h.sent()) == 1
