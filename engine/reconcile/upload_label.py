@@ -164,6 +164,10 @@ class UploadLabel:
             return Done({"outcome": "not_needed", "temu_status": now.status})
 
         earlier = _earlier_upload(p)
+        if earlier is not None and not attempted_before and _other_label(p, earlier):
+            # Temu asked again and the merchant answered with another parcel: that label is
+            # the answer, whatever the old one's tracking still shows on the return.
+            earlier = None
         if earlier is not None:
             # The list still offers the upload, but it may lag behind an upload that landed
             # (answer lost, or Temu's updateAt moved by our own upload and taken for a new
@@ -436,6 +440,14 @@ def _earlier_upload(p: dict[str, Any]) -> dict[str, Any] | None:
     ):
         return {k: v for k, v in previous.items() if k != "temu_tracking"}
     return None
+
+
+def _other_label(p: dict[str, Any], earlier: dict[str, Any]) -> bool:
+    """The task's label is another parcel than the earlier upload's."""
+    label = p.get("label")
+    number = label.get("tracking_number") if isinstance(label, dict) else None
+    previous = earlier.get("tracking_number")
+    return bool(number) and bool(previous) and tracking_key(number) != tracking_key(previous)
 
 
 def _shows(shown: list[str], tracking: object) -> bool:

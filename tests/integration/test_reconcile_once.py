@@ -155,6 +155,24 @@ async def test_a_merchant_label_sent_again_after_its_upload_is_not_uploaded_agai
     assert row["state"] == "done" and row["result"]["confirmed_by_reread"] is True
 
 
+async def test_another_merchant_label_answering_a_new_request_is_uploaded(
+    open_world: Open,
+) -> None:
+    """Temu asks again (the first label rejected, say) while its logistics still show the old
+    parcel: a merchant label for another parcel is the answer, and goes up once."""
+    sim, rt = await open_world(oc=False, return_list_lag_s=3600.0, accept_second_label=True)
+    sn = awaiting(sim)[0]["parentAfterSalesSn"]
+    submit = label_submitter(rt)
+    await submit.submit(sn, LABEL_A)
+    await passes(rt, 1)
+    await bump_update_at(rt, {sn})
+    assert not (await submit.submit(sn, LABEL_B)).duplicate
+    await passes(rt, 2)
+    assert uploads_per_return(sim) == {sn: 2}
+    last = sim.uploads(SHOP)[-1]["returnLabelDTOList"][0]
+    assert last["trackingNumber"] == "1Z999AA10123456785"
+
+
 # -- 3. no replacement label while an upload is unconfirmed -----------------------------------
 async def test_a_replacement_label_is_refused_while_an_upload_is_unconfirmed(
     open_world: Open, tmp_path: Path, capsys: pytest.CaptureFixture[str]
