@@ -64,9 +64,7 @@ class MallMap:
         self._map: dict[tuple[str, int], str] = {}
         # app_key -> shops with no check answered/refused. Until a refresh succeeds nothing is
         # known to have been tried: an unknown mallId is then 503, never acknowledged and lost.
-        self._untried: dict[str, set[str]] = {}
-        for shop in rt.settings.shops:
-            self._untried.setdefault(shop.app_key, set()).add(shop.id)
+        self._untried = self._untried_of(tried=set())
         self._refreshed_at = -math.inf
         self._lock = asyncio.Lock()
 
@@ -112,12 +110,16 @@ class MallMap:
             # A refusal of a token since replaced in config.toml says nothing of the new one.
             if api is not None and failure.token_sha256 == api.token_fingerprint:
                 tried.add(failure.shop_id)
-        untried: dict[str, set[str]] = {}
-        for shop, app in app_of.items():
-            if shop not in tried:
-                untried.setdefault(app, set()).add(shop)
-        self._map, self._untried = fresh, untried
+        self._map, self._untried = fresh, self._untried_of(tried)
         self._refreshed_at = self._clock()
+
+    def _untried_of(self, tried: set[str]) -> dict[str, set[str]]:
+        """app_key -> its configured shops not in ``tried``."""
+        untried: dict[str, set[str]] = {}
+        for shop in self._rt.settings.shops:
+            if shop.id not in tried:
+                untried.setdefault(shop.app_key, set()).add(shop.id)
+        return untried
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

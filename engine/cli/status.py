@@ -169,7 +169,7 @@ def _report(
                 {
                     "id": s.id,
                     **status_fields(tokens.get(s.id), needed),
-                    "token_error": _refusal_text(refusals.get(s.id)),
+                    "token_error": refusals[s.id].error if s.id in refusals else None,
                 }
                 for s in settings.shops
             ],
@@ -237,10 +237,6 @@ async def _token_state(
         if check is None or failure.failed_at > check.checked_at:
             refusals[failure.shop_id] = failure
     return checks, refusals
-
-
-def _refusal_text(failure: TokenCheckFailure | None) -> str | None:
-    return None if failure is None else failure.error
 
 
 def _print_tokens(
